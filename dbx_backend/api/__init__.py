@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, the request/response contract, error mapping."""

@@ -1,0 +1,176 @@
+"""Settings: everything the service reads from its environment, validated all at once.
+
+This is the only module that reads `os.environ`; everything else receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+HTTP_PATH_RE = re.compile(r"^/sql/1\.0/warehouses/(?P<id>[A-Za-z0-9_-]+)/?$")
+WAREHOUSE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable service; the message lists every problem."""
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+OptionalStr = Annotated[str | None, BeforeValidator(_blank_is_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
+
+
+class Settings(BaseModel):
+    """Everything the service reads from its environment (see `.env.example`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    databricks_host: str = Field(alias="DATABRICKS_HOST", min_length=1)
+    databricks_http_path: OptionalStr = Field(default=None, alias="DATABRICKS_HTTP_PATH")
+    databricks_warehouse_id: OptionalStr = Field(default=None, alias="DATABRICKS_WAREHOUSE_ID")
+    databricks_token: OptionalSecret = Field(default=None, alias="DATABRICKS_TOKEN")
+    databricks_client_id: OptionalStr = Field(default=None, alias="DATABRICKS_CLIENT_ID")
+    databricks_client_secret: OptionalSecret = Field(
+        default=None, alias="DATABRICKS_CLIENT_SECRET"
+    )
+    databricks_catalog: OptionalStr = Field(default=None, alias="DATABRICKS_CATALOG")
+    databricks_schema: OptionalStr = Field(default=None, alias="DATABRICKS_SCHEMA")
+
+    host: str = Field(default="0.0.0.0", alias="HOST", min_length=1)
+    port: int = Field(default=4000, alias="PORT", ge=1, le=65535)
+    query_timeout_s: float = Field(default=60.0, alias="QUERY_TIMEOUT_S", gt=0)
+    max_query_timeout_s: float = Field(default=300.0, alias="MAX_QUERY_TIMEOUT_S", gt=0)
+    cors_allow_origins: CommaList = Field(
+        default=("http://localhost:3000",), alias="CORS_ALLOW_ORIGINS"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="LOG_LEVEL"
+    )
+
+    http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
+    http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
+    max_body_bytes: int = Field(default=1_048_576, alias="MAX_BODY_BYTES", ge=1024)
+    max_result_rows: int = Field(default=100_000, alias="MAX_RESULT_ROWS", ge=1)
+
+    @field_validator("databricks_host")
+    @classmethod
+    def _normalize_host(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if "://" not in value:
+            value = f"https://{value}"
+        scheme, _, rest = value.partition("://")
+        if scheme not in ("https", "http") or not rest or "/" in rest or " " in rest:
+            raise ValueError("must be a workspace host such as adb-123.4.azuredatabricks.net")
+        return value
+
+    @field_validator("databricks_http_path")
+    @classmethod
+    def _check_http_path(cls, value: str | None) -> str | None:
+        if value is not None and not HTTP_PATH_RE.match(value.strip()):
+            raise ValueError("must look like /sql/1.0/warehouses/<warehouse-id>")
+        return value.strip() if value else value
+
+    @field_validator("databricks_warehouse_id")
+    @classmethod
+    def _check_warehouse_id(cls, value: str | None) -> str | None:
+        if value is not None and not WAREHOUSE_ID_RE.match(value.strip()):
+            raise ValueError("must be letters, digits, '-' or '_'")
+        return value.strip() if value else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @property
+    def warehouse_id(self) -> str:
+        """The warehouse id, from `DATABRICKS_WAREHOUSE_ID` or the last part of the HTTP path."""
+        if self.databricks_warehouse_id:
+            return self.databricks_warehouse_id
+        match = HTTP_PATH_RE.match(self.databricks_http_path or "")
+        if match is None:  # load_settings guarantees one of the two
+            raise ConfigError("no warehouse id configured")
+        return match["id"]
+
+
+def _cross_field_problems(values: Mapping[str, str | None]) -> list[str]:
+    def present(name: str) -> bool:
+        return bool((values.get(name) or "").strip())
+
+    problems = []
+    if not present("DATABRICKS_HTTP_PATH") and not present("DATABRICKS_WAREHOUSE_ID"):
+        problems.append(
+            "DATABRICKS_HTTP_PATH or DATABRICKS_WAREHOUSE_ID: one of them is required"
+        )
+    has_oauth = present("DATABRICKS_CLIENT_ID") or present("DATABRICKS_CLIENT_SECRET")
+    if not present("DATABRICKS_TOKEN") and not has_oauth:
+        problems.append(
+            "DATABRICKS_TOKEN (or DATABRICKS_CLIENT_ID + DATABRICKS_CLIENT_SECRET): required"
+        )
+    elif has_oauth and not (
+        present("DATABRICKS_CLIENT_ID") and present("DATABRICKS_CLIENT_SECRET")
+    ):
+        problems.append("DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET: set both or neither")
+    return problems
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = error["msg"]
+        if error["type"] == "missing":
+            message = "required"
+        lines.append(f"{name}: {message.removeprefix('Value error, ')}")
+    return lines
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = Path(".env"),
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge `env_file` under the environment (the environment wins) and validate all at once.
+
+    `overrides` win over both; `dbx-backend dev` uses them to point at the local warehouse.
+    Raises ConfigError listing every missing or malformed variable, one per line.
+    """
+    values: dict[str, str | None] = {}
+    if env_file is not None and env_file.is_file():
+        values.update(dotenv_values(env_file))  # read, never written into os.environ
+    values.update(os.environ if environ is None else environ)
+    values.update(overrides or {})
+    problems = _cross_field_problems(values)
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = _describe(exc) + problems
+        settings = None
+    if problems or settings is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings

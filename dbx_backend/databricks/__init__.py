@@ -1,0 +1,1 @@
+"""Everything that speaks the Databricks SQL Statement Execution API 2.0."""

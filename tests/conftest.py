@@ -1,0 +1,52 @@
+"""Shared fixtures: settings for tests, and aioresponses wired for aiohttp 3.14."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aioresponses import aioresponses
+from aioresponses import core as aioresponses_core
+
+from dbx_backend.config import Settings, load_settings
+
+TEST_TOKEN = "dapi-test-secret-token-0123456789"
+TEST_HOST = "https://example.cloud.databricks.com"
+TEST_ENV = {
+    "DATABRICKS_HOST": TEST_HOST,
+    "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/wh123",
+    "DATABRICKS_TOKEN": TEST_TOKEN,
+}
+
+
+class _NoStreamWriter:
+    output_size = 0
+
+
+class _ShimmedClientResponse(ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's `stream_writer` argument
+    (aioresponses issue #289, fix pending in PR #292). Supply an inert one. Remove this shim
+    once an aioresponses release passes it itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", _NoStreamWriter())
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings(TEST_ENV, env_file=None)
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    """aioresponses that lets loopback through (the aiohttp test server and local warehouse)."""
+    original = aioresponses_core.ClientResponse
+    aioresponses_core.ClientResponse = _ShimmedClientResponse  # type: ignore[misc]
+    try:
+        with aioresponses(passthrough=["http://127.0.0.1", "http://localhost"]) as mock:
+            yield mock
+    finally:
+        aioresponses_core.ClientResponse = original  # type: ignore[misc]
