@@ -1,12 +1,44 @@
 """The one place where a Databricks value becomes a JSON value.
 
-A column's type alone decides a value's JSON form (DESIGN.md, "The API contract").
+A column's type alone decides a value's JSON form (DESIGN.md, "The API contract"); the
+warehouse's string forms are those of reference §7.3. Choices where the reference is silent:
+
+* TIMESTAMP renders as ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, always in UTC with a ``Z`` (as
+  JavaScript's ``Date.toISOString`` does). An input offset is applied; no offset means UTC, the
+  session default. The fraction keeps exactly the digits the warehouse sent (0-9, nanoseconds
+  included). Arrow values carry no "digits sent", so they render with trailing zeros trimmed,
+  as Spark and DuckDB cast a timestamp to text.
+* TIMESTAMP_NTZ renders the same wall-clock form without an offset. An offset on the input is
+  ignored, not applied: the value has no zone, so converting it would invent one.
+* DECIMAL keeps the digits sent and pads the fraction up to the column's scale; it never rounds
+  (a value with more digits than its scale is passed on whole, not silently changed).
+* Inside ARRAY/MAP/STRUCT/VARIANT, values are whatever the JSON text says: decimals become JSON
+  numbers, non-finite floats the strings "NaN"/"Infinity"/"-Infinity", integers stay exact.
+  From Arrow, a MAP with string keys becomes an object, other keys a list of {"key", "value"}.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from math import isfinite
+from operator import is_not
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from dbx_backend.databricks.errors import ProtocolError
+from dbx_backend.databricks.wire import ColumnInfo, ResultManifest
+
+if TYPE_CHECKING:
+    import pyarrow
 
 JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]
 
@@ -44,3 +76,419 @@ class NormalizeOptions:
     """Client choices about value rendering."""
 
     long_as_string: bool = False
+    # Reference §7.3: sources disagree on BINARY's text form; base64 is the documented default.
+    binary_input: Literal["base64", "hex"] = "base64"
+
+
+Cells = Sequence[Any]  # one column's cells: str | None from JSON_ARRAY, Python values from Arrow
+ColumnConverter = Callable[[Cells], Sequence[JsonValue]]
+
+# SQL spellings that can lead a `type_text` -> the `type_name` the API uses for them (§7.1).
+_TYPE_ALIASES = {
+    "TINYINT": "BYTE",
+    "SMALLINT": "SHORT",
+    "INTEGER": "INT",
+    "BIGINT": "LONG",
+    "REAL": "FLOAT",
+    "DEC": "DECIMAL",
+    "NUMERIC": "DECIMAL",
+    "VARCHAR": "STRING",
+    "VOID": "NULL",
+    "TIMESTAMP_LTZ": "TIMESTAMP",
+}
+_LEADING_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+_DECIMAL_PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
+
+
+def columns_from_manifest(manifest: ResultManifest) -> list[Column]:
+    """The API's columns for a result schema; off-enum type names fall back to `type_text`."""
+    return [_column(info) for info in manifest.schema_.columns]
+
+
+def _column(info: ColumnInfo) -> Column:
+    type_ = (info.type_name or _type_from_text(info.type_text)).upper()
+    precision = scale = None
+    if _TYPE_ALIASES.get(type_, type_) == "DECIMAL":
+        precision, scale = info.type_precision, info.type_scale
+        params = _DECIMAL_PARAMS.search(info.type_text)
+        if params is not None:
+            precision = precision if precision is not None else int(params[1])
+            scale = scale if scale is not None else int(params[2] or 0)
+    return Column(info.name, type_, info.type_text, info.position, None, precision, scale)
+
+
+def _type_from_text(type_text: str) -> str:
+    # "GEOMETRY(4326)" -> "GEOMETRY", "ARRAY<INT>" -> "ARRAY", "INTERVAL DAY TO SECOND" -> ...
+    word = _LEADING_WORD.match(type_text)
+    if word is None:
+        return "UNKNOWN"
+    name = word[1].upper()
+    return _TYPE_ALIASES.get(name, name)
+
+
+class RowConverter:
+    """Turns one result's rows into JSON values, with one converter per column chosen once."""
+
+    def __init__(
+        self, columns: Sequence[Column], options: NormalizeOptions = NormalizeOptions()
+    ) -> None:
+        self.columns = tuple(columns)
+        self.options = options
+        self._text_converters = [_text_converter(c, options) for c in self.columns]
+        self._arrow_converters: dict[tuple[int, Any], ColumnConverter] = {}
+
+    def convert_rows(self, data_array: Iterable[Sequence[str | None]]) -> list[list[JsonValue]]:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2) -> rows of JSON values."""
+        rows = data_array if isinstance(data_array, list) else list(data_array)
+        _check_widths(rows, len(self.columns))
+        if not rows:
+            return []
+        if not self.columns:
+            return [[] for _ in rows]
+        converted = [
+            self._run(index, convert, cells)
+            for index, (convert, cells) in enumerate(
+                zip(self._text_converters, zip(*rows, strict=True), strict=True)
+            )
+        ]
+        return list(map(list, zip(*converted, strict=True)))
+
+    def convert_arrow(self, batch: pyarrow.RecordBatch) -> list[list[JsonValue]]:
+        """Arrow values -> the same JSON values `convert_rows` gives for the same data."""
+        if batch.num_columns != len(self.columns):
+            raise ProtocolError(
+                f"an Arrow batch has {batch.num_columns} columns, the schema {len(self.columns)}"
+            )
+        if not self.columns:
+            return [[] for _ in range(batch.num_rows)]
+        converted = []
+        for index, array in enumerate(batch.columns):
+            key = (index, array.type)
+            convert = self._arrow_converters.get(key)
+            if convert is None:
+                convert = _arrow_converter(self.columns[index], array.type, self.options)
+                self._arrow_converters[key] = convert
+            converted.append(self._run(index, convert, array))
+        return list(map(list, zip(*converted, strict=True)))
+
+    def _run(self, index: int, convert: ColumnConverter, cells: Any) -> Sequence[JsonValue]:
+        try:
+            return convert(cells)
+        except _CELL_ERRORS:
+            column = self.columns[index]
+            # Never the value, nor the parser's message (it quotes the value): `from None`.
+            raise ProtocolError(
+                f"column {column.name!r} (position {index}) holds a value that is not a valid "
+                f"{column.type}"
+            ) from None
+
+
+_CELL_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
+
+
+def _check_widths(rows: Sequence[Sequence[Any]], width: int) -> None:
+    if rows and set(map(len, rows)) != {width}:
+        bad = next(i for i, row in enumerate(rows) if len(row) != width)
+        raise ProtocolError(
+            f"row {bad} of a chunk has {len(rows[bad])} cells, the schema has {width} columns"
+        )
+
+
+# ---- JSON_ARRAY strings -------------------------------------------------------------------
+
+
+def _text_converter(column: Column, options: NormalizeOptions) -> ColumnConverter:
+    kind = _TYPE_ALIASES.get(column.type, column.type)
+    if kind in ("BYTE", "SHORT", "INT") or (kind == "LONG" and not options.long_as_string):
+        return _map_cells(int)
+    if kind == "LONG":
+        return _map_cells(_long_as_string)
+    if kind in ("FLOAT", "DOUBLE"):
+        return _floats
+    if kind == "DECIMAL":
+        return _map_cells(partial(_decimal_text, scale=column.scale))
+    if kind == "BOOLEAN":
+        return _booleans
+    if kind == "DATE":
+        return _map_cells(_date_text)
+    if kind == "TIMESTAMP":
+        return _map_cells(_timestamp_text)
+    if kind == "TIMESTAMP_NTZ":
+        return _map_cells(_timestamp_ntz_text)
+    if kind == "BINARY":
+        return _map_cells(_hex_to_base64 if options.binary_input == "hex" else _base64_text)
+    if kind in ("ARRAY", "MAP", "STRUCT", "VARIANT"):
+        return _map_cells(_json_text)
+    if kind == "NULL":
+        return _nulls
+    # STRING, CHAR, INTERVAL, USER_DEFINED_TYPE, GEOMETRY, GEOGRAPHY and unknown types.
+    return _as_is
+
+
+def _map_cells(convert: Callable[[Any], JsonValue]) -> ColumnConverter:
+    def convert_cells(cells: Cells) -> list[JsonValue]:
+        return [None if cell is None else convert(cell) for cell in cells]
+
+    return convert_cells
+
+
+def _as_is(cells: Cells) -> Sequence[JsonValue]:
+    return cells
+
+
+def _nulls(cells: Cells) -> list[JsonValue]:
+    return [None] * len(cells)
+
+
+def _long_as_string(text: str | int) -> str:
+    return str(int(text))
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _floats(cells: Cells) -> list[JsonValue]:
+    values: list[JsonValue] = [None if cell is None else float(cell) for cell in cells]
+    return _fix_non_finite(values)
+
+
+def _fix_non_finite(values: list[JsonValue]) -> list[JsonValue]:
+    # One C-speed pass finds whether any NaN/inf is there (a finite sum overflowing only sends
+    # us down the exact path); the per-value pass runs only then.
+    if isfinite(sum(filter(partial(is_not, None), values))):
+        return values
+    return [_float_json(v) if v is not None else None for v in values]
+
+
+def _float_json(value: float) -> float | str:
+    return value if isfinite(value) else _NON_FINITE[repr(value)]
+
+
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.([0-9]+))?")
+
+
+def _decimal_text(text: str, scale: int | None) -> str:
+    plain = _PLAIN_DECIMAL.fullmatch(text)
+    if plain is not None and (scale is None or len(plain[1] or "") == scale):
+        return text
+    return _render_decimal(Decimal(text), scale)
+
+
+def _render_decimal(value: Decimal, scale: int | None) -> str:
+    if not value.is_finite():
+        raise ValueError("not a finite decimal")
+    text = format(value, "f")  # plain notation, exact: no context precision involved
+    if scale:
+        digits = len(text) - text.index(".") - 1 if "." in text else -1
+        if digits < scale:
+            text += ("." if digits < 0 else "") + "0" * (scale - max(digits, 0))
+    return text
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _booleans(cells: Cells) -> list[JsonValue]:
+    return [None if cell is None else _BOOLEANS[cell.lower()] for cell in cells]
+
+
+def _date_text(text: str) -> str:
+    return date.fromisoformat(text).isoformat()
+
+
+_TIMESTAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
+_UTC_OFFSETS = frozenset({None, "Z", "z", "+00:00", "+0000", "+00", "-00:00", "-0000", "-00"})
+
+
+def _timestamp_text(text: str) -> str:
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError("not a timestamp")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    # Only the whole seconds go through datetime (it validates them); the fraction is kept as
+    # text so nanoseconds survive.
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    if offset in _UTC_OFFSETS:
+        wall = f"{year}-{month}-{day}T{hour}:{minute}:{second}"
+    else:
+        hours, minutes = int(offset[1:3]), (int(offset[-2:]) if len(offset) > 3 else 0)
+        if hours > 18 or minutes > 59:
+            raise ValueError("not a UTC offset")
+        shift = timedelta(hours=hours, minutes=minutes)
+        wall = (moment - shift if offset[0] == "+" else moment + shift).isoformat()
+    return f"{wall}{fraction or ''}Z"
+
+
+def _timestamp_ntz_text(text: str) -> str:
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError("not a timestamp")
+    year, month, day, hour, minute, second, fraction, _offset = match.groups()
+    datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    return f"{year}-{month}-{day}T{hour}:{minute}:{second}{fraction or ''}"
+
+
+def _base64_text(text: str) -> str:
+    return base64.b64encode(base64.b64decode(text, validate=True)).decode("ascii")
+
+
+def _hex_to_base64(text: str) -> str:
+    return base64.b64encode(binascii.unhexlify(text)).decode("ascii")
+
+
+# orjson reads integers beyond 64 bits as floats, silently: such texts go through `json`.
+_LONG_INTEGER = re.compile(r"[0-9]{19}")
+
+
+def _json_text(text: str) -> JsonValue:
+    if _LONG_INTEGER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # NaN/Infinity literals, or truly bad JSON: the exact parser decides
+    return json.loads(text, parse_float=_nested_float, parse_constant=_nested_constant)
+
+
+def _nested_float(text: str) -> float | str:
+    return _float_json(float(text))
+
+
+def _nested_constant(text: str) -> str:
+    return {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}[text]
+
+
+# ---- Arrow --------------------------------------------------------------------------------
+
+
+def _arrow_converter(
+    column: Column, arrow_type: pyarrow.DataType, options: NormalizeOptions
+) -> ColumnConverter:
+    """The converter for one column as Arrow typed it; strings reuse the JSON_ARRAY path."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = pa.types
+    kind = _TYPE_ALIASES.get(column.type, column.type)
+    text_converter = _text_converter(column, options)
+
+    def pylist(array: Any) -> list[Any]:
+        values: list[Any] = array.to_pylist()
+        return values
+
+    if kind == "NULL" or types.is_null(arrow_type):
+        return _nulls
+    if types.is_string(arrow_type) or types.is_large_string(arrow_type):
+        return lambda array: text_converter(pylist(array))
+    if kind in ("BYTE", "SHORT", "INT", "LONG") and types.is_integer(arrow_type):
+        if kind == "LONG" and options.long_as_string:
+            return lambda array: _map_cells(str)(pylist(array))
+        return pylist
+    if kind in ("FLOAT", "DOUBLE") and types.is_floating(arrow_type):
+        if arrow_type.bit_width < 64:
+            # Arrow's text for a float32 is its shortest round-trip form, as the warehouse's.
+            return lambda array: _floats(pylist(pc.cast(array, pa.string())))
+        return lambda array: _fix_non_finite(pylist(array))
+    if kind == "DECIMAL" and types.is_decimal(arrow_type):
+        render = _map_cells(partial(_render_decimal, scale=column.scale))
+        return lambda array: render(pylist(array))
+    if kind == "BOOLEAN" and types.is_boolean(arrow_type):
+        return pylist
+    if kind == "DATE" and types.is_date(arrow_type):
+        return lambda array: pylist(pc.cast(array, pa.string()))
+    if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
+        return partial(_arrow_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
+    if kind == "BINARY" and (types.is_binary(arrow_type) or types.is_large_binary(arrow_type)):
+        return lambda array: _map_cells(_bytes_json)(pylist(array))
+    if kind in _SCALAR_KINDS:
+        raise ProtocolError(f"column {column.name!r} ({column.type}) arrived as Arrow {arrow_type}")
+    # Nested types, and text types that Arrow carries natively (intervals, geo as binary, ...).
+    nested = _nested_converter(arrow_type)
+    return lambda array: _map_cells(nested)(pylist(array))
+
+
+_SCALAR_KINDS = frozenset(
+    {"BYTE", "SHORT", "INT", "LONG", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN", "DATE", "BINARY"}
+) | {"TIMESTAMP", "TIMESTAMP_NTZ"}
+
+
+def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unit = array.type.unit
+    # A zoned Arrow timestamp stores UTC instants: reading them as naive keeps UTC wall time.
+    naive = array.view(pa.timestamp(unit)) if array.type.tz is not None else array
+    texts: list[str | None] = pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S").to_pylist()
+    if unit == "s":
+        return [None if t is None else t + suffix for t in texts]
+    # %S carries the unit's fraction digits (3, 6 or 9): trim trailing zeros, and a bare dot.
+    return [None if t is None else t.rstrip("0").removesuffix(".") + suffix for t in texts]
+
+
+def _bytes_json(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _nested_converter(arrow_type: Any) -> Callable[[Any], JsonValue]:
+    """A per-value converter for one Arrow type, composed once for the nested type's shape."""
+    import pyarrow as pa
+
+    types = pa.types
+    if (
+        types.is_list(arrow_type)
+        or types.is_large_list(arrow_type)
+        or types.is_fixed_size_list(arrow_type)
+    ):
+        item = _nested_converter(arrow_type.value_type)
+        return lambda values: [None if v is None else item(v) for v in values]
+    if types.is_map(arrow_type):
+        key, value = _nested_converter(arrow_type.key_type), _nested_converter(arrow_type.item_type)
+        if types.is_string(arrow_type.key_type) or types.is_large_string(arrow_type.key_type):
+            return lambda pairs: {k: None if v is None else value(v) for k, v in pairs}
+        return lambda pairs: [
+            {"key": key(k), "value": None if v is None else value(v)} for k, v in pairs
+        ]
+    if types.is_struct(arrow_type):
+        fields = [
+            (arrow_type.field(i).name, _nested_converter(arrow_type.field(i).type))
+            for i in range(arrow_type.num_fields)
+        ]
+        return lambda record: {
+            name: None if record[name] is None else convert(record[name])
+            for name, convert in fields
+        }
+    if types.is_floating(arrow_type):
+        return _float_json
+    if types.is_decimal(arrow_type):
+        return _nested_decimal
+    if types.is_binary(arrow_type) or types.is_large_binary(arrow_type):
+        return _bytes_json
+    if types.is_date(arrow_type):
+        return lambda value: value.isoformat()
+    if types.is_timestamp(arrow_type):
+        return partial(_nested_timestamp, suffix="" if arrow_type.tz is None else "Z")
+    if types.is_integer(arrow_type) or types.is_boolean(arrow_type) or types.is_string(arrow_type):
+        return _identity
+    return str  # other Arrow types (intervals, durations, times): their text
+
+
+def _identity(value: JsonValue) -> JsonValue:
+    return value
+
+
+def _nested_decimal(value: Decimal) -> int | float:
+    # What the JSON text of a nested decimal gives: a JSON number (an integer at scale 0).
+    exponent = value.as_tuple().exponent
+    return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+
+
+def _nested_timestamp(value: datetime, suffix: str) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    text = value.isoformat()
+    if "." in text:
+        text = text.rstrip("0").removesuffix(".")
+    return text + suffix
