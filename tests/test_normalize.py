@@ -1,0 +1,665 @@
+"""The normalizer: every type_name's JSON form, from JSON_ARRAY strings and from Arrow alike."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from dbx_backend.databricks import normalize
+from dbx_backend.databricks.errors import ProtocolError
+from dbx_backend.databricks.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.databricks.wire import ResultManifest
+
+LONG_AS_STRING = NormalizeOptions(long_as_string=True)
+HEX_BINARY = NormalizeOptions(binary_input="hex")
+
+
+def as_json(value: JsonValue) -> str:
+    """JSON text, so that -0.0 differs from 0.0 and True from 1 in assertions."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def column(type_: str, *, scale: int | None = None, name: str = "c", position: int = 0) -> Column:
+    return Column(name, type_, type_, position, scale=scale)
+
+
+def convert_cell(
+    type_: str, cell: str | None, *, scale: int | None = None, options: NormalizeOptions
+) -> JsonValue:
+    return RowConverter([column(type_, scale=scale)], options).convert_rows([[cell]])[0][0]
+
+
+DEFAULT = NormalizeOptions()
+
+CELLS = [
+    pytest.param("BYTE", "-128", None, DEFAULT, -128, id="byte"),
+    pytest.param("SHORT", "32767", None, DEFAULT, 32767, id="short"),
+    pytest.param("INT", "-2147483648", None, DEFAULT, -2147483648, id="int"),
+    pytest.param("LONG", "9223372036854775807", None, DEFAULT, 9223372036854775807, id="long-max"),
+    pytest.param(
+        "LONG", "-9223372036854775808", None, DEFAULT, -9223372036854775808, id="long-min"
+    ),
+    pytest.param(
+        "LONG",
+        "9223372036854775807",
+        None,
+        LONG_AS_STRING,
+        "9223372036854775807",
+        id="long-as-string",
+    ),
+    pytest.param("INT", "7", None, LONG_AS_STRING, 7, id="long-as-string-leaves-int-a-number"),
+    pytest.param("DOUBLE", "1.5", None, DEFAULT, 1.5, id="double"),
+    pytest.param("DOUBLE", "-0.0", None, DEFAULT, -0.0, id="double-negative-zero"),
+    pytest.param(
+        "DOUBLE", "1.7976931348623157E308", None, DEFAULT, 1.7976931348623157e308, id="double-max"
+    ),
+    pytest.param("DOUBLE", "NaN", None, DEFAULT, "NaN", id="double-nan"),
+    pytest.param("DOUBLE", "Infinity", None, DEFAULT, "Infinity", id="double-infinity"),
+    pytest.param("DOUBLE", "+Infinity", None, DEFAULT, "Infinity", id="double-plus-infinity"),
+    pytest.param("DOUBLE", "-Infinity", None, DEFAULT, "-Infinity", id="double-minus-infinity"),
+    pytest.param("DOUBLE", "inf", None, DEFAULT, "Infinity", id="double-inf"),
+    pytest.param("DOUBLE", "-inf", None, DEFAULT, "-Infinity", id="double-minus-inf"),
+    pytest.param("FLOAT", "0.1", None, DEFAULT, 0.1, id="float"),
+    pytest.param("FLOAT", "-0.0", None, DEFAULT, -0.0, id="float-negative-zero"),
+    pytest.param(
+        "DECIMAL",
+        "12345678901234567890.123456789012345678",
+        18,
+        DEFAULT,
+        "12345678901234567890.123456789012345678",
+        id="decimal-38-18-exact",
+    ),
+    pytest.param("DECIMAL", "1.5", 2, DEFAULT, "1.50", id="decimal-padded-to-scale"),
+    pytest.param("DECIMAL", "7", 3, DEFAULT, "7.000", id="decimal-integer-padded"),
+    pytest.param("DECIMAL", "1.50", 2, DEFAULT, "1.50", id="decimal-keeps-its-scale"),
+    pytest.param("DECIMAL", "-0.05", 2, DEFAULT, "-0.05", id="decimal-negative"),
+    pytest.param("DECIMAL", "42", 0, DEFAULT, "42", id="decimal-scale-0"),
+    pytest.param("DECIMAL", "1.5E+2", 2, DEFAULT, "150.00", id="decimal-exponent-rendered-plain"),
+    pytest.param(
+        "DECIMAL", "1E-20", 20, DEFAULT, "0.00000000000000000001", id="decimal-tiny-exponent"
+    ),
+    pytest.param("DECIMAL", "0E-18", 18, DEFAULT, "0.000000000000000000", id="decimal-zero-e"),
+    pytest.param("DECIMAL", "1.505", 2, DEFAULT, "1.505", id="decimal-extra-digits-not-rounded"),
+    pytest.param("BOOLEAN", "true", None, DEFAULT, True, id="boolean-true"),
+    pytest.param("BOOLEAN", "false", None, DEFAULT, False, id="boolean-false"),
+    pytest.param("BOOLEAN", "TRUE", None, DEFAULT, True, id="boolean-upper-case"),
+    pytest.param("DATE", "2024-02-29", None, DEFAULT, "2024-02-29", id="date"),
+    pytest.param("DATE", "1969-07-20", None, DEFAULT, "1969-07-20", id="date-before-1970"),
+    pytest.param("DATE", "0999-01-01", None, DEFAULT, "0999-01-01", id="date-year-below-1000"),
+    pytest.param(
+        "TIMESTAMP", "2024-01-15T09:30:00Z", None, DEFAULT, "2024-01-15T09:30:00Z", id="ts-z"
+    ),
+    pytest.param(
+        "TIMESTAMP",
+        "2024-01-15 09:30:00.123",
+        None,
+        DEFAULT,
+        "2024-01-15T09:30:00.123Z",
+        id="ts-space-no-offset-is-utc",
+    ),
+    pytest.param(
+        "TIMESTAMP",
+        "2024-01-15T15:00:00.5+05:30",
+        None,
+        DEFAULT,
+        "2024-01-15T09:30:00.5Z",
+        id="ts-offset-applied",
+    ),
+    pytest.param(
+        "TIMESTAMP",
+        "2024-01-15T15:00:00+0530",
+        None,
+        DEFAULT,
+        "2024-01-15T09:30:00Z",
+        id="ts-offset-without-colon",
+    ),
+    pytest.param(
+        "TIMESTAMP",
+        "2023-12-31T20:00:00.000000001-08:00",
+        None,
+        DEFAULT,
+        "2024-01-01T04:00:00.000000001Z",
+        id="ts-offset-crosses-year-keeps-nanoseconds",
+    ),
+    pytest.param(
+        "TIMESTAMP",
+        "1969-12-31 23:59:59.999999999+00:00",
+        None,
+        DEFAULT,
+        "1969-12-31T23:59:59.999999999Z",
+        id="ts-before-1970",
+    ),
+    pytest.param(
+        "TIMESTAMP", "0001-01-01T00:00:00Z", None, DEFAULT, "0001-01-01T00:00:00Z", id="ts-year-1"
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ",
+        "2023-03-15T12:34:56",
+        None,
+        DEFAULT,
+        "2023-03-15T12:34:56",
+        id="ntz",
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ",
+        "2023-03-15 12:34:56.123456789",
+        None,
+        DEFAULT,
+        "2023-03-15T12:34:56.123456789",
+        id="ntz-space-nanoseconds",
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ",
+        "2023-03-15T12:34:56+05:30",
+        None,
+        DEFAULT,
+        "2023-03-15T12:34:56",
+        id="ntz-offset-ignored-not-applied",
+    ),
+    pytest.param("BINARY", "SGVsbG8=", None, DEFAULT, "SGVsbG8=", id="binary-base64"),
+    pytest.param("BINARY", "", None, DEFAULT, "", id="binary-empty"),
+    pytest.param("BINARY", "48656C6C6F", None, HEX_BINARY, "SGVsbG8=", id="binary-hex-input"),
+    pytest.param("BINARY", "48656c6c6f", None, HEX_BINARY, "SGVsbG8=", id="binary-hex-lower"),
+    pytest.param("ARRAY", "[1,2,3]", None, DEFAULT, [1, 2, 3], id="array"),
+    pytest.param(
+        "ARRAY",
+        '[{"a":1,"b":"x"},{"a":null,"b":"ü"}]',
+        None,
+        DEFAULT,
+        [{"a": 1, "b": "x"}, {"a": None, "b": "ü"}],
+        id="array-of-struct",
+    ),
+    pytest.param(
+        "ARRAY",
+        "[9223372036854775807,-9223372036854775808]",
+        None,
+        DEFAULT,
+        [9223372036854775807, -9223372036854775808],
+        id="array-of-long-exact",
+    ),
+    pytest.param(
+        "ARRAY",
+        "[123456789012345678901234567890]",
+        None,
+        DEFAULT,
+        [123456789012345678901234567890],
+        id="array-big-integer-exact",
+    ),
+    pytest.param(
+        "ARRAY",
+        "[1.5,NaN,Infinity,-Infinity]",
+        None,
+        DEFAULT,
+        [1.5, "NaN", "Infinity", "-Infinity"],
+        id="array-non-finite-literals",
+    ),
+    pytest.param("MAP", '{"k":1,"z":null}', None, DEFAULT, {"k": 1, "z": None}, id="map"),
+    pytest.param(
+        "MAP",
+        '[{"key":1,"value":"a"}]',
+        None,
+        DEFAULT,
+        [{"key": 1, "value": "a"}],
+        id="map-key-value-form",
+    ),
+    pytest.param(
+        "STRUCT",
+        '{"a":{"b":[true,null]},"c":"d"}',
+        None,
+        DEFAULT,
+        {"a": {"b": [True, None]}, "c": "d"},
+        id="struct-nested",
+    ),
+    pytest.param("VARIANT", '"text"', None, DEFAULT, "text", id="variant-string"),
+    pytest.param(
+        "VARIANT",
+        '{"n":12345678901234567890123}',
+        None,
+        DEFAULT,
+        {"n": 12345678901234567890123},
+        id="variant-big-integer",
+    ),
+    pytest.param("INTERVAL", "1-6", None, DEFAULT, "1-6", id="interval-year-month"),
+    pytest.param(
+        "INTERVAL", "1 02:03:04.000000000", None, DEFAULT, "1 02:03:04.000000000", id="interval"
+    ),
+    pytest.param("STRING", "", None, DEFAULT, "", id="string-empty-stays-empty"),
+    pytest.param("STRING", "héllo wörld 🌍 ✓", None, DEFAULT, "héllo wörld 🌍 ✓", id="unicode"),
+    pytest.param("STRING", "null", None, DEFAULT, "null", id="string-null-text"),
+    pytest.param("CHAR", "ab ", None, DEFAULT, "ab ", id="char"),
+    pytest.param("GEOMETRY", "POINT(1 2)", None, DEFAULT, "POINT(1 2)", id="geometry"),
+    pytest.param("GEOGRAPHY", "POINT(1 2)", None, DEFAULT, "POINT(1 2)", id="geography"),
+    pytest.param("USER_DEFINED_TYPE", "x", None, DEFAULT, "x", id="user-defined-type"),
+    pytest.param("FANCY_NEW_TYPE", "42", None, DEFAULT, "42", id="unknown-type-as-text"),
+    pytest.param("NULL", "anything", None, DEFAULT, None, id="null-type"),
+]
+
+
+@pytest.mark.parametrize(("type_", "cell", "scale", "options", "expected"), CELLS)
+def test_cell_becomes_its_json_form(
+    type_: str, cell: str, scale: int | None, options: NormalizeOptions, expected: JsonValue
+) -> None:
+    result = convert_cell(type_, cell, scale=scale, options=options)
+
+    assert as_json(result) == as_json(expected)
+
+
+@pytest.mark.parametrize("fraction_digits", range(10))
+def test_timestamp_keeps_the_fraction_digits_sent(fraction_digits: int) -> None:
+    fraction = ("." + "123456789"[:fraction_digits]) if fraction_digits else ""
+
+    result = convert_cell("TIMESTAMP", f"2024-01-15T09:30:00{fraction}", options=DEFAULT)
+
+    assert result == f"2024-01-15T09:30:00{fraction}Z"
+
+
+ALL_TYPES = [
+    "BYTE", "SHORT", "INT", "LONG", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN", "DATE", "TIMESTAMP",
+    "TIMESTAMP_NTZ", "BINARY", "ARRAY", "MAP", "STRUCT", "VARIANT", "INTERVAL", "STRING", "CHAR",
+    "GEOMETRY", "GEOGRAPHY", "USER_DEFINED_TYPE", "NULL", "FANCY_NEW_TYPE",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("type_", ALL_TYPES)
+def test_sql_null_is_null_for_every_type(type_: str) -> None:
+    assert convert_cell(type_, None, scale=2, options=LONG_AS_STRING) is None
+
+
+BAD_CELLS = [
+    pytest.param("INT", "12x-SECRET", DEFAULT, id="int-not-digits"),
+    pytest.param("LONG", "1.5", DEFAULT, id="long-fraction"),
+    pytest.param("LONG", "SECRET", LONG_AS_STRING, id="long-as-string-not-digits"),
+    pytest.param("DOUBLE", "SECRET", DEFAULT, id="double-text"),
+    pytest.param("DECIMAL", "SECRET", DEFAULT, id="decimal-text"),
+    pytest.param("DECIMAL", "NaN", DEFAULT, id="decimal-nan"),
+    pytest.param("BOOLEAN", "yes-SECRET", DEFAULT, id="boolean-yes"),
+    pytest.param("DATE", "2024-02-30", DEFAULT, id="date-no-such-day"),
+    pytest.param("TIMESTAMP", "2024-01-15T25:00:00", DEFAULT, id="timestamp-hour-25"),
+    pytest.param("TIMESTAMP", "2024-01-15", DEFAULT, id="timestamp-date-only"),
+    pytest.param("TIMESTAMP", "2024-01-15T09:30:00.1234567891", DEFAULT, id="timestamp-10-digits"),
+    pytest.param("TIMESTAMP", "2024-01-15T09:30:00+25:00", DEFAULT, id="timestamp-bad-offset"),
+    pytest.param("TIMESTAMP_NTZ", "SECRET", DEFAULT, id="ntz-text"),
+    pytest.param("BINARY", "SECRET!!", DEFAULT, id="binary-not-base64"),
+    pytest.param("BINARY", "SECRETzz", HEX_BINARY, id="binary-not-hex"),
+    pytest.param("ARRAY", "[1, SECRET", DEFAULT, id="array-bad-json"),
+    pytest.param("VARIANT", "{SECRET: 12345678901234567890}", DEFAULT, id="variant-bad-json"),
+]
+
+
+@pytest.mark.parametrize(("type_", "cell", "options"), BAD_CELLS)
+def test_a_bad_cell_is_a_protocol_error_that_hides_the_value(
+    type_: str, cell: str, options: NormalizeOptions
+) -> None:
+    converter = RowConverter(
+        [column("INT", name="ok"), column(type_, name="amount", position=1)], options
+    )
+
+    with pytest.raises(ProtocolError) as caught:
+        converter.convert_rows([["1", "1.50"], ["2", cell]])
+
+    message = str(caught.value)
+    assert "SECRET" not in message
+    assert cell not in message
+    assert "'amount'" in message
+    assert type_ in message
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_a_row_with_the_wrong_number_of_cells_is_a_protocol_error() -> None:
+    converter = RowConverter([column("INT"), column("STRING", position=1)])
+
+    with pytest.raises(ProtocolError, match=r"row 1 .* 3 cells"):
+        converter.convert_rows([["1", "a"], ["2", "b", "SECRET"]])
+
+
+def test_rows_keep_their_order_and_columns_their_positions() -> None:
+    converter = RowConverter([column("INT"), column("STRING", position=1), column("BOOLEAN")])
+    data: list[list[str | None]] = [["1", "a", "true"], [None, "", None], ["3", None, "false"]]
+
+    rows = converter.convert_rows(iter(data))
+
+    assert rows == [[1, "a", True], [None, "", None], [3, None, False]]
+
+
+def test_an_empty_chunk_gives_no_rows() -> None:
+    assert RowConverter([column("INT")]).convert_rows([]) == []
+
+
+def test_a_result_without_columns_keeps_its_row_count() -> None:
+    assert RowConverter([]).convert_rows([[], []]) == [[], []]
+
+
+# ---- columns_from_manifest ----------------------------------------------------------------
+
+
+def manifest(*columns: dict[str, Any]) -> ResultManifest:
+    return ResultManifest.model_validate(
+        {"format": "JSON_ARRAY", "schema": {"column_count": len(columns), "columns": columns}}
+    )
+
+
+MANIFEST_COLUMNS = [
+    pytest.param(
+        {"name": "id", "position": 0, "type_name": "LONG", "type_text": "BIGINT"},
+        Column("id", "LONG", "BIGINT", 0),
+        id="type-name-kept",
+    ),
+    pytest.param(
+        {"name": "t", "position": 1, "type_name": "timestamp_ntz", "type_text": "timestamp_ntz"},
+        Column("t", "TIMESTAMP_NTZ", "timestamp_ntz", 1),
+        id="type-name-upper-cased",
+    ),
+    pytest.param(
+        {"name": "t", "position": 2, "type_text": "TIMESTAMP_NTZ"},
+        Column("t", "TIMESTAMP_NTZ", "TIMESTAMP_NTZ", 2),
+        id="ntz-from-type-text",
+    ),
+    pytest.param(
+        {"name": "v", "type_text": "VARIANT"}, Column("v", "VARIANT", "VARIANT", 0), id="variant"
+    ),
+    pytest.param(
+        {"name": "g", "type_text": "GEOMETRY(4326)"},
+        Column("g", "GEOMETRY", "GEOMETRY(4326)", 0),
+        id="geometry-srid-dropped",
+    ),
+    pytest.param(
+        {"name": "a", "type_text": "array<struct<a:int,b:string>>"},
+        Column("a", "ARRAY", "array<struct<a:int,b:string>>", 0),
+        id="array-from-type-text",
+    ),
+    pytest.param(
+        {"name": "n", "type_text": "bigint"}, Column("n", "LONG", "bigint", 0), id="sql-alias"
+    ),
+    pytest.param(
+        {"name": "i", "type_text": "INTERVAL DAY TO SECOND"},
+        Column("i", "INTERVAL", "INTERVAL DAY TO SECOND", 0),
+        id="interval-from-type-text",
+    ),
+    pytest.param(
+        {
+            "name": "price",
+            "position": 3,
+            "type_name": "DECIMAL",
+            "type_text": "DECIMAL(38,18)",
+            "type_precision": 38,
+            "type_scale": 18,
+        },
+        Column("price", "DECIMAL", "DECIMAL(38,18)", 3, precision=38, scale=18),
+        id="decimal-precision-scale",
+    ),
+    pytest.param(
+        {"name": "d", "type_text": "decimal(10, 2)"},
+        Column("d", "DECIMAL", "decimal(10, 2)", 0, precision=10, scale=2),
+        id="decimal-params-from-type-text",
+    ),
+    pytest.param(
+        {
+            "name": "x",
+            "type_name": "INT",
+            "type_text": "INT",
+            "type_precision": 10,
+            "type_scale": 0,
+        },
+        Column("x", "INT", "INT", 0),
+        id="precision-only-for-decimal",
+    ),
+    pytest.param({"name": "x"}, Column("x", "UNKNOWN", "", 0), id="no-type-at-all"),
+]
+
+
+@pytest.mark.parametrize(("info", "expected"), MANIFEST_COLUMNS)
+def test_columns_from_manifest(info: dict[str, Any], expected: Column) -> None:
+    assert columns_from_manifest(manifest(info)) == [expected]
+
+
+def test_nullable_is_unknown_because_the_api_never_says() -> None:
+    (col,) = columns_from_manifest(manifest({"name": "x", "type_name": "INT", "type_text": "INT"}))
+
+    assert col.to_json()["nullable"] is None
+    assert "precision" not in col.to_json()
+
+
+def test_type_derived_from_type_text_decides_the_value() -> None:
+    columns = columns_from_manifest(
+        manifest({"name": "d", "type_text": "DECIMAL(10,2)"}, {"name": "n", "type_text": "BIGINT"})
+    )
+
+    rows = RowConverter(columns, LONG_AS_STRING).convert_rows([["1.5", "9007199254740993"]])
+
+    assert rows == [["1.50", "9007199254740993"]]
+
+
+# ---- Arrow and JSON_ARRAY give the same values ----------------------------------------------
+
+US_UTC = pa.timestamp("us", tz="UTC")
+ARRAY_OF_STRUCT = pa.list_(pa.struct([("a", pa.int32()), ("b", pa.string())]))
+STRUCT_NESTED = pa.struct(
+    [("d", pa.decimal128(4, 2)), ("xs", pa.list_(pa.float64())), ("day", pa.date32())]
+)
+
+# (column type, scale, options, Arrow values, Arrow type, JSON_ARRAY cells, expected)
+PARITY = [
+    pytest.param(
+        "LONG", None, DEFAULT,
+        [9223372036854775807, -9223372036854775808, 0, None], pa.int64(),
+        ["9223372036854775807", "-9223372036854775808", "0", None],
+        [9223372036854775807, -9223372036854775808, 0, None],
+        id="long",
+    ),
+    pytest.param(
+        "LONG", None, LONG_AS_STRING,
+        [9223372036854775807, None], pa.int64(), ["9223372036854775807", None],
+        ["9223372036854775807", None],
+        id="long-as-string",
+    ),
+    pytest.param("INT", None, DEFAULT, [-5, None], pa.int32(), ["-5", None], [-5, None], id="int"),
+    pytest.param(
+        "DOUBLE", None, DEFAULT,
+        [1.5, -0.0, float("nan"), float("inf"), float("-inf"), None], pa.float64(),
+        ["1.5", "-0.0", "NaN", "Infinity", "-Infinity", None],
+        [1.5, -0.0, "NaN", "Infinity", "-Infinity", None],
+        id="double",
+    ),
+    pytest.param(
+        "FLOAT", None, DEFAULT,
+        [0.1, -0.0, float("nan"), None], pa.float32(), ["0.1", "-0.0", "NaN", None],
+        [0.1, -0.0, "NaN", None],
+        id="float32",
+    ),
+    pytest.param(
+        "DECIMAL", 18, DEFAULT,
+        [Decimal("12345678901234567890.123456789012345678"), Decimal("1.5"), Decimal(0), None],
+        pa.decimal128(38, 18),
+        ["12345678901234567890.123456789012345678", "1.500000000000000000",
+         "0.000000000000000000", None],
+        ["12345678901234567890.123456789012345678", "1.500000000000000000",
+         "0.000000000000000000", None],
+        id="decimal-38-18",
+    ),
+    pytest.param(
+        "DECIMAL", 2, DEFAULT,
+        [Decimal("1.5"), Decimal("-0.05"), None], pa.decimal128(10, 2), ["1.5", "-0.05", None],
+        ["1.50", "-0.05", None],
+        id="decimal-scale-padded",
+    ),
+    pytest.param(
+        "BOOLEAN", None, DEFAULT,
+        [True, False, None], pa.bool_(), ["true", "false", None], [True, False, None],
+        id="boolean",
+    ),
+    pytest.param(
+        "DATE", None, DEFAULT,
+        [date(1969, 7, 20), date(999, 1, 1), date(9999, 12, 31), None], pa.date32(),
+        ["1969-07-20", "0999-01-01", "9999-12-31", None],
+        ["1969-07-20", "0999-01-01", "9999-12-31", None],
+        id="date",
+    ),
+    pytest.param(
+        "TIMESTAMP", None, DEFAULT,
+        [datetime(2024, 1, 15, 9, 30, 0, 123000, UTC), datetime(1969, 12, 31, 23, 59, 59, 0, UTC),
+         None],
+        US_UTC,
+        ["2024-01-15T09:30:00.123Z", "1969-12-31 23:59:59", None],
+        ["2024-01-15T09:30:00.123Z", "1969-12-31T23:59:59Z", None],
+        id="timestamp-utc",
+    ),
+    pytest.param(
+        "TIMESTAMP", None, DEFAULT,
+        [1705311000123456789, None], pa.timestamp("ns", tz="+05:30"),
+        ["2024-01-15T15:00:00.123456789+05:30", None],
+        ["2024-01-15T09:30:00.123456789Z", None],
+        id="timestamp-offset-nanoseconds",
+    ),
+    pytest.param(
+        "TIMESTAMP", None, DEFAULT,
+        [1705311000, None], pa.timestamp("s"), ["2024-01-15 09:30:00", None],
+        ["2024-01-15T09:30:00Z", None],
+        id="timestamp-naive-is-utc",
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ", None, DEFAULT,
+        [datetime(2023, 3, 15, 12, 34, 56, 500000), datetime(1, 1, 1), None], pa.timestamp("us"),
+        ["2023-03-15T12:34:56.5", "0001-01-01 00:00:00", None],
+        ["2023-03-15T12:34:56.5", "0001-01-01T00:00:00", None],
+        id="timestamp-ntz",
+    ),
+    pytest.param(
+        "STRING", None, DEFAULT,
+        ["", "héllo 🌍", None], pa.string(), ["", "héllo 🌍", None], ["", "héllo 🌍", None],
+        id="string",
+    ),
+    pytest.param(
+        "BINARY", None, DEFAULT,
+        [b"Hello", b"", b"\x00\xff", None], pa.binary(), ["SGVsbG8=", "", "AP8=", None],
+        ["SGVsbG8=", "", "AP8=", None],
+        id="binary",
+    ),
+    pytest.param(
+        "ARRAY", None, DEFAULT,
+        [[{"a": 1, "b": "x"}, {"a": None, "b": "ü"}], [], None], ARRAY_OF_STRUCT,
+        ['[{"a":1,"b":"x"},{"a":null,"b":"ü"}]', "[]", None],
+        [[{"a": 1, "b": "x"}, {"a": None, "b": "ü"}], [], None],
+        id="array-of-struct",
+    ),
+    pytest.param(
+        "MAP", None, DEFAULT,
+        [[("k", 1), ("z", None)], [], None], pa.map_(pa.string(), pa.int64()),
+        ['{"k":1,"z":null}', "{}", None],
+        [{"k": 1, "z": None}, {}, None],
+        id="map-string-keys",
+    ),
+    pytest.param(
+        "MAP", None, DEFAULT,
+        [[(1, "a")], None], pa.map_(pa.int32(), pa.string()),
+        ['[{"key":1,"value":"a"}]', None],
+        [[{"key": 1, "value": "a"}], None],
+        id="map-other-keys",
+    ),
+    pytest.param(
+        "STRUCT", None, DEFAULT,
+        [{"d": Decimal("1.50"), "xs": [1.0, float("nan")], "day": date(1960, 1, 2)}, None],
+        STRUCT_NESTED,
+        ['{"d":1.50,"xs":[1.0,NaN],"day":"1960-01-02"}', None],
+        [{"d": 1.5, "xs": [1.0, "NaN"], "day": "1960-01-02"}, None],
+        id="struct-nested",
+    ),
+    pytest.param(
+        "VARIANT", None, DEFAULT,
+        ['{"a":[1,2]}', None], pa.string(), ['{"a":[1,2]}', None], [{"a": [1, 2]}, None],
+        id="variant-as-text",
+    ),
+    pytest.param(
+        "INTERVAL", None, DEFAULT,
+        ["1-6", None], pa.string(), ["1-6", None], ["1-6", None],
+        id="interval-as-text",
+    ),
+    pytest.param(
+        "NULL", None, DEFAULT, [None, None], pa.null(), [None, None], [None, None], id="null"
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("type_", "scale", "options", "values", "arrow_type", "cells", "expected"), PARITY
+)
+def test_arrow_and_json_array_give_the_same_values(
+    type_: str,
+    scale: int | None,
+    options: NormalizeOptions,
+    values: list[Any],
+    arrow_type: pa.DataType,
+    cells: list[str | None],
+    expected: list[JsonValue],
+) -> None:
+    converter = RowConverter([column(type_, scale=scale)], options)
+    batch = pa.RecordBatch.from_arrays([pa.array(values, arrow_type)], names=["c"])
+
+    from_text = converter.convert_rows([[cell] for cell in cells])
+    from_arrow = converter.convert_arrow(batch)
+
+    assert as_json(from_text) == as_json([[value] for value in expected])
+    assert as_json(from_arrow) == as_json(from_text)
+
+
+def test_arrow_rows_line_up_across_many_columns() -> None:
+    columns = [column("LONG"), column("STRING", position=1), column("DATE", position=2)]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([1, None]), pa.array([None, "b"]), pa.array([date(2000, 1, 1), None])],
+        names=["a", "b", "c"],
+    )
+
+    assert RowConverter(columns).convert_arrow(batch) == [
+        [1, None, "2000-01-01"],
+        [None, "b", None],
+    ]
+
+
+def test_an_arrow_batch_with_the_wrong_number_of_columns_is_a_protocol_error() -> None:
+    batch = pa.RecordBatch.from_arrays([pa.array([1])], names=["a"])
+
+    with pytest.raises(ProtocolError, match="1 columns, the schema 2"):
+        RowConverter([column("LONG"), column("LONG", position=1)]).convert_arrow(batch)
+
+
+def test_an_arrow_type_that_contradicts_the_column_type_is_a_protocol_error() -> None:
+    batch = pa.RecordBatch.from_arrays([pa.array([1.5])], names=["a"])
+
+    with pytest.raises(ProtocolError, match="'c' \\(LONG\\) arrived as Arrow double"):
+        RowConverter([column("LONG")]).convert_arrow(batch)
+
+
+def test_a_bad_arrow_text_cell_is_a_protocol_error_that_hides_the_value() -> None:
+    batch = pa.RecordBatch.from_arrays([pa.array(["SECRET"])], names=["a"])
+
+    with pytest.raises(ProtocolError) as caught:
+        RowConverter([column("LONG")]).convert_arrow(batch)
+
+    assert "SECRET" not in str(caught.value)
+
+
+def test_the_module_imports_and_converts_without_pyarrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
+    spec = importlib.util.spec_from_file_location("normalize_without_arrow", normalize.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+
+    spec.loader.exec_module(module)
+    rows = module.RowConverter([module.Column("c", "LONG", "BIGINT", 0)]).convert_rows([["1"]])
+
+    assert rows == [[1]]
