@@ -55,9 +55,7 @@ class Settings(BaseModel):
     databricks_warehouse_id: OptionalStr = Field(default=None, alias="DATABRICKS_WAREHOUSE_ID")
     databricks_token: OptionalSecret = Field(default=None, alias="DATABRICKS_TOKEN")
     databricks_client_id: OptionalStr = Field(default=None, alias="DATABRICKS_CLIENT_ID")
-    databricks_client_secret: OptionalSecret = Field(
-        default=None, alias="DATABRICKS_CLIENT_SECRET"
-    )
+    databricks_client_secret: OptionalSecret = Field(default=None, alias="DATABRICKS_CLIENT_SECRET")
     databricks_catalog: OptionalStr = Field(default=None, alias="DATABRICKS_CATALOG")
     databricks_schema: OptionalStr = Field(default=None, alias="DATABRICKS_SCHEMA")
 
@@ -71,6 +69,8 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="LOG_LEVEL"
     )
+
+    log_format: Literal["json", "text"] = Field(default="json", alias="LOG_FORMAT")
 
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
@@ -124,9 +124,7 @@ def _cross_field_problems(values: Mapping[str, str | None]) -> list[str]:
 
     problems = []
     if not present("DATABRICKS_HTTP_PATH") and not present("DATABRICKS_WAREHOUSE_ID"):
-        problems.append(
-            "DATABRICKS_HTTP_PATH or DATABRICKS_WAREHOUSE_ID: one of them is required"
-        )
+        problems.append("DATABRICKS_HTTP_PATH or DATABRICKS_WAREHOUSE_ID: one of them is required")
     has_oauth = present("DATABRICKS_CLIENT_ID") or present("DATABRICKS_CLIENT_SECRET")
     if not present("DATABRICKS_TOKEN") and not has_oauth:
         problems.append(

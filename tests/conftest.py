@@ -41,12 +41,28 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def mocked() -> Iterator[aioresponses]:
+def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     """aioresponses that lets loopback through (the aiohttp test server and local warehouse)."""
-    original = aioresponses_core.ClientResponse
-    aioresponses_core.ClientResponse = _ShimmedClientResponse  # type: ignore[misc]
-    try:
-        with aioresponses(passthrough=["http://127.0.0.1", "http://localhost"]) as mock:
-            yield mock
-    finally:
-        aioresponses_core.ClientResponse = original  # type: ignore[misc]
+    monkeypatch.setattr(aioresponses_core, "ClientResponse", _ShimmedClientResponse)
+    with aioresponses(passthrough=["http://127.0.0.1", "http://localhost"]) as mock:
+        yield mock
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,213 @@
+"""Exceptions -> HTTP responses: one table, looked up along the class hierarchy, one middleware.
+
+Only this package knows HTTP status codes. 4xx messages help the caller and are shown (with
+hosts, URLs and tokens removed); 5xx messages are replaced by a fixed text, and the request id
+ties the response to the log line that has the details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from dbx_backend.databricks import errors as dbx
+from dbx_backend.databricks.query_service import InvalidQuery
+from dbx_backend.keys import ERROR_CODE, REQUEST_ID
+from dbx_backend.redaction import redact
+
+log = logging.getLogger("dbx_backend.api")
+
+
+class ApiError(Exception):
+    """Base of the errors handlers raise on purpose; `field` names the request field at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidRequest(ApiError):
+    """The request body or query string is malformed."""
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the configured limit."""
+
+
+class NotFoundError(ApiError):
+    """No such route or resource."""
+
+
+class MethodNotAllowed(ApiError):
+    """The route exists but not for this method."""
+
+
+class ErrorRow(NamedTuple):
+    """How one exception class answers."""
+
+    status: int
+    code: str
+    expose_message: bool
+    retryable: bool = False
+    public_message: str = ""
+
+
+ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
+    InvalidRequest: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    InvalidQuery: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
+    NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
+    MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
+    dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
+    dbx.StatementTimedOut: ErrorRow(
+        504,
+        "QUERY_TIMEOUT",
+        False,
+        public_message="the query ran past its timeout and was "
+        "cancelled; narrow it or raise timeout_s",
+    ),
+    dbx.WarehouseUnavailable: ErrorRow(
+        503,
+        "WAREHOUSE_UNAVAILABLE",
+        False,
+        retryable=True,
+        public_message="the warehouse is unavailable; try again later",
+    ),
+    dbx.StatementCanceled: ErrorRow(
+        502,
+        "STATEMENT_CANCELED",
+        False,
+        public_message="the statement was cancelled on the warehouse",
+    ),
+    dbx.StatementClosed: ErrorRow(
+        502,
+        "RESULT_UNAVAILABLE",
+        False,
+        public_message="the statement's result is no longer available on the warehouse",
+    ),
+    dbx.WarehouseError: ErrorRow(
+        502, "WAREHOUSE_ERROR", False, public_message="the warehouse answered with an error"
+    ),
+}
+INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
+
+
+def response_for(exc: BaseException) -> ErrorRow | None:
+    """The row for the most specific class of `exc` (walks the MRO)."""
+    return next((ERROR_RESPONSES[c] for c in type(exc).__mro__ if c in ERROR_RESPONSES), None)
+
+
+def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    problems, first_field = [], None
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(part) for part in error["loc"]) or "body"
+        first_field = first_field or loc
+        kind = error["type"]
+        if kind == "missing":
+            message = "is required"
+        elif kind == "extra_forbidden":
+            message = "is not a known field"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{loc}: {message}")
+    return "; ".join(problems), first_field
+
+
+def error_body(
+    exc: BaseException, row: ErrorRow, request_id: str, secrets: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The `{"error": {...}}` envelope for `exc`."""
+    field = getattr(exc, "field", None)
+    if isinstance(exc, ValidationError):
+        message, field = _validation_message(exc)
+    elif row.expose_message:
+        message = str(getattr(exc, "message", None) or exc)
+    else:
+        message = row.public_message
+    detail: dict[str, Any] = {
+        "code": row.code,
+        "message": redact(message, secrets),
+        "request_id": request_id,
+        "retryable": row.retryable,
+    }
+    if isinstance(exc, dbx.WarehouseError):
+        if exc.statement_id:
+            detail["statement_id"] = exc.statement_id
+        if exc.sql_state and row.expose_message:
+            detail["sql_state"] = exc.sql_state
+    if field:
+        detail["field"] = field
+    return {"error": detail}
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON response serialized with orjson."""
+    return web.Response(
+        body=orjson.dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(
+    exc: BaseException, request: web.Request, secrets: Iterable[str] = ()
+) -> web.Response:
+    """Map `exc` to its response and log it once: 5xx with a stack trace, 4xx at INFO."""
+    row = response_for(exc) or INTERNAL
+    request_id = request.get(REQUEST_ID, "-")
+    body = error_body(exc, row, request_id, secrets)
+    if row.status >= 500:
+        log.error(
+            "request %s failed with %s: %s",
+            request_id,
+            row.code,
+            redact(str(exc), secrets),
+            exc_info=row is INTERNAL,
+        )
+    else:
+        log.info("request %s refused with %s", request_id, row.code)
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if row.status in (429, 503) and retry_after:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    request[ERROR_CODE] = row.code
+    return json_response(body, row.status, headers)
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiError:
+    if exc.status == 404:
+        return NotFoundError(f"no such route: {request.method} {request.path}")
+    if exc.status == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+    if exc.status == 413:
+        return PayloadTooLarge(f"the request body is larger than {request.client_max_size} bytes")
+    return InvalidRequest(exc.reason)
+
+
+def error_middleware(secrets: Iterable[str]) -> Any:
+    """The one middleware that turns every exception into the error envelope."""
+    redacted = tuple(s for s in secrets if s)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_from_http_exception(exc, request), request, redacted)
+        except Exception as exc:
+            return error_response(exc, request, redacted)
+
+    return middleware

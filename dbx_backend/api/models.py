@@ -1,0 +1,102 @@
+"""The request and response contract the web app relies on (DESIGN.md, "The API contract").
+
+These models are the single source of truth: handlers validate with them, and the OpenAPI
+document is generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+SqlTypeName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*( ?\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^`;\s]+$")]
+Scalar = bool | int | float | str | None
+
+
+class TypedParamModel(BaseModel):
+    """A parameter with an explicit SQL type: `{"value": "2024-01-01", "type": "DATE"}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    value: Scalar = Field(description="The value; null is SQL NULL.")
+    type: SqlTypeName = Field(description="A scalar SQL type such as DATE, DECIMAL(10,2).")
+
+
+class QueryRequest(BaseModel):
+    """Body of `POST /api/query`: one SQL statement and how to run it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    sql: str = Field(description="One SQL statement; `:name` markers take values from `params`.")
+    params: dict[ParamName, Scalar | TypedParamModel] = Field(
+        default_factory=dict,
+        description="Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, "
+        "string -> STRING, null -> NULL, or {value, type} for another type.",
+    )
+    catalog: Identifier | None = Field(default=None, description="Default catalog.")
+    schema_: Identifier | None = Field(default=None, alias="schema", description="Default schema.")
+    row_limit: int | None = Field(default=None, ge=1, description="At most this many rows.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S)."
+    )
+    long_as_string: bool = Field(
+        default=False, description="Render LONG (BIGINT) values as strings, for JavaScript."
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _sql_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class ColumnModel(BaseModel):
+    """One result column."""
+
+    name: str
+    type: str = Field(description="The warehouse's type_name, e.g. LONG, DECIMAL, TIMESTAMP_NTZ.")
+    type_text: str = Field(description="The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.")
+    position: int
+    nullable: bool | None = Field(description="Always null: the warehouse does not say.")
+    precision: int | None = Field(default=None, description="DECIMAL only.")
+    scale: int | None = Field(default=None, description="DECIMAL only.")
+
+
+class QueryResponse(BaseModel):
+    """Body of a successful `POST /api/query`."""
+
+    columns: list[ColumnModel]
+    rows: list[list[Any]] = Field(description="Values typed by their column (see the README).")
+    row_count: int
+    truncated: bool = Field(description="True when row_limit or MAX_RESULT_ROWS cut the result.")
+    statement_id: str
+
+
+class HealthResponse(BaseModel):
+    """Body of `GET /health`."""
+
+    status: str = "ok"
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, for people and programs."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. SQL_ERROR.")
+    message: str
+    request_id: str
+    retryable: bool = Field(description="Whether trying the same request again may succeed.")
+    statement_id: str | None = None
+    sql_state: str | None = None
+    field: str | None = Field(default=None, description="The request field at fault, if any.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response: `{"error": {...}}`."""
+
+    error: ErrorDetail

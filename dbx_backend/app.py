@@ -1,0 +1,71 @@
+"""`create_app(settings)`: wire settings, long-lived resources, routes and middlewares; no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from dbx_backend.api.errors import error_middleware
+from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
+from dbx_backend.api.routes import setup_routes
+from dbx_backend.config import Settings
+from dbx_backend.databricks.auth import TokenProvider
+from dbx_backend.databricks.client import WarehouseClient
+from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
+from dbx_backend.databricks.retry import RetryPolicy
+from dbx_backend.keys import QUERY_SERVICE, SETTINGS, WAREHOUSE
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Strings that must never reach a response body."""
+    values = [settings.databricks_host.partition("://")[2]]
+    for secret in (settings.databricks_token, settings.databricks_client_secret):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    return values
+
+
+def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
+    """Allow the web app's origins (preflight included); other origins get no CORS headers."""
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
+        allow_credentials=False,
+        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER, "Idempotency-Key"),
+        expose_headers=(REQUEST_ID_HEADER, "Server-Timing", "Retry-After"),
+        allow_methods=("GET", "POST", "DELETE"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        cors.add(route)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    poll_schedule: PollSchedule | None = None,
+    sleep: Sleep = asyncio.sleep,
+    auth: TokenProvider | None = None,
+) -> web.Application:
+    """Build the application; resources open and close with the app's `cleanup_ctx`."""
+    app = web.Application(
+        middlewares=[request_context, error_middleware(_secrets(settings))],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+
+    async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with WarehouseClient(settings, policy=retry_policy, auth=auth) as client:
+            service = QueryService(client, schedule=poll_schedule, sleep=sleep)
+            app[WAREHOUSE] = client
+            app[QUERY_SERVICE] = service
+            yield
+            await service.drain()
+
+    app.cleanup_ctx.append(warehouse_ctx)
+    setup_routes(app)
+    setup_cors(app, settings.cors_allow_origins)
+    return app

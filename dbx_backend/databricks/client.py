@@ -1,0 +1,430 @@
+"""Transport to one workspace's Statement Execution API: auth, timeouts, retries, error mapping.
+
+Only this module sends HTTP to the warehouse. Each call is bounded by its own timeout and by the
+query's `Deadline`; retries follow `retry.py`'s policy, driven by `backoff`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import backoff
+import orjson
+from pydantic import ValidationError
+from yarl import URL
+
+from dbx_backend import __version__
+from dbx_backend.config import Settings
+from dbx_backend.databricks.auth import TokenProvider, token_provider_for
+from dbx_backend.databricks.errors import (
+    BadRequest,
+    ConnectFailed,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    ResponseLost,
+    ServerError,
+    Unauthenticated,
+    WarehouseError,
+)
+from dbx_backend.databricks.retry import Deadline, RetryPolicy, delays, should_retry
+from dbx_backend.databricks.wire import ErrorBody, ResultData, StatementResponse
+from dbx_backend.redaction import redact
+
+log = logging.getLogger(__name__)
+_M = TypeVar("_M", StatementResponse, ResultData)
+
+USER_AGENT = f"dbx-backend/{__version__}"
+STATEMENTS_PATH = "/api/2.0/sql/statements"
+# A cancel is sent after the query's own deadline passed, so it gets a budget of its own.
+CANCEL_TIMEOUT_S = 10.0
+
+# Most specific first: a connect timeout is a timeout, but the request never left us.
+_TRANSPORT_ERRORS: tuple[tuple[type[BaseException], type[WarehouseError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, ConnectFailed, "timed out connecting to the warehouse"),
+    (aiohttp.ClientConnectorError, ConnectFailed, "could not connect to the warehouse"),
+    (aiohttp.ServerTimeoutError, ResponseLost, "the warehouse did not answer in time"),
+    (aiohttp.ClientError, ResponseLost, "the connection to the warehouse was lost"),
+    (TimeoutError, ResponseLost, "the warehouse did not answer in time"),
+)
+
+_STATUS_ERRORS: dict[int, type[WarehouseError]] = {
+    401: Unauthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    429: RateLimited,
+}
+# A specific error_code overrides the status class (reference §8.2).
+_CODE_ERRORS: dict[str, type[WarehouseError]] = {
+    "REQUEST_LIMIT_EXCEEDED": RateLimited,
+    "RESOURCE_EXHAUSTED": RateLimited,
+}
+_HTML_MESSAGE = re.compile(r"<pre>(.*?)</pre>|<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_CODE_COLON_MESSAGE = re.compile(r"^([A-Z][A-Z0-9_]+): (.+)$", re.DOTALL)
+_RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
+_MAX_MESSAGE = 1000
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Counters for one query, shared by every call made on its behalf (see `call_stats`)."""
+
+    calls: int = 0
+    retries: int = 0
+    warehouse_s: float = 0.0
+
+
+call_stats: ContextVar[CallStats | None] = ContextVar("call_stats", default=None)
+
+
+class CallObserver(Protocol):
+    """Receives one event per warehouse call and per retry (metrics)."""
+
+    def call_finished(self, endpoint: str, outcome: str, seconds: float) -> None: ...
+
+    def retried(self, endpoint: str) -> None: ...
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    # Integer seconds, as the SDKs parse it (reference §8.4); an HTTP-date is ignored.
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _retry_after_from_details(details: list[dict[str, Any]]) -> float | None:
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _RETRY_DELAY.match(str(detail.get("retry_delay", "")))
+            if match:
+                return float(match[1])
+    return None
+
+
+def error_from_response(
+    status: int,
+    reason: str | None,
+    body: bytes,
+    retry_after_header: str | None = None,
+    secrets: Iterable[str] = (),
+) -> WarehouseError:
+    """Turn a non-2xx answer into our exception: JSON, plain-text, HTML or empty bodies.
+
+    The message is redacted of `secrets` (and token- or URL-shaped text): it will be logged.
+    """
+    text = body.decode("utf-8", errors="replace").strip()
+    error_code: str | None = None
+    message: str | None = None
+    retry_after = _parse_retry_after(retry_after_header)
+    try:
+        parsed = ErrorBody.model_validate(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValidationError):
+        parsed = None
+    if parsed is not None:
+        error_code = str(parsed.error_code) if parsed.error_code is not None else None
+        message = parsed.message or parsed.error
+        if retry_after is None:
+            retry_after = _retry_after_from_details(parsed.details)
+    elif "<" in text and (html := _HTML_MESSAGE.search(text)):
+        message = (html[1] or html[2] or "").strip()
+    elif coded := _CODE_COLON_MESSAGE.match(text):
+        error_code, message = coded[1], coded[2].strip()
+    elif text:
+        message = text
+    message = redact(message or reason or f"HTTP {status}", secrets)[:_MAX_MESSAGE]
+    cls = _CODE_ERRORS.get(error_code or "") or _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else BadRequest
+    prefix = f"{error_code}: " if error_code else ""
+    return cls(
+        f"warehouse answered HTTP {status}: {prefix}{message}",
+        status=status,
+        error_code=error_code,
+        retry_after=retry_after,
+    )
+
+
+def _transport_error(exc: BaseException) -> WarehouseError:
+    for source, target, message in _TRANSPORT_ERRORS:
+        if isinstance(exc, source):
+            return target(message)
+    return ResponseLost("the connection to the warehouse failed")
+
+
+class WarehouseClient:
+    """The Statement Execution API of one workspace, over one pooled `ClientSession`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: RetryPolicy | None = None,
+        auth: TokenProvider | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+        self.warehouse_id = settings.warehouse_id
+        self._host = settings.databricks_host
+        self._auth_override = auth
+        self._observer = observer
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: TokenProvider | None = None
+
+    async def __aenter__(self) -> WarehouseClient:
+        self._session = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(
+                total=self.settings.http_request_timeout_s,
+                sock_connect=self.settings.http_connect_timeout_s,
+            ),
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            raise_for_status=False,
+        )
+        self._auth = self._auth_override or token_provider_for(self.settings, self._session)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _secrets(self, authorization: str) -> list[str]:
+        """Credentials that must never appear in an error message."""
+        found = [authorization.partition(" ")[2]]
+        for secret in (self.settings.databricks_token, self.settings.databricks_client_secret):
+            if secret is not None:
+                found.append(secret.get_secret_value())
+        return found
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session; only valid inside `async with`."""
+        if self._session is None:
+            raise RuntimeError("WarehouseClient used outside `async with`")
+        return self._session
+
+    @property
+    def auth(self) -> TokenProvider:
+        """The token provider in use."""
+        if self._auth is None:
+            raise RuntimeError("WarehouseClient used outside `async with`")
+        return self._auth
+
+    # -- the four operations ---------------------------------------------------------------
+
+    async def submit(
+        self, request: dict[str, Any], *, deadline: Deadline | None = None
+    ) -> StatementResponse:
+        """POST a statement; retried only when the answer proves it did not run."""
+        body = {"warehouse_id": self.warehouse_id, **request}
+        data = await self._call(
+            "execute",
+            "POST",
+            URL(self._host + STATEMENTS_PATH),
+            body=body,
+            idempotent=False,
+            deadline=deadline,
+        )
+        return self._parse(StatementResponse, data)
+
+    async def get_statement(
+        self, statement_id: str, *, deadline: Deadline | None = None
+    ) -> StatementResponse:
+        """GET a statement's status (with manifest and first chunk once it succeeded)."""
+        data = await self._call(
+            "get_statement", "GET", self._statement_url(statement_id), deadline=deadline
+        )
+        return self._parse(StatementResponse, data, statement_id)
+
+    async def get_chunk(
+        self, statement_id: str, chunk_index: int, *, deadline: Deadline | None = None
+    ) -> ResultData:
+        """GET result chunk `chunk_index` by index (for parallel reads and link refresh)."""
+        url = self._statement_url(statement_id, f"/result/chunks/{int(chunk_index)}")
+        data = await self._call("get_chunk", "GET", url, deadline=deadline)
+        return self._parse(ResultData, data, statement_id)
+
+    async def follow_chunk_link(
+        self, statement_id: str, link: str, *, deadline: Deadline | None = None
+    ) -> ResultData:
+        """GET a `next_chunk_internal_link` verbatim, once proven a chunk of this statement."""
+        prefix = f"{STATEMENTS_PATH}/{quote(statement_id, safe='')}/result/chunks/"
+        if not link.startswith(prefix) or any(bad in link for bad in ("://", "..", "\\", "#")):
+            raise ProtocolError(
+                "the warehouse sent a chunk link outside this statement; refusing to follow it",
+                statement_id=statement_id,
+            )
+        # encoded=True keeps the path and query string (`?row_offset=`) exactly as sent.
+        data = await self._call(
+            "get_chunk", "GET", URL(self._host + link, encoded=True), deadline=deadline
+        )
+        return self._parse(ResultData, data, statement_id)
+
+    async def cancel(self, statement_id: str) -> None:
+        """Ask the warehouse to cancel; a 200 only acknowledges receipt (reference §4.3)."""
+        await self._call(
+            "cancel",
+            "POST",
+            self._statement_url(statement_id, "/cancel"),
+            body={},
+            timeout_s=CANCEL_TIMEOUT_S,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _statement_url(self, statement_id: str, suffix: str = "") -> URL:
+        return URL(f"{self._host}{STATEMENTS_PATH}/{quote(statement_id, safe='')}{suffix}")
+
+    @staticmethod
+    def _parse(model: type[_M], data: Any, statement_id: str | None = None) -> _M:
+        try:
+            return model.model_validate(data)
+        except ValidationError:
+            raise ProtocolError(
+                f"the warehouse sent a malformed {model.__name__}", statement_id=statement_id
+            ) from None
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        url: URL,
+        *,
+        body: dict[str, Any] | None = None,
+        idempotent: bool = True,
+        deadline: Deadline | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """One logical call: retried per policy within the deadline; returns parsed JSON."""
+        policy = self.policy
+
+        def max_time() -> float:
+            return policy.total_s if deadline is None else min(policy.total_s, deadline.remaining())
+
+        def on_backoff(details: Any) -> None:
+            stats = call_stats.get()
+            if stats is not None:
+                stats.retries += 1
+            if self._observer is not None:
+                self._observer.retried(endpoint)
+
+        async def attempt() -> Any:
+            return await self._send(endpoint, method, url, body, deadline, timeout_s)
+
+        retrying: Callable[[], Awaitable[Any]] = backoff.on_exception(
+            delays,
+            WarehouseError,
+            max_tries=policy.attempts,
+            max_time=max_time,
+            giveup=lambda exc: not should_retry(exc, idempotent=idempotent),
+            jitter=None,  # the policy jitters itself, so Retry-After is honoured as given
+            on_backoff=on_backoff,
+            logger=log,
+            backoff_log_level=logging.WARNING,
+            giveup_log_level=logging.DEBUG,  # the caller sees (and logs) the final error once
+            policy=policy,
+        )(attempt)
+        return await retrying()
+
+    async def _send(
+        self,
+        endpoint: str,
+        method: str,
+        url: URL,
+        body: dict[str, Any] | None,
+        deadline: Deadline | None,
+        timeout_s: float | None,
+    ) -> Any:
+        total = timeout_s or self.settings.http_request_timeout_s
+        if deadline is not None:
+            total = min(total, max(deadline.remaining(), 0.001))
+        timeout = aiohttp.ClientTimeout(
+            total=total, sock_connect=min(total, self.settings.http_connect_timeout_s)
+        )
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            authorization = await self.auth.authorization()
+            for auth_attempt in range(2):
+                status, reason, payload, retry_after, final_url = await self._exchange(
+                    method, url, body, authorization, timeout
+                )
+                if status == 401 and auth_attempt == 0:
+                    # An OAuth token may have been revoked or rotated: refresh once, retry once.
+                    fresh = await self.auth.refresh(authorization)
+                    if fresh != authorization:
+                        authorization = fresh
+                        continue
+                break
+            outcome = str(status)
+            if "private-link-validation-error" in final_url.query_string:
+                raise PermissionDenied("the workspace refused this network (Private Link)")
+            if status >= 400:
+                raise error_from_response(
+                    status, reason, payload, retry_after, self._secrets(authorization)
+                )
+            return self._json(payload)
+        finally:
+            seconds = time.monotonic() - started
+            stats = call_stats.get()
+            if stats is not None:
+                stats.calls += 1
+                stats.warehouse_s += seconds
+            if self._observer is not None:
+                self._observer.call_finished(endpoint, outcome, seconds)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: URL,
+        body: dict[str, Any] | None,
+        authorization: str,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> tuple[int, str | None, bytes, str | None, URL]:
+        try:
+            async with self.session.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": authorization},
+                timeout=client_timeout,
+            ) as response:
+                payload = await response.read()
+                return (
+                    response.status,
+                    response.reason,
+                    payload,
+                    response.headers.get("Retry-After"),
+                    response.url,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_error(exc) from exc
+
+    @staticmethod
+    def _json(payload: bytes) -> Any:
+        if not payload.strip():
+            return {}
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise ProtocolError("the warehouse sent a body that is not JSON") from None

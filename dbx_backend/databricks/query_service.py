@@ -1,0 +1,463 @@
+"""Run one SQL statement to its end: submit, poll, read every chunk, cancel on give-up.
+
+Polling is not retrying: the warehouse is healthy, the statement is just not done. One
+`Deadline` bounds the whole query; whenever we stop early (deadline, caller gone, error while
+reading) a statement that may still run is cancelled on the warehouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from dbx_backend.databricks.client import CallStats, WarehouseClient, call_stats
+from dbx_backend.databricks.errors import (
+    ProtocolError,
+    StatementCanceled,
+    StatementClosed,
+    StatementFailed,
+    StatementTimedOut,
+    WarehouseError,
+)
+from dbx_backend.databricks.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.databricks.retry import Deadline
+from dbx_backend.databricks.wire import (
+    ResultData,
+    ResultManifest,
+    State,
+    StatementParameter,
+    StatementResponse,
+)
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+ParamScalar = str | int | float | bool | None
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Converting a chunk this large takes long enough to stall other requests: do it in a thread.
+THREAD_CONVERT_ROWS = 2_000
+
+
+class InvalidQuery(ValueError):
+    """The query request itself is malformed (e.g. a parameter that cannot be sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypedParam:
+    """A parameter with an explicit SQL type, e.g. `{"value": "2024-01-01", "type": "DATE"}`."""
+
+    value: ParamScalar
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """How to run one query."""
+
+    catalog: str | None = None
+    schema: str | None = None
+    row_limit: int | None = None
+    timeout_s: float = 60.0
+    max_rows: int | None = None
+    normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
+    query_tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """Delays between status polls: start small, grow, cap at a few seconds."""
+
+    initial_s: float = 0.05
+    factor: float = 1.5
+    max_s: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        """An endless series of delays; the deadline bounds the loop."""
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(self.max_s, delay * self.factor)
+
+
+@dataclass(slots=True)
+class Timings:
+    """Where a query's time went, for `Server-Timing`."""
+
+    wait_s: float = 0.0
+    fetch_s: float = 0.0
+    convert_s: float = 0.0
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """A whole result, normalized."""
+
+    statement_id: str
+    columns: list[Column]
+    rows: list[list[JsonValue]]
+    truncated: bool
+    timings: Timings
+    stats: CallStats
+
+    @property
+    def row_count(self) -> int:
+        """Rows returned."""
+        return len(self.rows)
+
+
+def _format_param_value(value: ParamScalar) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return str(value)
+
+
+def _infer_type(value: ParamScalar) -> str | None:
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "BIGINT"
+    if isinstance(value, float):
+        return "DOUBLE"
+    if isinstance(value, str):
+        return "STRING"
+    return None  # NULL: the warehouse's default type
+
+
+def to_statement_parameters(
+    params: Mapping[str, ParamScalar | TypedParam],
+) -> list[StatementParameter]:
+    """Named parameters as the API wants them: values are strings, never spliced into SQL."""
+    out = []
+    for name, given in params.items():
+        sql_type: str | None
+        if not PARAM_NAME.match(name):
+            raise InvalidQuery(f"parameter name {name!r} is not an identifier")
+        if isinstance(given, TypedParam):
+            value, sql_type = given.value, given.type
+        elif given is None or isinstance(given, str | int | float | bool):
+            value, sql_type = given, _infer_type(given)
+        else:
+            raise InvalidQuery(f"parameter {name!r} must be a string, number, boolean or null")
+        out.append(StatementParameter(name=name, value=_format_param_value(value), type=sql_type))
+    return out
+
+
+def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
+    """`wait_timeout` for submit: `0s` or 5..50 s (reference §3.3), within the deadline."""
+    seconds = min(preferred_s, 50, int(remaining_s) - 1)
+    return f"{seconds}s" if seconds >= 5 else "0s"
+
+
+class QueryService:
+    """Runs statements on one warehouse through a `WarehouseClient`."""
+
+    def __init__(
+        self,
+        client: WarehouseClient,
+        *,
+        schedule: PollSchedule | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wait_timeout_s: int = 5,
+    ) -> None:
+        self.client = client
+        self.schedule = schedule or PollSchedule()
+        self.sleep = sleep
+        self.clock = clock
+        self.wait_timeout_s = wait_timeout_s
+        self._background: set[asyncio.Task[None]] = set()
+
+    def open(
+        self,
+        sql: str,
+        params: Mapping[str, ParamScalar | TypedParam] | None = None,
+        options: QueryOptions | None = None,
+    ) -> OpenStatement:
+        """Run `sql` to a terminal state in `async with`; then read rows from `batches()`."""
+        options = options or QueryOptions()
+        parameters = to_statement_parameters(params or {})
+        return OpenStatement(self, sql, parameters, options)
+
+    async def execute_query(
+        self,
+        sql: str,
+        params: Mapping[str, ParamScalar | TypedParam] | None = None,
+        options: QueryOptions | None = None,
+    ) -> QueryResult:
+        """Run `sql` and return its whole result (capped at `options.max_rows`)."""
+        options = options or QueryOptions()
+        async with self.open(sql, params, options) as statement:
+            rows: list[list[JsonValue]] = []
+            cap = options.max_rows
+            truncated = statement.truncated
+            async for batch in statement.batches():
+                if cap is not None and len(rows) + len(batch) > cap:
+                    rows.extend(batch[: cap - len(rows)])
+                    truncated = True
+                    break
+                rows.extend(batch)
+            return QueryResult(
+                statement_id=statement.statement_id,
+                columns=statement.columns,
+                rows=rows,
+                truncated=truncated,
+                timings=statement.timings,
+                stats=statement.stats,
+            )
+
+    async def cancel_quietly(self, statement_id: str) -> None:
+        """Best-effort cancel: logged, never raised (we are already giving up)."""
+        try:
+            await self.client.cancel(statement_id)
+        except WarehouseError as exc:
+            log.warning("cancel of statement %s failed: %s", statement_id, exc)
+
+    def cancel_when_submitted(self, submit: asyncio.Task[StatementResponse]) -> None:
+        """The caller left while the submit was in flight: cancel once the statement has an id."""
+
+        async def cancel_later() -> None:
+            try:
+                response = await submit
+            except (WarehouseError, asyncio.CancelledError):
+                return
+            if response.status.state not in State.TERMINAL:
+                await self.cancel_quietly(response.statement_id)
+
+        task = asyncio.get_running_loop().create_task(cancel_later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background cancels (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class OpenStatement:
+    """A statement being run: `async with` submits and waits; `batches()` reads its rows."""
+
+    def __init__(
+        self,
+        service: QueryService,
+        sql: str,
+        parameters: Sequence[StatementParameter],
+        options: QueryOptions,
+    ) -> None:
+        self.service = service
+        self.sql = sql
+        self.parameters = parameters
+        self.options = options
+        self.deadline = Deadline(options.timeout_s, service.clock)
+        self.timings = Timings()
+        self.stats = CallStats()
+        self.statement_id = ""
+        self.columns: list[Column] = []
+        self.manifest = ResultManifest()
+        self.first_chunk: ResultData | None = None
+        self.finished = False  # terminal on the warehouse: nothing to cancel
+
+    @property
+    def truncated(self) -> bool:
+        """True when the warehouse cut the result (row_limit, byte_limit)."""
+        return self.manifest.truncated
+
+    @property
+    def total_row_count(self) -> int:
+        """Rows the warehouse says the result has."""
+        return self.manifest.total_row_count
+
+    def _request(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "statement": self.sql,
+            "wait_timeout": choose_wait_timeout(
+                self.deadline.remaining(), self.service.wait_timeout_s
+            ),
+            "on_wait_timeout": "CONTINUE",
+            "disposition": "INLINE",
+            "format": "JSON_ARRAY",
+        }
+        if self.parameters:
+            body["parameters"] = [p.model_dump(exclude_none=True) for p in self.parameters]
+        if self.options.catalog:
+            body["catalog"] = self.options.catalog
+        if self.options.schema:
+            body["schema"] = self.options.schema
+        if self.options.row_limit is not None:
+            body["row_limit"] = self.options.row_limit
+        if self.options.query_tags:
+            body["query_tags"] = [
+                {"key": k, "value": v} for k, v in self.options.query_tags.items()
+            ]
+        return body
+
+    async def __aenter__(self) -> OpenStatement:
+        self._stats_token = call_stats.set(self.stats)
+        started = self.service.clock()
+        try:
+            response = await self._run_to_terminal()
+        except BaseException:
+            call_stats.reset(self._stats_token)
+            raise
+        finally:
+            self.timings.wait_s = self.service.clock() - started
+        self._accept(response)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        call_stats.reset(self._stats_token)
+
+    async def _run_to_terminal(self) -> StatementResponse:
+        client = self.service.client
+        submit = asyncio.ensure_future(client.submit(self._request(), deadline=self.deadline))
+        try:
+            async with asyncio.timeout(self.deadline.remaining()):
+                response = await asyncio.shield(submit)
+                self.statement_id = response.statement_id
+                response = await self._poll(response)
+        except TimeoutError:
+            if not submit.done():
+                self.service.cancel_when_submitted(submit)
+            elif self.statement_id:
+                await self.service.cancel_quietly(self.statement_id)
+            raise StatementTimedOut(
+                f"the query did not finish within {self.options.timeout_s:g} s and was cancelled",
+                statement_id=self.statement_id or None,
+            ) from None
+        except asyncio.CancelledError:
+            # The caller went away (client disconnect, shutdown): stop the warehouse work too.
+            if not submit.done():
+                self.service.cancel_when_submitted(submit)
+            elif self.statement_id:
+                await asyncio.shield(self.service.cancel_quietly(self.statement_id))
+            raise
+        except WarehouseError as exc:
+            if self.statement_id and exc.statement_id is None:
+                exc.statement_id = self.statement_id
+            if self.statement_id:
+                await self.service.cancel_quietly(self.statement_id)
+            raise
+        return response
+
+    async def _poll(self, response: StatementResponse) -> StatementResponse:
+        """GET the status with a growing interval until it is terminal or the deadline passes."""
+        delays = self.service.schedule.delays()
+        while response.status.state not in State.TERMINAL:
+            # PENDING, RUNNING and states we do not know are never errors before the
+            # deadline (reference §6.2): keep polling.
+            remaining = self.deadline.remaining()
+            if remaining <= 0:
+                raise TimeoutError
+            await self.service.sleep(min(next(delays), remaining))
+            if self.deadline.expired:
+                raise TimeoutError
+            response = await self.service.client.get_statement(
+                self.statement_id, deadline=self.deadline
+            )
+        return response
+
+    def _accept(self, response: StatementResponse) -> None:
+        """Read a terminal state as the reference says (§6.1)."""
+        status, sid = response.status, response.statement_id
+        self.finished = True
+        if status.state == State.FAILED:
+            error = status.error
+            message = error.message if error and error.message else "the statement failed"
+            raise StatementFailed(
+                message,
+                error_code=error.error_code if error else None,
+                statement_id=sid,
+                sql_state=status.sql_state,
+            )
+        if status.state == State.CANCELED:
+            raise StatementCanceled(
+                "the statement was cancelled on the warehouse", statement_id=sid
+            )
+        if response.manifest is None or response.result is None:
+            if status.state == State.CLOSED:
+                raise StatementClosed(
+                    "the statement's result is no longer available", statement_id=sid
+                )
+            raise ProtocolError("a finished statement came without its result", statement_id=sid)
+        # SUCCEEDED, or CLOSED that still carries its result: a success.
+        self.manifest = response.manifest
+        self.first_chunk = response.result
+        self.columns = columns_from_manifest(response.manifest)
+
+    async def batches(self) -> AsyncIterator[list[list[JsonValue]]]:
+        """The result's rows, one normalized list per chunk, in order."""
+        converter = RowConverter(self.columns, self.options.normalize)
+        expected_offset = 0
+        chunk = self.first_chunk
+        try:
+            while chunk is not None:
+                if chunk.row_offset != expected_offset:
+                    raise ProtocolError(
+                        f"chunk {chunk.chunk_index} starts at row {chunk.row_offset}, "
+                        f"expected {expected_offset}",
+                        statement_id=self.statement_id,
+                    )
+                data = chunk.data_array or []
+                expected_offset += len(data)
+                yield await self._convert(converter, data)
+                chunk = await self._next_chunk(chunk)
+        except TimeoutError:
+            raise StatementTimedOut(
+                f"the result was not read within {self.options.timeout_s:g} s",
+                statement_id=self.statement_id,
+            ) from None
+        if expected_offset != self.manifest.total_row_count:
+            raise ProtocolError(
+                f"read {expected_offset} rows, the warehouse announced "
+                f"{self.manifest.total_row_count}",
+                statement_id=self.statement_id,
+            )
+
+    async def _next_chunk(self, chunk: ResultData) -> ResultData | None:
+        index, link = chunk.next_pointer()
+        if index is None and link is None:
+            return None
+        started = self.service.clock()
+        client = self.service.client
+        async with asyncio.timeout(self.deadline.remaining()):
+            if link:
+                result = await client.follow_chunk_link(
+                    self.statement_id, link, deadline=self.deadline
+                )
+            else:
+                result = await client.get_chunk(
+                    self.statement_id, index or 0, deadline=self.deadline
+                )
+        self.timings.fetch_s += self.service.clock() - started
+        return result
+
+    async def _convert(
+        self, converter: RowConverter, data: list[list[str | None]]
+    ) -> list[list[JsonValue]]:
+        started = self.service.clock()
+        if len(data) >= THREAD_CONVERT_ROWS:
+            rows = await asyncio.to_thread(converter.convert_rows, data)
+        else:
+            rows = converter.convert_rows(data)
+        self.timings.convert_s += self.service.clock() - started
+        return rows

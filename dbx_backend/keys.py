@@ -1,0 +1,21 @@
+"""Typed keys for what the application holds: settings and long-lived resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dbx_backend.config import Settings
+from dbx_backend.databricks.client import WarehouseClient
+from dbx_backend.databricks.query_service import QueryService
+
+SETTINGS = web.AppKey("settings", Settings)
+WAREHOUSE = web.AppKey("warehouse", WarehouseClient)
+QUERY_SERVICE = web.AppKey("query_service", QueryService)
+
+# What a request carries for the access log and the error envelope.
+REQUEST_ID = web.RequestKey("request_id", str)
+STATEMENT_ID = web.RequestKey("statement_id", str)
+ROW_COUNT = web.RequestKey("row_count", int)
+RETRIES = web.RequestKey("retries", int)
+WAREHOUSE_MS = web.RequestKey("warehouse_ms", float)
+ERROR_CODE = web.RequestKey("error_code", str)

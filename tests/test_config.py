@@ -1,0 +1,123 @@
+"""Settings: every problem reported at once, .env loading, environment precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbx_backend.config import ConfigError, load_settings
+from tests.conftest import TEST_ENV, TEST_TOKEN
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    env = {"PORT": "abc", "DATABRICKS_HTTP_PATH": "/sql/warehouses/x", "QUERY_TIMEOUT_S": "-1"}
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, env_file=None)
+
+    message = str(caught.value)
+    for problem in (
+        "DATABRICKS_HOST: required",
+        "DATABRICKS_HTTP_PATH: must look like",
+        "PORT:",
+        "QUERY_TIMEOUT_S:",
+        "DATABRICKS_TOKEN",
+    ):
+        assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param(
+            {"DATABRICKS_HTTP_PATH": ""},
+            "DATABRICKS_HTTP_PATH or DATABRICKS_WAREHOUSE_ID",
+            id="no-warehouse",
+        ),
+        pytest.param({"DATABRICKS_TOKEN": ""}, "DATABRICKS_TOKEN", id="no-credential"),
+        pytest.param({"DATABRICKS_CLIENT_ID": "abc"}, "set both or neither", id="half-oauth"),
+        pytest.param({"DATABRICKS_HOST": "ftp://x"}, "DATABRICKS_HOST", id="bad-scheme"),
+        pytest.param({"PORT": "70000"}, "PORT", id="port-range"),
+        pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", id="log-level"),
+        pytest.param(
+            {"DATABRICKS_WAREHOUSE_ID": "a/b"}, "DATABRICKS_WAREHOUSE_ID", id="bad-warehouse-id"
+        ),
+    ],
+)
+def test_malformed_variables_are_named(change: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_settings({**TEST_ENV, **change}, env_file=None)
+
+
+def test_the_secret_never_appears_in_config_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**TEST_ENV, "PORT": "x"}, env_file=None)
+
+    assert TEST_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param(
+            "adb-1.2.azuredatabricks.net", "https://adb-1.2.azuredatabricks.net", id="no-scheme"
+        ),
+        pytest.param(
+            "https://x.cloud.databricks.com/", "https://x.cloud.databricks.com", id="trailing-slash"
+        ),
+        pytest.param("http://127.0.0.1:8765", "http://127.0.0.1:8765", id="local-http"),
+    ],
+)
+def test_the_host_is_normalized(given: str, expected: str) -> None:
+    settings = load_settings({**TEST_ENV, "DATABRICKS_HOST": given}, env_file=None)
+
+    assert settings.databricks_host == expected
+
+
+def test_the_warehouse_id_comes_from_the_http_path_or_the_id() -> None:
+    from_path = load_settings(TEST_ENV, env_file=None)
+    from_id = load_settings(
+        {**TEST_ENV, "DATABRICKS_HTTP_PATH": "", "DATABRICKS_WAREHOUSE_ID": "abc"}, env_file=None
+    )
+
+    assert from_path.warehouse_id == "wh123"
+    assert from_id.warehouse_id == "abc"
+
+
+def test_defaults() -> None:
+    settings = load_settings(TEST_ENV, env_file=None)
+
+    assert settings.port == 4000
+    assert settings.host == "0.0.0.0"
+    assert settings.cors_allow_origins == ("http://localhost:3000",)
+
+
+def test_cors_origins_are_a_comma_list() -> None:
+    settings = load_settings(
+        {**TEST_ENV, "CORS_ALLOW_ORIGINS": "http://a.test, https://b.test ,"}, env_file=None
+    )
+
+    assert settings.cors_allow_origins == ("http://a.test", "https://b.test")
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "DATABRICKS_HOST=from-file.cloud.databricks.com\n"
+        "DATABRICKS_HTTP_PATH=/sql/1.0/warehouses/filewh\n"
+        "DATABRICKS_TOKEN=file-token\nPORT=5000\n"
+    )
+
+    settings = load_settings({"PORT": "6000"}, env_file=env_file)
+
+    assert settings.databricks_host == "https://from-file.cloud.databricks.com"
+    assert settings.warehouse_id == "filewh"
+    assert settings.port == 6000
+
+
+def test_the_token_is_a_secret_in_repr() -> None:
+    settings = load_settings(TEST_ENV, env_file=None)
+
+    assert TEST_TOKEN not in repr(settings)
+    assert TEST_TOKEN not in str(settings.model_dump())
