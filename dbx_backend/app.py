@@ -9,6 +9,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from dbx_backend.api.errors import error_middleware
+from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
 from dbx_backend.api.routes import setup_routes
 from dbx_backend.config import Settings
@@ -16,7 +17,7 @@ from dbx_backend.databricks.auth import TokenProvider
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.databricks.retry import RetryPolicy
-from dbx_backend.keys import QUERY_SERVICE, SETTINGS, WAREHOUSE
+from dbx_backend.keys import LIMITER, QUERY_SERVICE, SETTINGS, WAREHOUSE
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -52,10 +53,15 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources open and close with the app's `cleanup_ctx`."""
     app = web.Application(
-        middlewares=[request_context, error_middleware(_secrets(settings))],
+        middlewares=[
+            request_context,
+            error_middleware(_secrets(settings)),
+            api_key_middleware(load_api_keys(settings)),
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
         async with WarehouseClient(settings, policy=retry_policy, auth=auth) as client:

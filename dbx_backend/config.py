@@ -72,6 +72,20 @@ class Settings(BaseModel):
 
     log_format: Literal["json", "text"] = Field(default="json", alias="LOG_FORMAT")
 
+    # Exposure and limits (see README, "Running in production").
+    api_keys: CommaList = Field(default=(), alias="API_KEYS")
+    api_keys_file: Path | None = Field(default=None, alias="API_KEYS_FILE")
+    read_only: bool = Field(default=True, alias="READ_ONLY")
+    allow_adhoc_sql: bool = Field(default=True, alias="ALLOW_ADHOC_SQL")
+    queries_dir: Path | None = Field(default=None, alias="QUERIES_DIR")
+    max_concurrent_queries: int = Field(default=32, alias="MAX_CONCURRENT_QUERIES", ge=1)
+    max_sql_bytes: int = Field(default=256 * 1024, alias="MAX_SQL_BYTES", ge=16)
+    statement_handle_secret: OptionalSecret = Field(default=None, alias="STATEMENT_HANDLE_SECRET")
+    statement_handle_ttl_s: float = Field(default=3600.0, alias="STATEMENT_HANDLE_TTL_S", gt=0)
+    idempotency_window_s: float = Field(default=600.0, alias="IDEMPOTENCY_WINDOW_S", gt=0)
+    submit_wait_timeout_s: int = Field(default=5, alias="SUBMIT_WAIT_TIMEOUT_S", ge=0, le=50)
+    slow_query_s: float = Field(default=10.0, alias="SLOW_QUERY_S", gt=0)
+
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
     max_body_bytes: int = Field(default=1_048_576, alias="MAX_BODY_BYTES", ge=1024)
@@ -101,6 +115,11 @@ class Settings(BaseModel):
         if value is not None and not WAREHOUSE_ID_RE.match(value.strip()):
             raise ValueError("must be letters, digits, '-' or '_'")
         return value.strip() if value else value
+
+    @field_validator("queries_dir", "api_keys_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: Any) -> Any:
+        return _blank_is_none(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dbx_backend.api.guards import QueryLimiter
 from dbx_backend.config import Settings
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.query_service import QueryService
@@ -11,6 +12,7 @@ from dbx_backend.databricks.query_service import QueryService
 SETTINGS = web.AppKey("settings", Settings)
 WAREHOUSE = web.AppKey("warehouse", WarehouseClient)
 QUERY_SERVICE = web.AppKey("query_service", QueryService)
+LIMITER = web.AppKey("limiter", QueryLimiter)
 
 # What a request carries for the access log and the error envelope.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -13,9 +13,11 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
+from dbx_backend import sqlpolicy
+from dbx_backend.api import guards
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.query_service import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID
@@ -66,6 +68,12 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
+    guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
+    guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    sqlpolicy.StatementNotAllowed: ErrorRow(403, "STATEMENT_NOT_ALLOWED", expose_message=True),
+    sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
+    guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
+    guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
     dbx.StatementTimedOut: ErrorRow(
         504,
@@ -178,6 +186,8 @@ def error_response(
     else:
         log.info("request %s refused with %s", request_id, row.code)
     headers = {}
+    if row.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="dbx-backend"'
     retry_after = getattr(exc, "retry_after", None)
     if row.status in (429, 503) and retry_after:
         headers["Retry-After"] = str(max(1, round(retry_after)))
@@ -195,7 +205,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiErr
     return InvalidRequest(exc.reason)
 
 
-def error_middleware(secrets: Iterable[str]) -> Any:
+def error_middleware(secrets: Iterable[str]) -> Middleware:
     """The one middleware that turns every exception into the error envelope."""
     redacted = tuple(s for s in secrets if s)
 

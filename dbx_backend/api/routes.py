@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from dbx_backend.api.errors import InvalidRequest, json_response
+from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import QueryRequest, TypedParamModel
 from dbx_backend.databricks.normalize import NormalizeOptions
 from dbx_backend.databricks.query_service import (
@@ -17,6 +18,7 @@ from dbx_backend.databricks.query_service import (
     TypedParam,
 )
 from dbx_backend.keys import (
+    LIMITER,
     QUERY_SERVICE,
     REQUEST_ID,
     RETRIES,
@@ -88,8 +90,11 @@ async def health(request: web.Request) -> web.Response:
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one statement and return its whole result as JSON."""
     body = await read_json(request, QueryRequest)
-    service = request.app[QUERY_SERVICE]
-    result = await service.execute_query(body.sql, query_params(body), query_options(request, body))
+    check_sql(request.app[SETTINGS], body.sql, adhoc=True)
+    async with request.app[LIMITER].slot():
+        result = await request.app[QUERY_SERVICE].execute_query(
+            body.sql, query_params(body), query_options(request, body)
+        )
     note_result(request, result)
     payload = {
         "columns": [c.to_json() for c in result.columns],

@@ -1,0 +1,95 @@
+"""What a request must pass before the warehouse sees it: API keys, the SQL policy, limits."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from dbx_backend.config import Settings
+from dbx_backend.sqlpolicy import check_read_only
+
+log = logging.getLogger("dbx_backend.api")
+
+
+class Unauthorized(Exception):
+    """No valid API key was presented."""
+
+
+class AdhocSqlDisabled(Exception):
+    """Ad-hoc SQL is turned off (`ALLOW_ADHOC_SQL=false`): only named queries may run."""
+
+
+class SqlTooLarge(Exception):
+    """The SQL text is over `MAX_SQL_BYTES`."""
+
+
+class TooManyQueries(Exception):
+    """This process already runs `MAX_CONCURRENT_QUERIES` statements."""
+
+    retry_after = 1.0
+
+
+def load_api_keys(settings: Settings) -> tuple[bytes, ...]:
+    """Keys from `API_KEYS` and `API_KEYS_FILE` (one per line, `#` comments), as bytes."""
+    keys = list(settings.api_keys)
+    if settings.api_keys_file is not None:
+        text = Path(settings.api_keys_file).read_text(encoding="utf-8")
+        keys += [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+    return tuple(key.encode() for key in keys)
+
+
+def api_key_middleware(keys: tuple[bytes, ...]) -> Middleware:
+    """Require `Authorization: Bearer <key>` on `/api/*` when keys are configured."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if keys and request.path.startswith("/api/") and request.method != "OPTIONS":
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            candidate = presented.strip().encode()
+            # Compare with every key, in constant time each, so timing tells nothing.
+            matched = False
+            for key in keys:
+                matched |= hmac.compare_digest(candidate, key)
+            if scheme.lower() != "bearer" or not matched:
+                raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+        return await handler(request)
+
+    return middleware
+
+
+def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
+    """Refuse SQL the service may not run: ad-hoc when disabled, too large, or not a read."""
+    if adhoc and not settings.allow_adhoc_sql:
+        raise AdhocSqlDisabled("ad-hoc SQL is disabled on this service; use a named query")
+    size = len(sql.encode())
+    if size > settings.max_sql_bytes:
+        raise SqlTooLarge(f"the SQL is {size} bytes; the limit is {settings.max_sql_bytes}")
+    if settings.read_only:
+        check_read_only(sql)
+
+
+class QueryLimiter:
+    """At most `limit` statements in flight in this process; over it, refuse at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the duration of a query, or raise TooManyQueries."""
+        if self.in_flight >= self.limit:
+            raise TooManyQueries(
+                f"this service already runs {self.limit} queries; try again shortly"
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
