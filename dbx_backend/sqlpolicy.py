@@ -255,9 +255,18 @@ def _classify_tokens(tokens: Sequence[Token], sql: str) -> StatementKind:
         if first in _KEYWORD_LABELS:
             return StatementKind(_KEYWORD_LABELS[first], read_only=False)
         raise _unparsable(error, tokens, sql) from None
-    except (SqlglotError, RecursionError):
+    except RecursionError:
+        # sqlglot recurses about 20 frames per nesting level: at Python's default recursion
+        # limit, some 45 nested parentheses are the most it can read.
         line, column = _position(sql, tokens[0].start)
-        raise UnparsableSql("the statement is too complex", line=line, column=column) from None
+        raise UnparsableSql(
+            "the statement is nested too deeply to check", line=line, column=column
+        ) from None
+    except SqlglotError:
+        line, column = _position(sql, tokens[0].start)
+        raise UnparsableSql(
+            "the statement could not be checked", line=line, column=column
+        ) from None
 
     nodes = [root for root in roots if root is not None and not isinstance(root, exp.Semicolon)]
     if len(nodes) != 1:
