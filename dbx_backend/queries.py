@@ -31,7 +31,8 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from sqlglot import Token, TokenError, TokenType, tokenize
+from sqlglot import Token, TokenError, TokenType
+from sqlglot.dialects.dialect import Dialect
 
 _Fail = Callable[[int, str], "QueryFileError"]
 _Bad = Callable[[str], "ParamError"]
@@ -195,10 +196,16 @@ def _declared_line(lines: list[str], param: str) -> int:
 
 def _markers(text: str, fail: _Fail) -> list[tuple[str, int]]:
     """Every `:name` parameter marker with its line, ignoring strings, comments and `::` casts."""
+    tokenizer = Dialect.get_or_raise("databricks").tokenizer()
     try:
-        tokens = tokenize(text, read="databricks")
-    except TokenError as exc:
-        raise fail(_error_line(str(exc)), "the SQL cannot be read (an unclosed quote?)") from None
+        tokens = tokenizer.tokenize(text)
+    except TokenError:
+        # The tokenizer keeps what it read; the trouble starts after the last good token.
+        read = tokenizer.tokens
+        position = read[-1].end + 1 if read else 0
+        position += len(text[position:]) - len(text[position:].lstrip())
+        line = text.count("\n", 0, position) + 1
+        raise fail(line, "the SQL cannot be read (an unclosed quote or comment?)") from None
     markers = []
     for index, token in enumerate(tokens):
         if token.token_type == TokenType.PLACEHOLDER:
@@ -216,11 +223,6 @@ def _markers(text: str, fail: _Fail) -> list[tuple[str, int]]:
 
 def _ends_value(token: Token) -> bool:
     return token.token_type in _VALUE_END_TOKENS
-
-
-def _error_line(message: str) -> int:
-    match = re.search(r"[Ll]ine (\d+)", message)
-    return int(match[1]) if match else 1
 
 
 def _parse_param(spec: str) -> QueryParam:
