@@ -257,6 +257,7 @@ async def test_token_endpoint_that_stays_down_raises_token_unavailable(
         await oauth.authorization()
 
     assert caught.value.message == message
+    assert caught.value.status == mock.get("status")
     assert len(calls(endpoint, "POST", TOKEN_URL)) == 3
 
 
@@ -275,6 +276,11 @@ async def test_token_endpoint_that_stays_down_raises_token_unavailable(
             {"status": 400, "payload": {"errorCode": "invalid_scope", "errorSummary": "nope"}},
             "the token endpoint answered 400: invalid_scope: nope",
             id="400-errorcode-shape",
+        ),
+        pytest.param(
+            {"status": 302, "headers": {"Location": "https://elsewhere.example/login"}},
+            "the token endpoint answered 302",
+            id="302-redirect-not-followed",
         ),
         pytest.param(
             {"status": 200, "body": "not json"},

@@ -97,6 +97,10 @@ class _FetchAbandoned(Exception):
 class _Transient(Exception):
     """A token endpoint failure worth another try; carries a safe message."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class OAuthM2M:
     """OAuth client credentials for a service principal (reference §10.2)."""
@@ -217,7 +221,7 @@ class OAuthM2M:
         try:
             return await self._fetch_once()
         except _Transient as exc:
-            raise TokenUnavailable(str(exc)) from None
+            raise TokenUnavailable(str(exc), status=exc.status) from None
 
     async def _fetch_once(self) -> _Token:
         endpoint = await self._discover()
@@ -229,7 +233,7 @@ class OAuthM2M:
         }
         form = urlencode({"grant_type": "client_credentials", "scope": self._scope})
         status, body = await self._call("POST", endpoint, headers=headers, data=form)
-        if status >= 400:
+        if not 200 <= status < 300:
             raise self._failure(status, body)
         return self._parse_token(body)
 
@@ -241,7 +245,7 @@ class OAuthM2M:
         status, body = await self._call("GET", url, headers={"Accept": "application/json"})
         if status == 404:
             endpoint = URL(f"{self._host}/oidc/v1/token")
-        elif status >= 400:
+        elif not 200 <= status < 300:
             raise self._failure(status, body, what="OAuth discovery")
         else:
             document = _json_object(body)
@@ -281,7 +285,7 @@ class OAuthM2M:
         if detail:
             message = f"{message}: {self._scrub(detail)}"
         if status in _TRANSIENT_STATUSES:
-            return _Transient(message)
+            return _Transient(message, status)
         return TokenUnavailable(message, status=status)
 
     def _parse_token(self, body: bytes) -> _Token:
@@ -341,8 +345,10 @@ def token_provider_for(settings: Settings, session: aiohttp.ClientSession) -> To
         return StaticToken(settings.databricks_token)
     if settings.databricks_client_id is None or settings.databricks_client_secret is None:
         raise ValueError("no Databricks credential configured")
+    # A token answer is small and quick; three slow attempts must not hold a query for minutes.
     timeout = aiohttp.ClientTimeout(
-        total=settings.http_request_timeout_s, sock_connect=settings.http_connect_timeout_s
+        total=min(settings.http_request_timeout_s, 30.0),
+        sock_connect=settings.http_connect_timeout_s,
     )
     return OAuthM2M(
         session,
