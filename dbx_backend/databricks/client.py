@@ -28,6 +28,7 @@ from dbx_backend.databricks.auth import TokenProvider, token_provider_for
 from dbx_backend.databricks.errors import (
     BadRequest,
     ConnectFailed,
+    LinkExpired,
     NotFound,
     PermissionDenied,
     ProtocolError,
@@ -38,11 +39,12 @@ from dbx_backend.databricks.errors import (
     WarehouseError,
 )
 from dbx_backend.databricks.retry import Deadline, RetryPolicy, delays, should_retry
-from dbx_backend.databricks.wire import ErrorBody, ResultData, StatementResponse
+from dbx_backend.databricks.wire import ErrorBody, ExternalLink, ResultData, StatementResponse
 from dbx_backend.redaction import redact
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", StatementResponse, ResultData)
+_T = TypeVar("_T")
 
 USER_AGENT = f"dbx-backend/{__version__}"
 STATEMENTS_PATH = "/api/2.0/sql/statements"
@@ -183,6 +185,7 @@ class WarehouseClient:
         self._auth_override = auth
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
+        self._downloads: aiohttp.ClientSession | None = None
         self._auth: TokenProvider | None = None
 
     async def __aenter__(self) -> WarehouseClient:
@@ -195,6 +198,15 @@ class WarehouseClient:
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             raise_for_status=False,
         )
+        # Presigned links carry their own credential: a separate session that never has ours.
+        self._downloads = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            timeout=aiohttp.ClientTimeout(
+                total=self.settings.http_request_timeout_s,
+                sock_connect=self.settings.http_connect_timeout_s,
+            ),
+            raise_for_status=False,
+        )
         self._auth = self._auth_override or token_provider_for(self.settings, self._session)
         return self
 
@@ -204,9 +216,10 @@ class WarehouseClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._downloads):
+            if session is not None:
+                await session.close()
+        self._session = self._downloads = None
 
     def _secrets(self, authorization: str) -> list[str]:
         """Credentials that must never appear in an error message."""
@@ -290,6 +303,44 @@ class WarehouseClient:
             timeout_s=CANCEL_TIMEOUT_S,
         )
 
+    async def download(self, link: ExternalLink, *, deadline: Deadline | None = None) -> bytes:
+        """GET one presigned chunk: no Authorization header, the link's own headers; retried.
+
+        An expired link raises LinkExpired; the caller refreshes it through the chunk endpoint.
+        """
+        if self._downloads is None:
+            raise RuntimeError("WarehouseClient used outside `async with`")
+        session = self._downloads
+
+        async def attempt() -> bytes:
+            total = self.settings.http_request_timeout_s
+            if deadline is not None:
+                total = min(total, max(deadline.remaining(), 0.001))
+            started, outcome = time.monotonic(), "error"
+            try:
+                async with session.get(
+                    URL(link.external_link, encoded=True),
+                    headers=link.http_headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=total, sock_connect=min(total, self.settings.http_connect_timeout_s)
+                    ),
+                ) as response:
+                    payload = await response.read()
+                    outcome = str(response.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _transport_error(exc) from exc
+            finally:
+                self._record("download", outcome, time.monotonic() - started)
+            if response.status == 403:
+                # Cloud stores answer an expired presigned URL with 403 (reference §9).
+                raise LinkExpired("a result link expired", status=403)
+            if response.status >= 400:
+                # The store's body may echo the URL or headers: keep none of it.
+                raise error_from_response(response.status, response.reason, b"")
+            return payload
+
+        return await self._retrying("download", attempt, idempotent=True, deadline=deadline)
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _statement_url(self, statement_id: str, suffix: str = "") -> URL:
@@ -315,7 +366,22 @@ class WarehouseClient:
         deadline: Deadline | None = None,
         timeout_s: float | None = None,
     ) -> Any:
-        """One logical call: retried per policy within the deadline; returns parsed JSON."""
+        """One logical API call: retried per policy within the deadline; returns parsed JSON."""
+
+        async def attempt() -> Any:
+            return await self._send(endpoint, method, url, body, deadline, timeout_s)
+
+        return await self._retrying(endpoint, attempt, idempotent=idempotent, deadline=deadline)
+
+    async def _retrying(
+        self,
+        endpoint: str,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        idempotent: bool,
+        deadline: Deadline | None,
+    ) -> _T:
+        """Run `attempt` under the retry policy, bounded by attempts, total time and deadline."""
         policy = self.policy
 
         def max_time() -> float:
@@ -328,10 +394,7 @@ class WarehouseClient:
             if self._observer is not None:
                 self._observer.retried(endpoint)
 
-        async def attempt() -> Any:
-            return await self._send(endpoint, method, url, body, deadline, timeout_s)
-
-        retrying: Callable[[], Awaitable[Any]] = backoff.on_exception(
+        retrying: Callable[[], Awaitable[_T]] = backoff.on_exception(
             delays,
             WarehouseError,
             max_tries=policy.attempts,
@@ -385,13 +448,15 @@ class WarehouseClient:
                 )
             return self._json(payload)
         finally:
-            seconds = time.monotonic() - started
-            stats = call_stats.get()
-            if stats is not None:
-                stats.calls += 1
-                stats.warehouse_s += seconds
-            if self._observer is not None:
-                self._observer.call_finished(endpoint, outcome, seconds)
+            self._record(endpoint, outcome, time.monotonic() - started)
+
+    def _record(self, endpoint: str, outcome: str, seconds: float) -> None:
+        stats = call_stats.get()
+        if stats is not None:
+            stats.calls += 1
+            stats.warehouse_s += seconds
+        if self._observer is not None:
+            self._observer.call_finished(endpoint, outcome, seconds)
 
     async def _exchange(
         self,

@@ -2,7 +2,7 @@
 
 * WarehouseError
   + WarehouseRejected        the warehouse refused our request; retrying cannot help
-    - Unauthenticated, PermissionDenied, NotFound, BadRequest
+    - Unauthenticated, PermissionDenied, NotFound, BadRequest, LinkExpired
   + WarehouseUnavailable     the warehouse may answer later; safe requests are retried
     - RateLimited, ServerError, ConnectFailed, ResponseLost, TokenUnavailable
   + StatementFailed          the statement ran and failed (a SQL problem)
@@ -59,6 +59,10 @@ class NotFound(WarehouseRejected):
 
 class BadRequest(WarehouseRejected):
     """400 and other 4xx: the warehouse rejected the request's fields."""
+
+
+class LinkExpired(WarehouseRejected):
+    """A presigned result link is no longer valid; fetch a fresh one for its chunk."""
 
 
 class WarehouseUnavailable(WarehouseError):

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Literal
 
 from dbx_backend.databricks.client import CallStats, WarehouseClient, call_stats
 from dbx_backend.databricks.errors import (
@@ -25,6 +26,7 @@ from dbx_backend.databricks.errors import (
     StatementTimedOut,
     WarehouseError,
 )
+from dbx_backend.databricks.external import ExternalChunkReader
 from dbx_backend.databricks.normalize import (
     Column,
     JsonValue,
@@ -44,6 +46,7 @@ from dbx_backend.databricks.wire import (
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+Rows = list[list[JsonValue]]
 ParamScalar = str | int | float | bool | None
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Converting a chunk this large takes long enough to stall other requests: do it in a thread.
@@ -73,6 +76,10 @@ class QueryOptions:
     max_rows: int | None = None
     normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
     query_tags: Mapping[str, str] = field(default_factory=dict)
+    # EXTERNAL_LINKS moves large results through presigned downloads, several at a time.
+    disposition: Literal["INLINE", "EXTERNAL_LINKS"] = "INLINE"
+    result_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = "JSON_ARRAY"
+    download_window: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +296,10 @@ class OpenStatement:
                 self.deadline.remaining(), self.service.wait_timeout_s
             ),
             "on_wait_timeout": "CONTINUE",
-            "disposition": "INLINE",
-            "format": "JSON_ARRAY",
+            "disposition": self.options.disposition,
+            "format": self.options.result_format
+            if self.options.disposition != "INLINE"
+            else "JSON_ARRAY",
         }
         if self.parameters:
             body["parameters"] = [p.model_dump(exclude_none=True) for p in self.parameters]
@@ -408,19 +417,15 @@ class OpenStatement:
         """The result's rows, one normalized list per chunk, in order."""
         converter = RowConverter(self.columns, self.options.normalize)
         expected_offset = 0
-        chunk = self.first_chunk
         try:
-            while chunk is not None:
-                if chunk.row_offset != expected_offset:
+            async for row_offset, rows in self._chunks(converter):
+                if row_offset != expected_offset:
                     raise ProtocolError(
-                        f"chunk {chunk.chunk_index} starts at row {chunk.row_offset}, "
-                        f"expected {expected_offset}",
+                        f"a chunk starts at row {row_offset}, expected {expected_offset}",
                         statement_id=self.statement_id,
                     )
-                data = chunk.data_array or []
-                expected_offset += len(data)
-                yield await self._convert(converter, data)
-                chunk = await self._next_chunk(chunk)
+                expected_offset += len(rows)
+                yield rows
         except TimeoutError:
             raise StatementTimedOut(
                 f"the result was not read within {self.options.timeout_s:g} s",
@@ -432,6 +437,32 @@ class OpenStatement:
                 f"{self.manifest.total_row_count}",
                 statement_id=self.statement_id,
             )
+
+    async def _chunks(
+        self, converter: RowConverter
+    ) -> AsyncIterator[tuple[int, list[list[JsonValue]]]]:
+        """(row_offset, rows) per chunk, from INLINE data or external links."""
+        chunk = self.first_chunk
+        if chunk is not None and chunk.external_links is not None:
+            reader = ExternalChunkReader(
+                self.service.client,
+                self.statement_id,
+                self.manifest,
+                chunk,
+                converter,
+                deadline=self.deadline,
+                window=self.options.download_window,
+            )
+            started = self.service.clock()
+            async with asyncio.timeout(self.deadline.remaining()):
+                async for item in reader.chunks():
+                    self.timings.fetch_s += self.service.clock() - started
+                    yield item
+                    started = self.service.clock()
+            return
+        while chunk is not None:
+            yield chunk.row_offset, await self._convert(converter, chunk.data_array or [])
+            chunk = await self._next_chunk(chunk)
 
     async def _next_chunk(self, chunk: ResultData) -> ResultData | None:
         index, link = chunk.next_pointer()
