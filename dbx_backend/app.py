@@ -17,7 +17,8 @@ from dbx_backend.databricks.auth import TokenProvider
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.databricks.retry import RetryPolicy
-from dbx_backend.keys import LIMITER, QUERY_SERVICE, SETTINGS, WAREHOUSE
+from dbx_backend.keys import LIMITER, QUERIES, QUERY_SERVICE, SETTINGS, WAREHOUSE
+from dbx_backend.queries import load_queries
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -62,6 +63,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
+    app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
         async with WarehouseClient(settings, policy=retry_policy, auth=auth) as client:

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
-from dbx_backend import sqlpolicy
+from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.query_service import InvalidQuery
@@ -69,6 +69,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
+    queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
     sqlpolicy.StatementNotAllowed: ErrorRow(403, "STATEMENT_NOT_ALLOWED", expose_message=True),
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
@@ -134,6 +135,8 @@ def error_body(
 ) -> dict[str, Any]:
     """The `{"error": {...}}` envelope for `exc`."""
     field = getattr(exc, "field", None)
+    if isinstance(exc, queries.ParamError):
+        field = f"params.{exc.param}"
     if isinstance(exc, ValidationError):
         message, field = _validation_message(exc)
     elif row.expose_message:

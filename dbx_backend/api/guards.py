@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from dbx_backend.config import Settings
 from dbx_backend.sqlpolicy import check_read_only
 
 log = logging.getLogger("dbx_backend.api")
+THREAD_CHECK_BYTES = 8 * 1024
 
 
 class Unauthorized(Exception):
@@ -63,7 +65,7 @@ def api_key_middleware(keys: tuple[bytes, ...]) -> Middleware:
     return middleware
 
 
-def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
+async def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
     """Refuse SQL the service may not run: ad-hoc when disabled, too large, or not a read."""
     if adhoc and not settings.allow_adhoc_sql:
         raise AdhocSqlDisabled("ad-hoc SQL is disabled on this service; use a named query")
@@ -71,7 +73,10 @@ def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
     if size > settings.max_sql_bytes:
         raise SqlTooLarge(f"the SQL is {size} bytes; the limit is {settings.max_sql_bytes}")
     if settings.read_only:
-        check_read_only(sql)
+        if size > THREAD_CHECK_BYTES:  # parsing a long statement takes long: off the loop
+            await asyncio.to_thread(check_read_only, sql)
+        else:
+            check_read_only(sql)
 
 
 class QueryLimiter:

@@ -6,7 +6,7 @@ document is generated from them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -27,10 +27,27 @@ class TypedParamModel(BaseModel):
     type: SqlTypeName = Field(description="A scalar SQL type such as DATE, DECIMAL(10,2).")
 
 
-class QueryRequest(BaseModel):
-    """Body of `POST /api/query`: one SQL statement and how to run it."""
+class RunOptions(BaseModel):
+    """How to run a statement and shape its result; shared by ad-hoc and named queries."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    row_limit: int | None = Field(default=None, ge=1, description="At most this many rows.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S)."
+    )
+    long_as_string: bool = Field(
+        default=False, description="Render LONG (BIGINT) values as strings, for JavaScript."
+    )
+    disposition: Literal["INLINE", "EXTERNAL_LINKS"] | None = Field(
+        default=None,
+        description="How the warehouse hands over the result: INLINE (default for JSON) or "
+        "EXTERNAL_LINKS (default for NDJSON/CSV streams; for large results).",
+    )
+
+
+class QueryRequest(RunOptions):
+    """Body of `POST /api/query` and `POST /api/statements`: one SQL statement."""
 
     sql: str = Field(description="One SQL statement; `:name` markers take values from `params`.")
     params: dict[ParamName, Scalar | TypedParamModel] = Field(
@@ -40,13 +57,6 @@ class QueryRequest(BaseModel):
     )
     catalog: Identifier | None = Field(default=None, description="Default catalog.")
     schema_: Identifier | None = Field(default=None, alias="schema", description="Default schema.")
-    row_limit: int | None = Field(default=None, ge=1, description="At most this many rows.")
-    timeout_s: float | None = Field(
-        default=None, gt=0, description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S)."
-    )
-    long_as_string: bool = Field(
-        default=False, description="Render LONG (BIGINT) values as strings, for JavaScript."
-    )
 
     @field_validator("sql")
     @classmethod
@@ -54,6 +64,38 @@ class QueryRequest(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+class NamedQueryRequest(RunOptions):
+    """Body of `POST /api/queries/{name}`: values for the query's declared parameters."""
+
+    params: dict[ParamName, Scalar] = Field(
+        default_factory=dict, description="Values for the declared parameters."
+    )
+
+
+class NamedQueryParam(BaseModel):
+    """One declared parameter of a named query."""
+
+    name: str
+    type: str
+    required: bool
+    default: str | None
+    description: str | None
+
+
+class NamedQueryInfo(BaseModel):
+    """A named query as `GET /api/queries` lists it."""
+
+    name: str
+    description: str | None
+    params: list[NamedQueryParam]
+
+
+class NamedQueryList(BaseModel):
+    """Body of `GET /api/queries`."""
+
+    queries: list[NamedQueryInfo]
 
 
 class ColumnModel(BaseModel):

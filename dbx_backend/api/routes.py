@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Mapping
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from dbx_backend.api.errors import InvalidRequest, json_response
+from dbx_backend.api.errors import (
+    INTERNAL,
+    InvalidRequest,
+    NotFoundError,
+    error_body,
+    json_response,
+    response_for,
+)
 from dbx_backend.api.guards import check_sql
-from dbx_backend.api.models import QueryRequest, TypedParamModel
+from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
+from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
 from dbx_backend.databricks.normalize import NormalizeOptions
 from dbx_backend.databricks.query_service import (
+    OpenStatement,
     ParamScalar,
     QueryOptions,
     QueryResult,
     TypedParam,
 )
 from dbx_backend.keys import (
+    ERROR_CODE,
     LIMITER,
+    QUERIES,
     QUERY_SERVICE,
     REQUEST_ID,
     RETRIES,
@@ -27,33 +41,57 @@ from dbx_backend.keys import (
     STATEMENT_ID,
     WAREHOUSE_MS,
 )
+from dbx_backend.queries import bind_params
 
+log = logging.getLogger("dbx_backend.api")
 SERVICE_NAME = "dbx-backend"
 _Model = TypeVar("_Model", bound=BaseModel)
+Params = Mapping[str, ParamScalar | TypedParam]
 
 
-async def read_json(request: web.Request, model: type[_Model]) -> _Model:
+async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
     """Validate a JSON body against `model`; the body limit applies while reading (413)."""
+    body = await request.read()
+    if not body.strip() and empty_ok:
+        return model.model_validate({})
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
-    body = await request.read()
     if not body.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     return model.model_validate_json(body)
 
 
-def query_options(request: web.Request, body: QueryRequest) -> QueryOptions:
-    """The query service's options for this request, with the service's defaults and caps."""
+def query_options(
+    request: web.Request,
+    body: RunOptions,
+    *,
+    streaming: bool = False,
+    catalog: str | None = None,
+    schema: str | None = None,
+) -> QueryOptions:
+    """The query service's options for this request, with the service's defaults and caps.
+
+    A buffered JSON answer asks the warehouse for at most MAX_RESULT_ROWS rows and
+    MAX_RESULT_BYTES bytes, so the warehouse itself reports `truncated`; streams are not capped.
+    """
     settings = request.app[SETTINGS]
-    timeout_s = min(body.timeout_s or settings.query_timeout_s, settings.max_query_timeout_s)
+    row_limit, byte_limit = body.row_limit, None
+    if not streaming:
+        row_limit = min(row_limit or settings.max_result_rows, settings.max_result_rows)
+        byte_limit = settings.max_result_bytes
+    disposition = body.disposition or ("EXTERNAL_LINKS" if streaming else "INLINE")
     return QueryOptions(
-        catalog=body.catalog or settings.databricks_catalog,
-        schema=body.schema_ or settings.databricks_schema,
-        row_limit=body.row_limit,
-        timeout_s=timeout_s,
-        max_rows=settings.max_result_rows,
+        catalog=catalog or settings.databricks_catalog,
+        schema=schema or settings.databricks_schema,
+        row_limit=row_limit,
+        byte_limit=byte_limit,
+        timeout_s=min(body.timeout_s or settings.query_timeout_s, settings.max_query_timeout_s),
+        max_rows=None if streaming else settings.max_result_rows,
         normalize=NormalizeOptions(long_as_string=body.long_as_string),
         query_tags={"request_id": request[REQUEST_ID], "service": SERVICE_NAME},
+        disposition=disposition,
+        result_format=settings.external_links_format,
+        download_window=settings.download_window,
     )
 
 
@@ -74,12 +112,11 @@ def server_timing(result: QueryResult) -> str:
     )
 
 
-def note_result(request: web.Request, result: QueryResult) -> None:
+def note_statement(request: web.Request, statement: OpenStatement | QueryResult) -> None:
     """Record what the access log reports about this request."""
-    request[STATEMENT_ID] = result.statement_id
-    request[ROW_COUNT] = result.row_count
-    request[RETRIES] = result.stats.retries
-    request[WAREHOUSE_MS] = round(result.stats.warehouse_s * 1000, 1)
+    request[STATEMENT_ID] = statement.statement_id
+    request[RETRIES] = statement.stats.retries
+    request[WAREHOUSE_MS] = round(statement.stats.warehouse_s * 1000, 1)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -88,14 +125,66 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def query(request: web.Request) -> web.StreamResponse:
-    """Run one statement and return its whole result as JSON."""
+    """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     body = await read_json(request, QueryRequest)
-    check_sql(request.app[SETTINGS], body.sql, adhoc=True)
+    await check_sql(request.app[SETTINGS], body.sql, adhoc=True)
+    return await run_statement(
+        request, body.sql, query_params(body), body, catalog=body.catalog, schema=body.schema_
+    )
+
+
+async def list_queries(request: web.Request) -> web.Response:
+    """The named queries and their declared parameters."""
+    queries = request.app[QUERIES]
+    return json_response(
+        {
+            "queries": [
+                {
+                    "name": q.name,
+                    "description": q.description,
+                    "params": [dataclasses.asdict(p) for p in q.params],
+                }
+                for q in queries.values()
+            ]
+        }
+    )
+
+
+async def run_named_query(request: web.Request) -> web.StreamResponse:
+    """Run a named query with validated parameters, through the same path as `/api/query`."""
+    name = request.match_info["name"]
+    named = request.app[QUERIES].get(name)
+    if named is None:
+        raise NotFoundError(f"no named query {name!r}; GET /api/queries lists them")
+    body = await read_json(request, NamedQueryRequest, empty_ok=True)
+    bound = bind_params(named, body.params)
+    await check_sql(request.app[SETTINGS], named.sql, adhoc=False)
+    params = {key: TypedParam(value["value"], str(value["type"])) for key, value in bound.items()}
+    return await run_statement(request, named.sql, params, body)
+
+
+async def run_statement(
+    request: web.Request,
+    sql: str,
+    params: Params,
+    body: RunOptions,
+    *,
+    catalog: str | None = None,
+    schema: str | None = None,
+) -> web.StreamResponse:
+    """Run `sql` within the concurrency limit and answer in the negotiated format."""
+    result_format = negotiate(request.headers.get("Accept", ""))
+    streaming = result_format != "json"
+    options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
+    service = request.app[QUERY_SERVICE]
     async with request.app[LIMITER].slot():
-        result = await request.app[QUERY_SERVICE].execute_query(
-            body.sql, query_params(body), query_options(request, body)
-        )
-    note_result(request, result)
+        if streaming:
+            async with service.open(sql, params, options) as statement:
+                note_statement(request, statement)
+                return await stream_result(request, statement, result_format)
+        result = await service.execute_query(sql, params, options)
+    note_statement(request, result)
+    request[ROW_COUNT] = result.row_count
     payload = {
         "columns": [c.to_json() for c in result.columns],
         "rows": result.rows,
@@ -106,7 +195,53 @@ async def query(request: web.Request) -> web.StreamResponse:
     return json_response(payload, headers={"Server-Timing": server_timing(result)})
 
 
+async def stream_result(
+    request: web.Request, statement: OpenStatement, result_format: ResultFormat
+) -> web.StreamResponse:
+    """Write rows as chunks arrive; `write` waits for the socket, so memory stays bounded."""
+    writer = NdjsonWriter() if result_format == "ndjson" else CsvWriter()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": f"{writer.content_type}; charset=utf-8",
+            "X-Request-ID": request[REQUEST_ID],
+        }
+    )
+    if result_format == "csv":
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="result-{statement.statement_id}.csv"'
+        )
+    await response.prepare(request)
+    await response.write(writer.header(statement.columns, statement.statement_id))
+    rows = 0
+    try:
+        async for batch in statement.batches():
+            await response.write(writer.rows(batch))
+            rows += len(batch)
+    except Exception as exc:
+        row = response_for(exc) or INTERNAL
+        request[ERROR_CODE] = row.code
+        log.error(  # noqa: TRY400 - known error classes need no stack trace
+            "request %s: stream failed after %d rows: %s",
+            request[REQUEST_ID],
+            rows,
+            row.code,
+            exc_info=row is INTERNAL,
+        )
+        if isinstance(writer, NdjsonWriter):
+            await response.write(writer.error(error_body(exc, row, request[REQUEST_ID])))
+        elif request.transport is not None:
+            request.transport.close()  # cut the CSV short: the chunked body never ends
+            return response
+    else:
+        await response.write(writer.footer(rows, statement.truncated))
+    request[ROW_COUNT] = rows
+    await response.write_eof()
+    return response
+
+
 def setup_routes(app: web.Application) -> None:
     """Register every route."""
     app.router.add_get("/health", health, name="health")
     app.router.add_post("/api/query", query, name="query")
+    app.router.add_get("/api/queries", list_queries, name="list_queries")
+    app.router.add_post("/api/queries/{name}", run_named_query, name="run_named_query")

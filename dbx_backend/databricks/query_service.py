@@ -72,6 +72,7 @@ class QueryOptions:
     catalog: str | None = None
     schema: str | None = None
     row_limit: int | None = None
+    byte_limit: int | None = None
     timeout_s: float = 60.0
     max_rows: int | None = None
     normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
@@ -309,6 +310,8 @@ class OpenStatement:
             body["schema"] = self.options.schema
         if self.options.row_limit is not None:
             body["row_limit"] = self.options.row_limit
+        if self.options.byte_limit is not None:
+            body["byte_limit"] = self.options.byte_limit
         if self.options.query_tags:
             body["query_tags"] = [
                 {"key": k, "value": v} for k, v in self.options.query_tags.items()

@@ -1,0 +1,93 @@
+"""Streamed query results: NDJSON and CSV written chunk by chunk, with back-pressure.
+
+NDJSON: a first line `{"columns": [...], "statement_id": ...}`, one JSON array per row, then
+`{"row_count": N, "truncated": bool}`; an error after the first byte ends the stream with one
+`{"error": {...}}` line instead. CSV (RFC 4180): a header row, then rows; an error after the
+first byte cuts the response short (the chunked body never ends), so no client mistakes a
+partial file for a whole one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Literal
+
+import orjson
+
+from dbx_backend.databricks.normalize import Column, JsonValue
+
+ResultFormat = Literal["json", "ndjson", "csv"]
+NDJSON = "application/x-ndjson"
+CSV = "text/csv"
+
+
+def negotiate(accept: str) -> ResultFormat:
+    """The response format for an `Accept` header: NDJSON or CSV when asked, JSON otherwise."""
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in (NDJSON, "application/ndjson", "application/jsonl"):
+            return "ndjson"
+        if media == CSV:
+            return "csv"
+        if media in ("application/json", "*/*", "application/*"):
+            return "json"
+    return "json"
+
+
+class NdjsonWriter:
+    """Encodes a result as newline-delimited JSON."""
+
+    content_type = NDJSON
+
+    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
+        """The first line: the schema and the statement id."""
+        line = {"columns": [c.to_json() for c in columns], "statement_id": statement_id}
+        return orjson.dumps(line) + b"\n"
+
+    def rows(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
+        """One line per row."""
+        return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+    def footer(self, row_count: int, truncated: bool) -> bytes:
+        """The last line of a complete result."""
+        return orjson.dumps({"row_count": row_count, "truncated": truncated}) + b"\n"
+
+    def error(self, body: dict[str, JsonValue]) -> bytes:
+        """The last line of a result that failed mid-way."""
+        return orjson.dumps(body) + b"\n"
+
+
+def _csv_cell(value: JsonValue) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class CsvWriter:
+    """Encodes a result as RFC 4180 CSV: NULL is an empty field, nested values JSON text."""
+
+    content_type = CSV
+
+    def _encode(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerows([_csv_cell(value) for value in row] for row in rows)
+        return buffer.getvalue().encode()
+
+    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
+        """The header row: column names."""
+        return self._encode([[c.name for c in columns]])
+
+    def rows(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
+        """The rows, encoded."""
+        return self._encode(rows)
+
+    def footer(self, row_count: int, truncated: bool) -> bytes:
+        """CSV has no footer."""
+        return b""
