@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
@@ -497,6 +498,18 @@ PARITY = [
         id="decimal-scale-padded",
     ),
     pytest.param(
+        "DECIMAL", 3, DEFAULT,
+        [Decimal("1.5"), Decimal("-0.1"), None], pa.decimal128(10, 1),
+        ["1.5", "-0.1", None], ["1.500", "-0.100", None],
+        id="decimal-arrow-scale-below-the-columns",
+    ),
+    pytest.param(
+        "DECIMAL", 10, DEFAULT,
+        [Decimal("0.0000001"), Decimal("12.5"), None], pa.decimal128(38, 10),
+        ["0.0000001000", "12.5000000000", None], ["0.0000001000", "12.5000000000", None],
+        id="decimal-tiny-value-rendered-plain",
+    ),
+    pytest.param(
         "BOOLEAN", None, DEFAULT,
         [True, False, None], pa.bool_(), ["true", "false", None], [True, False, None],
         id="boolean",
@@ -541,6 +554,14 @@ PARITY = [
         "STRING", None, DEFAULT,
         ["", "héllo 🌍", None], pa.string(), ["", "héllo 🌍", None], ["", "héllo 🌍", None],
         id="string",
+    ),
+    pytest.param(
+        "STRING", None, DEFAULT,
+        ["", "ü", None], pa.large_string(), ["", "ü", None], ["", "ü", None], id="large-string",
+    ),
+    pytest.param(
+        "CHAR", None, DEFAULT,
+        ["ab", None], pa.string_view(), ["ab", None], ["ab", None], id="string-view",
     ),
     pytest.param(
         "BINARY", None, DEFAULT,
@@ -649,6 +670,20 @@ def test_a_bad_arrow_text_cell_is_a_protocol_error_that_hides_the_value() -> Non
         RowConverter([column("LONG")]).convert_arrow(batch)
 
     assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("gc_was_enabled", [True, False], ids=["gc-on", "gc-off"])
+def test_garbage_collection_is_left_as_it_was_even_after_a_bad_cell(gc_was_enabled: bool) -> None:
+    converter = RowConverter([column("INT")])
+    (gc.enable if gc_was_enabled else gc.disable)()
+    try:
+        converter.convert_rows([["1"]])
+        with pytest.raises(ProtocolError):
+            converter.convert_rows([["x"]])
+
+        assert gc.isenabled() is gc_was_enabled
+    finally:
+        gc.enable()
 
 
 def test_the_module_imports_and_converts_without_pyarrow(monkeypatch: pytest.MonkeyPatch) -> None:

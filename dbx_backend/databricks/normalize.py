@@ -427,7 +427,7 @@ def _arrow_converter(
 
     if kind == "NULL" or types.is_null(arrow_type):
         return _nulls
-    if types.is_string(arrow_type) or types.is_large_string(arrow_type):
+    if _is_arrow_text(arrow_type):
         return lambda array: text_converter(pylist(array))
     if kind in ("BYTE", "SHORT", "INT", "LONG") and types.is_integer(arrow_type):
         if kind == "LONG" and options.long_as_string:
@@ -440,15 +440,15 @@ def _arrow_converter(
             return lambda array: floats(pylist(pc.cast(array, pa.string())))
         return lambda array: _fix_non_finite(pylist(array))
     if kind == "DECIMAL" and types.is_decimal(arrow_type):
-        render = _map_cells(partial(_render_decimal, scale=column.scale))
-        return lambda array: render(pylist(array))
+        exact_scale = column.scale is None or column.scale == arrow_type.scale
+        return partial(_arrow_decimals, exact_scale=exact_scale, fix=text_converter)
     if kind == "BOOLEAN" and types.is_boolean(arrow_type):
         return pylist
     if kind == "DATE" and types.is_date(arrow_type):
         return lambda array: pylist(pc.cast(array, pa.string()))
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
         return partial(_arrow_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
-    if kind == "BINARY" and (types.is_binary(arrow_type) or types.is_large_binary(arrow_type)):
+    if kind == "BINARY" and _is_arrow_bytes(arrow_type):
         return lambda array: _map_cells(_bytes_json)(pylist(array))
     if kind in _SCALAR_KINDS:
         raise ProtocolError(f"column {column.name!r} ({column.type}) arrived as Arrow {arrow_type}")
@@ -469,11 +469,50 @@ def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
     unit = array.type.unit
     # A zoned Arrow timestamp stores UTC instants: reading them as naive keeps UTC wall time.
     naive = array.view(pa.timestamp(unit)) if array.type.tz is not None else array
-    texts: list[str | None] = pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S").to_pylist()
-    if unit == "s":
-        return [None if t is None else t + suffix for t in texts]
-    # %S carries the unit's fraction digits (3, 6 or 9): trim trailing zeros, and a bare dot.
-    return [None if t is None else t.rstrip("0").removesuffix(".") + suffix for t in texts]
+    # Arrow's cast writes "YYYY-MM-DD HH:MM:SS" plus all of the unit's fraction digits.
+    texts = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
+    if unit != "s":
+        texts = pc.utf8_rtrim(pc.utf8_rtrim(texts, characters="0"), characters=".")
+    if suffix:
+        texts = pc.binary_join_element_wise(texts, pa.scalar(suffix), pa.scalar(""))
+    values: list[JsonValue] = texts.to_pylist()
+    return values
+
+
+def _arrow_decimals(array: Any, exact_scale: bool, fix: ColumnConverter) -> Sequence[JsonValue]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = pc.cast(array, pa.string())
+    values: list[JsonValue] = texts.to_pylist()
+    # Arrow writes tiny values and zeros at a large scale in E-notation ("0E-18"): those, and a
+    # scale below the column's, go through the JSON_ARRAY path, which renders plain and pads.
+    if exact_scale and not pc.any(pc.match_substring(texts, "E")).as_py():
+        return values
+    return fix(values)
+
+
+def _is_arrow_text(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    types = pa.types
+    return bool(
+        types.is_string(arrow_type)
+        or types.is_large_string(arrow_type)
+        or types.is_string_view(arrow_type)
+    )
+
+
+def _is_arrow_bytes(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    types = pa.types
+    return bool(
+        types.is_binary(arrow_type)
+        or types.is_large_binary(arrow_type)
+        or types.is_binary_view(arrow_type)
+        or types.is_fixed_size_binary(arrow_type)
+    )
 
 
 def _bytes_json(value: bytes) -> str:
@@ -494,7 +533,7 @@ def _nested_converter(arrow_type: Any) -> Callable[[Any], JsonValue]:
         return lambda values: [None if v is None else item(v) for v in values]
     if types.is_map(arrow_type):
         key, value = _nested_converter(arrow_type.key_type), _nested_converter(arrow_type.item_type)
-        if types.is_string(arrow_type.key_type) or types.is_large_string(arrow_type.key_type):
+        if _is_arrow_text(arrow_type.key_type):
             return lambda pairs: {k: None if v is None else value(v) for k, v in pairs}
         return lambda pairs: [
             {"key": key(k), "value": None if v is None else value(v)} for k, v in pairs
@@ -512,13 +551,13 @@ def _nested_converter(arrow_type: Any) -> Callable[[Any], JsonValue]:
         return _float_json
     if types.is_decimal(arrow_type):
         return _nested_decimal
-    if types.is_binary(arrow_type) or types.is_large_binary(arrow_type):
+    if _is_arrow_bytes(arrow_type):
         return _bytes_json
     if types.is_date(arrow_type):
         return lambda value: value.isoformat()
     if types.is_timestamp(arrow_type):
         return partial(_nested_timestamp, suffix="" if arrow_type.tz is None else "Z")
-    if types.is_integer(arrow_type) or types.is_boolean(arrow_type) or types.is_string(arrow_type):
+    if types.is_integer(arrow_type) or types.is_boolean(arrow_type) or _is_arrow_text(arrow_type):
         return _identity
     return str  # other Arrow types (intervals, durations, times): their text
 
