@@ -1,0 +1,340 @@
+"""Long statements on the warehouse: submit without waiting, read the state, page, cancel.
+
+Nothing here holds per-statement state between calls: every call starts from a statement id.
+Pages are random access: `rows()` maps `[offset, offset + limit)` onto the manifest's chunks and
+fetches only those, by index. That relies on the GA behaviour that chunks may be fetched in any
+order and more than once (reference §4.2); the preview-era rule "INLINE chunks once, in order,
+then the statement closes" would turn a re-read into an error (CLOSED or 404), which callers
+then see as such. INLINE and EXTERNAL_LINKS results are both read, whatever the submit chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dbx_backend.databricks.client import WarehouseClient
+from dbx_backend.databricks.errors import (
+    LinkExpired,
+    ProtocolError,
+    StatementClosed,
+    StatementFailed,
+)
+from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
+from dbx_backend.databricks.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.databricks.query_service import (
+    THREAD_CONVERT_ROWS,
+    ParamScalar,
+    QueryOptions,
+    TypedParam,
+    choose_wait_timeout,
+    to_statement_parameters,
+)
+from dbx_backend.databricks.retry import Deadline
+from dbx_backend.databricks.wire import (
+    ExternalLink,
+    ResultData,
+    ResultManifest,
+    State,
+    StatementResponse,
+)
+
+Rows = list[list[JsonValue]]
+Params = Mapping[str, ParamScalar | TypedParam]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementInfo:
+    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows."""
+
+    statement_id: str
+    state: str
+    columns: list[Column] | None = None
+    total_row_count: int | None = None
+    truncated: bool = False
+    rows: Rows | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPage:
+    """Rows `[offset, offset + len(rows))` of a result; `state` says why a page may be empty."""
+
+    state: str
+    rows: Rows
+    offset: int
+    total_row_count: int
+
+
+def statement_failure(response: StatementResponse) -> StatementFailed:
+    """The exception for a FAILED statement, carrying the warehouse's message and codes."""
+    error = response.status.error
+    return StatementFailed(
+        error.message if error and error.message else "the statement failed",
+        error_code=error.error_code if error else None,
+        statement_id=response.statement_id,
+        sql_state=response.status.sql_state,
+    )
+
+
+def submit_request(
+    sql: str, params: Params, options: QueryOptions, wait_timeout: str
+) -> dict[str, object]:
+    """The execute body for an asynchronous submit: CONTINUE on wait timeout, never CANCEL."""
+    body: dict[str, object] = {
+        "statement": sql,
+        "wait_timeout": wait_timeout,
+        "on_wait_timeout": "CONTINUE",
+        "disposition": options.disposition,
+        # ARROW_STREAM is only allowed with EXTERNAL_LINKS (reference §3.2).
+        "format": options.result_format if options.disposition != "INLINE" else "JSON_ARRAY",
+    }
+    parameters = to_statement_parameters(params)
+    if parameters:
+        body["parameters"] = [p.model_dump(exclude_none=True) for p in parameters]
+    optional: dict[str, object] = {
+        "catalog": options.catalog,
+        "schema": options.schema,
+        "row_limit": options.row_limit,
+        "byte_limit": options.byte_limit,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    if options.query_tags:
+        body["query_tags"] = [{"key": k, "value": v} for k, v in options.query_tags.items()]
+    return body
+
+
+class StatementOperations:
+    """Submit, inspect, page and cancel statements through one `WarehouseClient`."""
+
+    def __init__(
+        self,
+        client: WarehouseClient,
+        *,
+        wait_timeout_s: int = 0,
+        call_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.wait_timeout_s = wait_timeout_s
+        self.call_timeout_s = call_timeout_s
+        self.clock = clock
+
+    async def submit(self, sql: str, params: Params, options: QueryOptions) -> StatementInfo:
+        """Start `sql` and return at once (or after `wait_timeout_s` at most); FAILED raises.
+
+        The statement keeps running after we return: only `cancel` stops it (reference §4.3).
+        """
+        deadline = Deadline(options.timeout_s, self.clock)
+        wait_timeout = choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
+        body = submit_request(sql, params, options, wait_timeout)
+        async with asyncio.timeout(deadline.remaining()):
+            response = await self.client.submit(body, deadline=deadline)
+        if response.status.state == State.FAILED:
+            raise statement_failure(response)
+        return StatementInfo(response.statement_id, response.status.state)
+
+    async def status(
+        self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions
+    ) -> StatementInfo:
+        """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
+        rows from chunk 0. FAILED raises StatementFailed; CANCELED and CLOSED are states."""
+        deadline = Deadline(self.call_timeout_s, self.clock)
+        async with asyncio.timeout(deadline.remaining()):
+            response = await self.client.get_statement(statement_id, deadline=deadline)
+            state = response.status.state
+            if state == State.FAILED:
+                raise statement_failure(response)
+            if state != State.SUCCEEDED:
+                return StatementInfo(response.statement_id, state)
+            manifest, first = _result_of(response)
+            columns = columns_from_manifest(manifest)
+            rows: Rows = []
+            if first_page_rows > 0 and manifest.total_row_count > 0:
+                converter = RowConverter(columns, normalize)
+                rows = await self._chunk_rows(
+                    statement_id, manifest, first, converter, 0, first_page_rows, deadline
+                )
+        return StatementInfo(
+            response.statement_id,
+            state,
+            columns=columns,
+            total_row_count=manifest.total_row_count,
+            truncated=manifest.truncated,
+            rows=rows,
+        )
+
+    async def rows(
+        self, statement_id: str, offset: int, limit: int, normalize: NormalizeOptions
+    ) -> RowsPage:
+        """Rows `[offset, offset + limit)`, fetching only the chunks that hold them, in order.
+
+        A statement that is not SUCCEEDED gives an empty page with its state (FAILED raises,
+        CLOSED raises StatementClosed: its result is gone). Past the end: an empty page.
+        """
+        deadline = Deadline(self.call_timeout_s, self.clock)
+        async with asyncio.timeout(deadline.remaining()):
+            response = await self.client.get_statement(statement_id, deadline=deadline)
+            state = response.status.state
+            if state == State.FAILED:
+                raise statement_failure(response)
+            if state == State.CLOSED:
+                raise StatementClosed(
+                    "the statement's result is no longer available", statement_id=statement_id
+                )
+            if state != State.SUCCEEDED:
+                return RowsPage(state, [], offset, 0)
+            manifest, first = _result_of(response)
+            total = manifest.total_row_count
+            end = min(offset + limit, total)
+            if offset >= end:
+                return RowsPage(state, [], offset, total)
+            converter = RowConverter(columns_from_manifest(manifest), normalize)
+            if manifest.chunks:
+                rows = await self._rows_by_index(
+                    statement_id, manifest, first, converter, offset, end, deadline
+                )
+            else:
+                rows = await self._rows_by_walking(
+                    statement_id, manifest, first, converter, offset, end, deadline
+                )
+        return RowsPage(state, rows, offset, total)
+
+    async def cancel(self, statement_id: str) -> None:
+        """Ask the warehouse to cancel; it may still finish first (reference §4.3)."""
+        await self.client.cancel(statement_id)
+
+    # -- reading chunks -------------------------------------------------------------------
+
+    async def _rows_by_index(
+        self,
+        statement_id: str,
+        manifest: ResultManifest,
+        first: ResultData,
+        converter: RowConverter,
+        offset: int,
+        end: int,
+        deadline: Deadline,
+    ) -> Rows:
+        rows: Rows = []
+        for info in sorted(manifest.chunks, key=lambda c: c.row_offset):
+            if info.row_offset + info.row_count <= offset or info.row_offset >= end:
+                continue
+            chunk = first
+            if info.chunk_index != first.chunk_index:
+                chunk = await self.client.get_chunk(
+                    statement_id, info.chunk_index, deadline=deadline
+                )
+            if chunk.row_offset != info.row_offset:
+                raise ProtocolError(
+                    f"chunk {info.chunk_index} starts at row {chunk.row_offset}, "
+                    f"the manifest says {info.row_offset}",
+                    statement_id=statement_id,
+                )
+            start = max(offset, chunk.row_offset)
+            rows += await self._chunk_rows(
+                statement_id, manifest, chunk, converter, start, end, deadline
+            )
+        return rows
+
+    async def _rows_by_walking(
+        self,
+        statement_id: str,
+        manifest: ResultManifest,
+        first: ResultData,
+        converter: RowConverter,
+        offset: int,
+        end: int,
+        deadline: Deadline,
+    ) -> Rows:
+        # No chunk listing (reference §5.3: not guaranteed for INLINE): follow next pointers.
+        rows: Rows = []
+        chunk: ResultData | None = first
+        for _ in range(max(manifest.total_chunk_count, end + 1)):  # bounded: a loop guard
+            if chunk is None or chunk.row_offset >= end:
+                break
+            if chunk.row_offset + _chunk_length(chunk) > offset:
+                start = max(offset, chunk.row_offset)
+                rows += await self._chunk_rows(
+                    statement_id, manifest, chunk, converter, start, end, deadline
+                )
+            index, link = chunk.next_pointer()
+            if link:
+                chunk = await self.client.follow_chunk_link(statement_id, link, deadline=deadline)
+            elif index is not None:
+                chunk = await self.client.get_chunk(statement_id, index, deadline=deadline)
+            else:
+                chunk = None
+        return rows
+
+    async def _chunk_rows(
+        self,
+        statement_id: str,
+        manifest: ResultManifest,
+        chunk: ResultData,
+        converter: RowConverter,
+        start: int,
+        end: int,
+        deadline: Deadline,
+    ) -> Rows:
+        """Rows `[start, end)` (whole-result positions) of one chunk, normalized."""
+        lo, hi = max(0, start - chunk.row_offset), max(0, end - chunk.row_offset)
+        if chunk.external_links is not None:
+            rows: Rows = []
+            for link in chunk.external_links:
+                data = await self._download(statement_id, link, deadline)
+                rows += await _run(decode_chunk, manifest.format, data, converter)
+            return rows[lo:hi]
+        cells = (chunk.data_array or [])[lo:hi]
+        if len(cells) >= THREAD_CONVERT_ROWS:
+            return await asyncio.to_thread(converter.convert_rows, cells)
+        return converter.convert_rows(cells)
+
+    async def _download(self, statement_id: str, link: ExternalLink, deadline: Deadline) -> bytes:
+        try:
+            return await self.client.download(link, deadline=deadline)
+        except LinkExpired:
+            # Each chunk call mints a fresh link for the same chunk (reference §9).
+            fresh = await self.client.get_chunk(statement_id, link.chunk_index, deadline=deadline)
+            for candidate in fresh.external_links or ():
+                if candidate.row_offset == link.row_offset:
+                    return await self.client.download(candidate, deadline=deadline)
+            raise ProtocolError(
+                f"the chunk endpoint gave no link for chunk {link.chunk_index}",
+                statement_id=statement_id,
+            ) from None
+
+
+def _result_of(response: StatementResponse) -> tuple[ResultManifest, ResultData]:
+    if response.manifest is None:
+        raise ProtocolError(
+            "a finished statement came without its manifest", statement_id=response.statement_id
+        )
+    first = response.result or ResultData(data_array=[])
+    return response.manifest, first
+
+
+def _chunk_length(chunk: ResultData) -> int:
+    if chunk.row_count:
+        return chunk.row_count
+    if chunk.external_links:
+        return sum(link.row_count for link in chunk.external_links)
+    return len(chunk.data_array or [])
+
+
+async def _run(
+    decode: Callable[[str, bytes, RowConverter], Rows],
+    result_format: str,
+    data: bytes,
+    converter: RowConverter,
+) -> Rows:
+    if len(data) >= THREAD_DECODE_BYTES:
+        return await asyncio.to_thread(decode, result_format, data, converter)
+    return decode(result_format, data, converter)
