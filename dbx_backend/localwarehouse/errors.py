@@ -1,0 +1,152 @@
+"""What the local warehouse answers when something goes wrong.
+
+* ApiError        the request is refused: a non-200 answer with the standard error body (§8.1)
+* SqlError        the statement ran and failed: 200, state FAILED, `status.error` (§8.3)
+* StatementCanceled  the statement was stopped by cancel or `on_wait_timeout=CANCEL`
+
+`sql_error_from_duckdb` turns DuckDB's exceptions into the Databricks error classes users see
+for the common cases (syntax, unknown table/column/function, cast, overflow, division by zero).
+"""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+
+
+class ApiError(Exception):
+    """A request the warehouse refuses with an HTTP error and `{error_code, message}`."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+def invalid(message: str) -> ApiError:
+    """A 400 INVALID_PARAMETER_VALUE, the answer to any malformed request field."""
+    return ApiError(400, "INVALID_PARAMETER_VALUE", message)
+
+
+def not_found(statement_id: str) -> ApiError:
+    """The 404 for a statement id never issued, or already purged (reference §14.4)."""
+    return ApiError(404, "NOT_FOUND", f"Statement {statement_id} not found")
+
+
+class SqlError(Exception):
+    """A statement failure, carrying the Databricks error class and SQLSTATE."""
+
+    def __init__(
+        self, error_class: str, text: str, sql_state: str, *, error_code: str = "BAD_REQUEST"
+    ) -> None:
+        super().__init__(text)
+        self.error_class = error_class
+        self.sql_state = sql_state
+        self.error_code = error_code
+        self.message = f"[{error_class}] {text} SQLSTATE: {sql_state}"
+
+
+class StatementCanceled(Exception):
+    """The statement was cancelled while it ran."""
+
+
+def unbound_parameter(name: str) -> SqlError:
+    """The failure of a `:name` marker with no supplied value (reference §11)."""
+    return SqlError(
+        "UNBOUND_SQL_PARAMETER",
+        f"Found the unbound parameter: {name}. Please, fix `args` and provide a mapping of the "
+        "parameter to either a SQL literal or collection constructor functions such as `map()`, "
+        "`array()`, `struct()`.",
+        "42P02",
+    )
+
+
+def syntax_error(near: str) -> SqlError:
+    """A PARSE_SYNTAX_ERROR pointing at the token where parsing stopped."""
+    return SqlError("PARSE_SYNTAX_ERROR", f"Syntax error at or near '{near}'.", "42601")
+
+
+_NEAR = re.compile(r'at or near "(?P<near>[^"]*)"')
+_TABLE = re.compile(r'Table with name "?(?P<name>[^"!\s]+)"? does not exist')
+_SCHEMA = re.compile(r'schema "?(?P<name>[^"!\s]+)"? does not exist', re.IGNORECASE)
+_FUNCTION = re.compile(r"Function with name (?P<name>\S+) does not exist")
+_COLUMN = re.compile(r'Referenced column "(?P<name>[^"]+)" not found')
+_CAST = re.compile(r"Could not convert string '(?P<value>.*)' to (?P<target>\w+)")
+_DUCKDB_TARGETS = {"INT8": "TINYINT", "INT16": "SMALLINT", "INT32": "INT", "INT64": "BIGINT"}
+
+
+def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
+    """The Databricks error class, message and SQLSTATE closest to a DuckDB error."""
+    text = str(exc).split("\n", 1)[0]
+    detail = text.split(": ", 1)[-1]
+    if isinstance(exc, duckdb.ParserException):
+        near = _NEAR.search(text)
+        return syntax_error(near["near"] if near else "end of input")
+    if "Division by zero" in text:
+        return SqlError(
+            "DIVIDE_BY_ZERO",
+            "Division by zero. Use `try_divide` to tolerate divisor being 0 and return NULL "
+            'instead. If necessary set "spark.sql.ansi.enabled" to "false" to bypass this error.',
+            "22012",
+        )
+    if isinstance(exc, duckdb.CatalogException):
+        return _catalog_error(text, detail)
+    if isinstance(exc, duckdb.BinderException) and (match := _COLUMN.search(text)):
+        return SqlError(
+            "UNRESOLVED_COLUMN.WITH_SUGGESTION",
+            f"A column, variable, or function parameter with name `{match['name']}` cannot be "
+            "resolved.",
+            "42703",
+        )
+    if isinstance(exc, duckdb.ConversionException):
+        if match := _CAST.search(text):
+            target = _DUCKDB_TARGETS.get(match["target"], match["target"])
+            return SqlError(
+                "CAST_INVALID_INPUT",
+                f"The value '{match['value']}' of the type \"STRING\" cannot be cast to "
+                f'"{target}" because it is malformed. Correct the value as per the syntax, or '
+                "change its target type. Use `try_cast` to tolerate malformed input and return "
+                "NULL instead.",
+                "22018",
+            )
+        return SqlError("CAST_INVALID_INPUT", detail, "22018")
+    if isinstance(exc, duckdb.OutOfRangeException):
+        return SqlError("ARITHMETIC_OVERFLOW", detail, "22003")
+    if isinstance(exc, duckdb.BinderException):
+        return SqlError("DATATYPE_MISMATCH", detail, "42K09")
+    if isinstance(exc, duckdb.InvalidInputException) and text.startswith("Invalid Input Error:"):
+        # DuckDB's error() is what Databricks' raise_error() translates to.
+        return SqlError("USER_RAISED_EXCEPTION", detail, "P0001")
+    if isinstance(exc, duckdb.ProgrammingError | duckdb.DataError):
+        return SqlError("INVALID_SQL", detail, "42000")
+    return SqlError("INTERNAL_ERROR", detail, "XX000", error_code="INTERNAL_ERROR")
+
+
+def _catalog_error(text: str, detail: str) -> SqlError:
+    if "because schema" in text and (match := _SCHEMA.search(text)):
+        return SqlError(
+            "SCHEMA_NOT_FOUND",
+            f"The schema `{match['name']}` cannot be found. Verify the spelling and correctness "
+            "of the schema and catalog.",
+            "42704",
+        )
+    if match := _TABLE.search(text):
+        return SqlError(
+            "TABLE_OR_VIEW_NOT_FOUND",
+            f"The table or view `{match['name']}` cannot be found. Verify the spelling and "
+            "correctness of the schema and catalog.",
+            "42P01",
+        )
+    if match := _FUNCTION.search(text):
+        return SqlError(
+            "UNRESOLVED_ROUTINE",
+            f"Cannot resolve routine `{match['name']}` on search path.",
+            "42883",
+        )
+    if match := _SCHEMA.search(text):
+        return SqlError(
+            "SCHEMA_NOT_FOUND", f"The schema `{match['name']}` cannot be found.", "42704"
+        )
+    return SqlError("TABLE_OR_VIEW_NOT_FOUND", detail, "42P01")
