@@ -10,6 +10,7 @@ from aiohttp import web
 
 from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
+from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
 from dbx_backend.api.routes import setup_routes
 from dbx_backend.config import Settings
@@ -17,8 +18,18 @@ from dbx_backend.databricks.auth import TokenProvider
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.databricks.retry import RetryPolicy
-from dbx_backend.keys import LIMITER, QUERIES, QUERY_SERVICE, SETTINGS, WAREHOUSE
+from dbx_backend.keys import (
+    LIMITER,
+    METRICS,
+    QUERIES,
+    QUERY_SERVICE,
+    READINESS,
+    SETTINGS,
+    WAREHOUSE,
+)
+from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
+from dbx_backend.readiness import Readiness
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -64,16 +75,27 @@ def create_app(
     app[SETTINGS] = settings
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
+    app[METRICS] = metrics = Metrics()
+    app[READINESS] = Readiness()
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with WarehouseClient(settings, policy=retry_policy, auth=auth) as client:
-            service = QueryService(client, schedule=poll_schedule, sleep=sleep)
+        async with WarehouseClient(
+            settings, policy=retry_policy, auth=auth, observer=metrics
+        ) as client:
+            service = QueryService(
+                client,
+                schedule=poll_schedule,
+                sleep=sleep,
+                wait_timeout_s=settings.submit_wait_timeout_s,
+            )
             app[WAREHOUSE] = client
             app[QUERY_SERVICE] = service
+            metrics.track(lambda: app[LIMITER].in_flight, lambda: client.auth.refreshes)
             yield
             await service.drain()
 
     app.cleanup_ctx.append(warehouse_ctx)
+    setup_health_routes(app)
     setup_routes(app)
     setup_cors(app, settings.cors_allow_origins)
     return app

@@ -8,13 +8,17 @@ from dbx_backend.api.guards import QueryLimiter
 from dbx_backend.config import Settings
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.query_service import QueryService
+from dbx_backend.metrics import Metrics
 from dbx_backend.queries import NamedQuery
+from dbx_backend.readiness import Readiness
 
 SETTINGS = web.AppKey("settings", Settings)
 WAREHOUSE = web.AppKey("warehouse", WarehouseClient)
 QUERY_SERVICE = web.AppKey("query_service", QueryService)
 LIMITER = web.AppKey("limiter", QueryLimiter)
 QUERIES = web.AppKey("queries", dict[str, NamedQuery])
+METRICS = web.AppKey("metrics", Metrics)
+READINESS = web.AppKey("readiness", Readiness)
 
 # What a request carries for the access log and the error envelope.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -21,6 +21,7 @@ from dbx_backend.api import guards
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.query_service import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID
+from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
 
 log = logging.getLogger("dbx_backend.api")
@@ -75,6 +76,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
     dbx.StatementTimedOut: ErrorRow(
         504,

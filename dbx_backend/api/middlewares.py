@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 
 from dbx_backend.keys import (
     ERROR_CODE,
+    METRICS,
     REQUEST_ID,
     RETRIES,
     ROW_COUNT,
@@ -38,6 +39,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
@@ -49,6 +51,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
+        _observe(request, status, time.perf_counter() - started, response)
         access_log.info(
             "%s %s %s %.1fms",
             request.method,
@@ -69,6 +72,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "error_code": request.get(ERROR_CODE),
             },
         )
+
+
+def _observe(
+    request: web.Request, status: int, seconds: float, response: web.StreamResponse | None
+) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return
+    route, method = _route_name(request), request.method
+    metrics.requests.labels(route, method, str(status)).inc()
+    metrics.request_seconds.labels(route, method).observe(seconds)
+    metrics.rows.inc(request.get(ROW_COUNT) or 0)
+    if response is not None and response.body_length:
+        metrics.bytes.inc(response.body_length)
 
 
 def _route_name(request: web.Request) -> str:

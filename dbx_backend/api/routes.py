@@ -119,11 +119,6 @@ def note_statement(request: web.Request, statement: OpenStatement | QueryResult)
     request[WAREHOUSE_MS] = round(statement.stats.warehouse_s * 1000, 1)
 
 
-async def health(request: web.Request) -> web.Response:
-    """Liveness: no warehouse call, no auth."""
-    return json_response({"status": "ok"})
-
-
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     body = await read_json(request, QueryRequest)
@@ -241,7 +236,6 @@ async def stream_result(
 
 def setup_routes(app: web.Application) -> None:
     """Register every route."""
-    app.router.add_get("/health", health, name="health")
     app.router.add_post("/api/query", query, name="query")
     app.router.add_get("/api/queries", list_queries, name="list_queries")
     app.router.add_post("/api/queries/{name}", run_named_query, name="run_named_query")

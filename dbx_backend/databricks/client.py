@@ -90,11 +90,13 @@ call_stats: ContextVar[CallStats | None] = ContextVar("call_stats", default=None
 
 
 class CallObserver(Protocol):
-    """Receives one event per warehouse call and per retry (metrics)."""
+    """Receives one event per warehouse call, per retry and per finished statement (metrics)."""
 
     def call_finished(self, endpoint: str, outcome: str, seconds: float) -> None: ...
 
     def retried(self, endpoint: str) -> None: ...
+
+    def statement_finished(self, state: str) -> None: ...
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -235,6 +237,11 @@ class WarehouseClient:
         if self._session is None:
             raise RuntimeError("WarehouseClient used outside `async with`")
         return self._session
+
+    @property
+    def observer(self) -> CallObserver | None:
+        """Who hears about calls, retries and finished statements."""
+        return self._observer
 
     @property
     def auth(self) -> TokenProvider:

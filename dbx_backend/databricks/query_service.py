@@ -12,10 +12,18 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from dbx_backend.databricks.client import CallStats, WarehouseClient, call_stats
 from dbx_backend.databricks.errors import (
@@ -236,6 +244,16 @@ class QueryService:
         except WarehouseError as exc:
             log.warning("cancel of statement %s failed: %s", statement_id, exc)
 
+    def cancel_in_background(self, statement_id: str) -> asyncio.Task[None]:
+        """Cancel in a tracked task that outlives its caller; `drain()` waits for it."""
+        return self._track(self.cancel_quietly(statement_id))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     def cancel_when_submitted(self, submit: asyncio.Task[StatementResponse]) -> None:
         """The caller left while the submit was in flight: cancel once the statement has an id."""
 
@@ -247,9 +265,7 @@ class QueryService:
             if response.status.state not in State.TERMINAL:
                 await self.cancel_quietly(response.statement_id)
 
-        task = asyncio.get_running_loop().create_task(cancel_later())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._track(cancel_later())
 
     async def drain(self) -> None:
         """Wait for background cancels (at shutdown)."""
@@ -348,6 +364,7 @@ class OpenStatement:
                 self.statement_id = response.statement_id
                 response = await self._poll(response)
         except TimeoutError:
+            self._finish("TIMED_OUT")
             if not submit.done():
                 self.service.cancel_when_submitted(submit)
             elif self.statement_id:
@@ -358,12 +375,14 @@ class OpenStatement:
             ) from None
         except asyncio.CancelledError:
             # The caller went away (client disconnect, shutdown): stop the warehouse work too.
+            self._finish("ABANDONED")
             if not submit.done():
                 self.service.cancel_when_submitted(submit)
             elif self.statement_id:
-                await asyncio.shield(self.service.cancel_quietly(self.statement_id))
+                await asyncio.shield(self.service.cancel_in_background(self.statement_id))
             raise
         except WarehouseError as exc:
+            self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
             if self.statement_id:
@@ -388,10 +407,16 @@ class OpenStatement:
             )
         return response
 
+    def _finish(self, state: str) -> None:
+        observer = self.service.client.observer
+        if observer is not None:
+            observer.statement_finished(state)
+
     def _accept(self, response: StatementResponse) -> None:
         """Read a terminal state as the reference says (§6.1)."""
         status, sid = response.status, response.statement_id
         self.finished = True
+        self._finish(status.state if status.state in State.TERMINAL else "UNKNOWN")
         if status.state == State.FAILED:
             error = status.error
             message = error.message if error and error.message else "the statement failed"

@@ -1,0 +1,44 @@
+"""Readiness: whether the warehouse answers a cheap statement, remembered for a few seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dbx_backend.databricks.errors import WarehouseError
+from dbx_backend.databricks.query_service import QueryOptions, QueryService
+
+READY_TIMEOUT_S = 10.0
+READY_CACHE_S = 5.0
+
+
+class NotReady(Exception):
+    """The warehouse did not answer the readiness probe."""
+
+    retry_after = READY_CACHE_S
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Whether the warehouse answers a cheap statement, remembered for a few seconds."""
+
+    clock: Callable[[], float] = time.monotonic
+    checked_at: float = float("-inf")
+    ready: bool = False
+    reason: str = ""
+
+    async def check(self, service: QueryService) -> None:
+        """Probe the warehouse unless a recent answer is known; raise NotReady when it failed."""
+        if self.clock() - self.checked_at >= READY_CACHE_S:
+            try:
+                await service.execute_query(
+                    "SELECT 1", options=QueryOptions(timeout_s=READY_TIMEOUT_S)
+                )
+            except WarehouseError as exc:
+                self.ready, self.reason = False, type(exc).__name__
+            else:
+                self.ready, self.reason = True, ""
+            self.checked_at = self.clock()
+        if not self.ready:
+            raise NotReady(f"the warehouse does not answer ({self.reason})")
