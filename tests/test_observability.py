@@ -42,8 +42,8 @@ def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if (
             line.startswith(name + " ")
-            or line.startswith(name + "{")
-            and line.split(" ")[0] == name
+            or (line.startswith(name + "{")
+            and line.split(" ")[0] == name)
         ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
