@@ -1,0 +1,336 @@
+"""The asynchronous statements API: submit a long query, poll it, page through it, cancel it.
+
+    POST   /api/statements                  202 {"statement_id": <handle>, "state"}
+    GET    /api/statements/{id}?limit=      {"statement_id", "state"} (+ result and first page)
+    GET    /api/statements/{id}/rows?offset=&limit=   one page of rows
+    DELETE /api/statements/{id}             202: the cancel was sent
+
+`{id}` is a signed handle (`handles.py`), never the raw warehouse id. Pages hold at most
+`MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
+the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
+`IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
+unless the load balancer is sticky on the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
+from dbx_backend.api.guards import check_sql
+from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
+from dbx_backend.api.models import QueryRequest
+from dbx_backend.api.routes import query_options, query_params, read_json
+from dbx_backend.config import Settings
+from dbx_backend.databricks import errors as dbx
+from dbx_backend.databricks.normalize import NormalizeOptions
+from dbx_backend.databricks.statements import StatementOperations
+from dbx_backend.databricks.wire import State
+from dbx_backend.keys import LIMITER, ROW_COUNT, SETTINGS, STATEMENT_ID, WAREHOUSE
+
+log = logging.getLogger("dbx_backend.api")
+
+MAX_PAGE_ROWS = 10_000
+DEFAULT_PAGE_ROWS = 1_000
+IDEMPOTENCY_MAX_KEYS = 10_000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as in the IETF draft
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a submit answered: replayed as is for a repeated Idempotency-Key."""
+
+    handle: str
+    state: str
+    statement_id: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    fingerprint: str
+    created: float
+    task: asyncio.Task[Submitted]
+
+
+class IdempotencyStore:
+    """Submits keyed by (caller, Idempotency-Key), kept `window_s` in an LRU of `max_keys`.
+
+    Submits run in tasks owned by the store, so a caller that leaves does not stop one that a
+    retry will ask for; a concurrent duplicate awaits the same task. A failed submit is
+    forgotten, so a retry may try again.
+    """
+
+    def __init__(
+        self,
+        window_s: float,
+        *,
+        max_keys: int = IDEMPOTENCY_MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run `work` in a task the store owns until it ends (or `drain`)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def submit_once(
+        self,
+        key: tuple[str, str],
+        fingerprint: str,
+        submit: Callable[[], Awaitable[Submitted]],
+    ) -> Submitted:
+        """The answer of the first `submit` under `key`; a different body under it is refused."""
+        now = self.clock()
+        self._forget_expired(now)
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry.fingerprint != fingerprint:
+                raise InvalidRequest(
+                    "this Idempotency-Key was already used with a different request; "
+                    "use a new key for a new statement",
+                    field=IDEMPOTENCY_HEADER,
+                )
+            self._entries.move_to_end(key)
+            return await asyncio.shield(entry.task)
+        task: asyncio.Task[Submitted] = self.spawn(submit())
+        self._entries[key] = _Entry(fingerprint, now, task)
+        task.add_done_callback(lambda done: self._settle(key, done))
+        while len(self._entries) > self.max_keys:
+            self._entries.popitem(last=False)
+        return await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for submits and follow-up cancels still running (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
+        failed = task.cancelled() or task.exception() is not None  # marks it retrieved
+        entry = self._entries.get(key)
+        if failed and entry is not None and entry.task is task:
+            del self._entries[key]
+
+    def _forget_expired(self, now: float) -> None:
+        expired = [k for k, e in self._entries.items() if now - e.created >= self.window_s]
+        for key in expired:
+            del self._entries[key]
+
+
+HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
+IDEMPOTENCY = web.AppKey("statement_idempotency", IdempotencyStore)
+
+
+def caller_of(request: web.Request) -> str:
+    """Who is asking: a digest of the API key when keys are required, else everyone is one."""
+    settings = request.app[SETTINGS]
+    if not (settings.api_keys or settings.api_keys_file):
+        return ""
+    _, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return hashlib.sha256(presented.strip().encode()).hexdigest()
+
+
+def _operations(request: web.Request) -> StatementOperations:
+    settings = request.app[SETTINGS]
+    return StatementOperations(
+        request.app[WAREHOUSE],
+        wait_timeout_s=settings.submit_wait_timeout_s,
+        call_timeout_s=settings.query_timeout_s,
+    )
+
+
+def _open_handle(request: web.Request) -> tuple[str, HandleClaims]:
+    handle = request.match_info["id"]
+    claims = request.app[HANDLE_SIGNER].open(handle, caller=caller_of(request))
+    request[STATEMENT_ID] = claims.statement_id
+    return handle, claims
+
+
+@contextmanager
+def _statement_scope() -> Iterator[None]:
+    """A statement the warehouse no longer knows (purged after 12 h, §4.1) is a 404 here."""
+    try:
+        yield
+    except dbx.NotFound:
+        raise NotFoundError(UNKNOWN_HANDLE, field="statement_id") from None
+
+
+def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"\d{1,18}", text.strip()) or int(text) < minimum:
+        raise InvalidRequest(f"{name} must be an integer >= {minimum}", field=name)
+    return int(text)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters",
+            field=IDEMPOTENCY_HEADER,
+        )
+    return key
+
+
+async def submit_statement(request: web.Request) -> web.Response:
+    """Start one ad-hoc statement and answer 202 with its handle, without waiting for rows."""
+    settings = request.app[SETTINGS]
+    body = await read_json(request, QueryRequest)
+    await check_sql(settings, body.sql, adhoc=True)
+    key = _idempotency_key(request)
+    caller = caller_of(request)
+    options = query_options(
+        request, body, streaming=True, catalog=body.catalog, schema=body.schema_
+    )
+    operations = _operations(request)
+    limiter = request.app[LIMITER]
+
+    async def submit() -> Submitted:
+        async with limiter.slot():
+            info = await operations.submit(body.sql, query_params(body), options)
+        handle = request.app[HANDLE_SIGNER].issue(
+            info.statement_id, caller=caller, long_as_string=body.long_as_string
+        )
+        return Submitted(handle, info.state, info.statement_id)
+
+    store = request.app[IDEMPOTENCY]
+    if key is not None:
+        fingerprint = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
+        submitted = await store.submit_once((caller, key), fingerprint, submit)
+    else:
+        task: asyncio.Task[Submitted] = store.spawn(submit())
+        try:
+            submitted = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The caller left mid-submit and cannot learn the handle: stop what it started.
+            store.spawn(_cancel_when_submitted(operations, task))
+            raise
+    request[STATEMENT_ID] = submitted.statement_id
+    return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
+
+
+async def _cancel_when_submitted(
+    operations: StatementOperations, task: asyncio.Task[Submitted]
+) -> None:
+    try:
+        submitted = await task
+    except (Exception, asyncio.CancelledError):
+        return  # nothing was started, or the submit's own error was already answered
+    if submitted.state in State.TERMINAL:
+        return
+    try:
+        await operations.cancel(submitted.statement_id)
+    except dbx.WarehouseError as exc:
+        log.warning("cancel of abandoned statement %s failed: %s", submitted.statement_id, exc)
+
+
+async def statement_status(request: web.Request) -> web.Response:
+    """The statement's state; when SUCCEEDED also columns, totals and the first `limit` rows."""
+    handle, claims = _open_handle(request)
+    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 0), MAX_PAGE_ROWS)
+    normalize = NormalizeOptions(long_as_string=claims.long_as_string)
+    with _statement_scope():
+        async with request.app[LIMITER].slot():
+            info = await _operations(request).status(
+                claims.statement_id, first_page_rows=limit, normalize=normalize
+            )
+    payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
+    if info.columns is not None:
+        rows = info.rows or []
+        total = info.total_row_count or 0
+        request[ROW_COUNT] = len(rows)
+        payload |= {
+            "columns": [c.to_json() for c in info.columns],
+            "row_count": total,
+            "truncated": info.truncated,
+            "rows": rows,
+            "next_offset": len(rows) if len(rows) < total else None,
+        }
+    return json_response(payload)
+
+
+async def statement_rows(request: web.Request) -> web.Response:
+    """Rows `[offset, offset + limit)` of a SUCCEEDED statement's result."""
+    _, claims = _open_handle(request)
+    offset = _int_param(request, "offset", 0, 0)
+    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 1), MAX_PAGE_ROWS)
+    normalize = NormalizeOptions(long_as_string=claims.long_as_string)
+    with _statement_scope():
+        async with request.app[LIMITER].slot():
+            page = await _operations(request).rows(claims.statement_id, offset, limit, normalize)
+    if page.state != State.SUCCEEDED:
+        raise InvalidRequest(
+            f"the statement is {page.state}: rows can be read once it has SUCCEEDED",
+            field="statement_id",
+        )
+    end = page.offset + len(page.rows)
+    request[ROW_COUNT] = len(page.rows)
+    return json_response(
+        {
+            "rows": page.rows,
+            "offset": page.offset,
+            "row_count": len(page.rows),
+            "total_row_count": page.total_row_count,
+            "next_offset": end if end < page.total_row_count else None,
+        }
+    )
+
+
+async def cancel_statement(request: web.Request) -> web.Response:
+    """Send a cancel; the statement may still finish first, so poll to learn the outcome."""
+    handle, claims = _open_handle(request)
+    with _statement_scope():
+        await _operations(request).cancel(claims.statement_id)
+    return json_response({"statement_id": handle}, 202)
+
+
+def setup_statement_routes(
+    app: web.Application,
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Register the statements routes, their handle signer and idempotency store.
+
+    Call after the warehouse's `cleanup_ctx` is appended: ours drains submits before it closes.
+    """
+    app[HANDLE_SIGNER] = HandleSigner.from_settings(settings, clock)
+    # A remembered handle must not outlive its own expiry.
+    window_s = min(settings.idempotency_window_s, settings.statement_handle_ttl_s)
+    app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic)
+
+    async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[IDEMPOTENCY].drain()
+
+    app.cleanup_ctx.append(drain_ctx)
+    app.router.add_post("/api/statements", submit_statement, name="submit_statement")
+    app.router.add_get("/api/statements/{id}", statement_status, name="statement_status")
+    app.router.add_get("/api/statements/{id}/rows", statement_rows, name="statement_rows")
+    app.router.add_delete("/api/statements/{id}", cancel_statement, name="cancel_statement")
