@@ -675,11 +675,12 @@ def test_a_bad_arrow_text_cell_is_a_protocol_error_that_hides_the_value() -> Non
 @pytest.mark.parametrize("gc_was_enabled", [True, False], ids=["gc-on", "gc-off"])
 def test_garbage_collection_is_left_as_it_was_even_after_a_bad_cell(gc_was_enabled: bool) -> None:
     converter = RowConverter([column("INT")])
+    big_chunk: list[list[str | None]] = [["1"]] * 20_000
     (gc.enable if gc_was_enabled else gc.disable)()
     try:
-        converter.convert_rows([["1"]])
+        converter.convert_rows(iter(big_chunk))
         with pytest.raises(ProtocolError):
-            converter.convert_rows([["x"]])
+            converter.convert_rows([*big_chunk, ["x"]])
 
         assert gc.isenabled() is gc_was_enabled
     finally:

@@ -25,8 +25,8 @@ import gc
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -148,7 +148,8 @@ class RowConverter:
         out: list[list[JsonValue]] = []
         append = out.append
         index = -1
-        with _gc_paused():
+        small = isinstance(data_array, Sized) and len(data_array) < _GC_PAUSE_MIN_ROWS
+        with nullcontext() if small else _gc_paused():
             try:
                 for row in data_array:
                     if len(row) != width:
@@ -174,7 +175,7 @@ class RowConverter:
             )
         if not self.columns:
             return [[] for _ in range(batch.num_rows)]
-        with _gc_paused():
+        with nullcontext() if batch.num_rows < _GC_PAUSE_MIN_ROWS else _gc_paused():
             converted = []
             for index, array in enumerate(batch.columns):
                 key = (index, array.type)
@@ -201,10 +202,11 @@ _CELL_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError
 
 
 class _GcPause:
-    """Pauses the cyclic garbage collector while rows are converted, shared across threads.
+    """Pauses the cyclic garbage collector while a large chunk is converted, across threads.
 
     Conversion allocates a list per row and creates no reference cycles, so collections during
-    it only cost time: on a 1M-row result they took most of it (measured about 10x).
+    it only cost time: measured on 1M rows x 8 columns, 1.5x the time from JSON_ARRAY and 4x
+    from Arrow. Small chunks never pause it, so a busy service still collects between them.
     """
 
     def __init__(self) -> None:
@@ -229,6 +231,7 @@ class _GcPause:
 
 
 _gc_paused = _GcPause()
+_GC_PAUSE_MIN_ROWS = 10_000
 
 
 # ---- JSON_ARRAY strings -------------------------------------------------------------------
