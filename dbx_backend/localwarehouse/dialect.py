@@ -62,7 +62,7 @@ def translate(statement: str, parameters: Sequence[Parameter] = ()) -> Translate
             sleep_ms += millis
             value: exp.Expr = exp.cast(exp.Literal.number(millis), "BIGINT")
             if isinstance(call.parent, exp.Select):
-                value = exp.alias_(value, call.sql(dialect="databricks"), quoted=True)
+                value = exp.alias_(value, f"{call.name}({millis})", quoted=True)
             call.replace(value)
     return Translated(tree.sql(dialect="duckdb"), used, sleep_ms)
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ FAILED, CANCELED, CLOSED = "FAILED", "CANCELED", "CLOSED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, CLOSED})
 EXTERNAL_BYTE_LIMIT = 100 * 1024**3  # default byte_limit for EXTERNAL_LINKS (reference §3.1)
 DEFAULT_CATALOG = "memory"
+INTERRUPT_EVERY_S = 0.02
+INTERRUPT_FOR_S = 10.0
 
 
 class Statement:
@@ -100,6 +103,7 @@ class Engine:
         self._spool_dir = tempfile.TemporaryDirectory(prefix="localwarehouse-")
         self._executor = ThreadPoolExecutor(config.max_running, "localwarehouse")
         self._statements: dict[str, Statement] = {}
+        self._interrupters: set[asyncio.Task[None]] = set()
 
     # -- lifecycle of statements, called on the event loop --------------------------------
 
@@ -122,8 +126,16 @@ class Engine:
 
     def cancel(self, statement: Statement) -> None:
         """Ask a statement to stop: a queued one is CANCELED now, a running one is interrupted."""
+        if self._request_cancel(statement):
+            task = self._loop.create_task(self._interrupt_until_done(statement))
+            self._interrupters.add(task)
+            task.add_done_callback(self._interrupters.discard)
+
+    def _request_cancel(self, statement: Statement) -> bool:
+        """Mark the statement canceled; True when it is running and must be interrupted."""
         with statement.lock:
             if statement.state == PENDING:
+                statement.cancel_requested.set()  # ends its PENDING delay at once
                 statement.state = CANCELED
                 statement.finished_at = self._clock()
                 self._notify(statement)
@@ -131,6 +143,20 @@ class Engine:
                 statement.cancel_requested.set()
                 if statement.cursor is not None:
                     statement.cursor.interrupt()
+                return True
+        return False
+
+    async def _interrupt_until_done(self, statement: Statement) -> None:
+        # DuckDB forgets an interrupt that arrives before its query starts, so repeat it.
+        for _ in range(int(INTERRUPT_FOR_S / INTERRUPT_EVERY_S)):
+            if await statement.wait(INTERRUPT_EVERY_S):
+                return
+            self._interrupt(statement)
+
+    def _interrupt(self, statement: Statement) -> None:
+        with statement.lock:
+            if statement.cursor is not None:
+                statement.cursor.interrupt()
 
     def close_result(self, statement: Statement) -> None:
         """Turn a SUCCEEDED statement into CLOSED and free its result."""
@@ -151,8 +177,15 @@ class Engine:
 
     def close(self) -> None:
         """Cancel everything, stop the workers and free the database and spool files."""
-        for statement in list(self._statements.values()):
-            self.cancel(statement)
+        running = [s for s in list(self._statements.values()) if self._request_cancel(s)]
+        deadline = time.monotonic() + INTERRUPT_FOR_S
+        while running and time.monotonic() < deadline:
+            for statement in running:
+                self._interrupt(statement)
+            time.sleep(INTERRUPT_EVERY_S)
+            running = [s for s in running if s.state == RUNNING]
+        for task in list(self._interrupters):
+            self._loop.call_soon_threadsafe(task.cancel)
         self._executor.shutdown(wait=True, cancel_futures=True)
         for statement in self._statements.values():
             if statement.result is not None:

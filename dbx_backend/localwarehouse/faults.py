@@ -74,9 +74,12 @@ class Fault:
     ) -> Fault:
         """An answer with a raw body: empty, `CODE: message`, an HTML error page, ..."""
         return cls(
-            "body", status_code=status, text=text, content_type=content_type,
+            "body",
+            status_code=status,
+            text=text,
+            content_type=content_type,
             retry_after=retry_after,
-        )  # fmt: skip
+        )
 
     @classmethod
     def drop(cls, *, after_handler: bool = False) -> Fault:

@@ -1,0 +1,111 @@
+"""Fixtures: a local warehouse on a loopback port, a plain aiohttp client for it, a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+
+TOKEN = "dapi-local-test"
+STATEMENTS = "/api/2.0/sql/statements"
+# Small and fast by default: no samples, tiny chunks, `wait_timeout` shrunk 20-fold.
+BASE_CONFIG = WarehouseConfig(
+    token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.05
+)
+
+
+class FakeClock:
+    """A clock the test moves by hand (retention, purge, link and token expiry)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Api:
+    """A plain aiohttp client of the Statement Execution API, as a third party would write it."""
+
+    session: aiohttp.ClientSession
+    warehouse: LocalWarehouse
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(method, path, **kwargs) as response:
+            text = await response.text()
+            try:
+                return response.status, await response.json(content_type=None)
+            except ValueError:
+                return response.status, text
+
+    async def execute(self, statement: str, **fields: Any) -> dict[str, Any]:
+        body = {"warehouse_id": self.warehouse.config.warehouse_id, "statement": statement}
+        status, answer = await self.request("POST", STATEMENTS, json={**body, **fields})
+        assert status == 200, answer
+        assert isinstance(answer, dict)
+        return answer
+
+    async def get(self, statement_id: str) -> dict[str, Any]:
+        status, answer = await self.request("GET", f"{STATEMENTS}/{statement_id}")
+        assert status == 200, answer
+        assert isinstance(answer, dict)
+        return answer
+
+    async def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
+        path = f"{STATEMENTS}/{statement_id}/result/chunks/{index}"
+        status, answer = await self.request("GET", path)
+        assert status == 200, answer
+        assert isinstance(answer, dict)
+        return answer
+
+    async def wait_for(self, statement_id: str, states: set[str]) -> dict[str, Any]:
+        """Poll until the statement is in one of `states` (bounded: 2 s, 5 ms apart)."""
+        for _ in range(400):
+            answer = await self.get(statement_id)
+            if answer["status"]["state"] in states:
+                return answer
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"statement never reached {states}: {answer}")
+
+
+StartWarehouse = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def start_warehouse() -> AsyncIterator[StartWarehouse]:
+    """Start a warehouse with config overrides and return a client for it."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Api:
+            config = replace(BASE_CONFIG, **overrides)
+            kwargs = {} if clock is None else {"clock": clock}
+            warehouse = await stack.enter_async_context(LocalWarehouse(config, **kwargs))
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    warehouse.url, headers={"Authorization": f"Bearer {config.token}"}
+                )
+            )
+            return Api(session, warehouse)
+
+        yield start
+
+
+@pytest.fixture
+async def api(start_warehouse: StartWarehouse) -> Api:
+    return await start_warehouse()
