@@ -258,13 +258,16 @@ class StatementOperations:
         rows: Rows = []
         chunk: ResultData | None = first
         for _ in range(max(manifest.total_chunk_count, end + 1)):  # bounded: a loop guard
-            if chunk is None or chunk.row_offset >= end:
+            if chunk is None:
                 break
-            if chunk.row_offset + _chunk_length(chunk) > offset:
+            chunk_end = chunk.row_offset + _chunk_length(chunk)
+            if chunk_end > offset:
                 start = max(offset, chunk.row_offset)
                 rows += await self._chunk_rows(
                     statement_id, manifest, chunk, converter, start, end, deadline
                 )
+            if chunk_end >= end:
+                break
             index, link = chunk.next_pointer()
             if link:
                 chunk = await self.client.follow_chunk_link(statement_id, link, deadline=deadline)
