@@ -101,7 +101,7 @@ CELLS = [
     pytest.param("DATE", "1969-07-20", None, DEFAULT, "1969-07-20", id="date-before-1970"),
     pytest.param("DATE", "0999-01-01", None, DEFAULT, "0999-01-01", id="date-year-below-1000"),
     pytest.param(
-        "TIMESTAMP", "2024-01-15T09:30:00Z", None, DEFAULT, "2024-01-15T09:30:00Z", id="ts-z"
+        "TIMESTAMP", "2024-01-15T09:30:00Z", None, DEFAULT, "2024-01-15T09:30:00.000Z", id="ts-z"
     ),
     pytest.param(
         "TIMESTAMP",
@@ -116,7 +116,7 @@ CELLS = [
         "2024-01-15T15:00:00.5+05:30",
         None,
         DEFAULT,
-        "2024-01-15T09:30:00.5Z",
+        "2024-01-15T09:30:00.500Z",
         id="ts-offset-applied",
     ),
     pytest.param(
@@ -124,7 +124,7 @@ CELLS = [
         "2024-01-15T15:00:00+0530",
         None,
         DEFAULT,
-        "2024-01-15T09:30:00Z",
+        "2024-01-15T09:30:00.000Z",
         id="ts-offset-without-colon",
     ),
     pytest.param(
@@ -144,14 +144,19 @@ CELLS = [
         id="ts-before-1970",
     ),
     pytest.param(
-        "TIMESTAMP", "0001-01-01T00:00:00Z", None, DEFAULT, "0001-01-01T00:00:00Z", id="ts-year-1"
+        "TIMESTAMP",
+        "0001-01-01T00:00:00Z",
+        None,
+        DEFAULT,
+        "0001-01-01T00:00:00.000Z",
+        id="ts-year-1",
     ),
     pytest.param(
         "TIMESTAMP_NTZ",
         "2023-03-15T12:34:56",
         None,
         DEFAULT,
-        "2023-03-15T12:34:56",
+        "2023-03-15T12:34:56.000",
         id="ntz",
     ),
     pytest.param(
@@ -167,7 +172,7 @@ CELLS = [
         "2023-03-15T12:34:56+05:30",
         None,
         DEFAULT,
-        "2023-03-15T12:34:56",
+        "2023-03-15T12:34:56.000",
         id="ntz-offset-ignored-not-applied",
     ),
     pytest.param("BINARY", "SGVsbG8=", None, DEFAULT, "SGVsbG8=", id="binary-base64"),
@@ -258,13 +263,29 @@ def test_cell_becomes_its_json_form(
     assert as_json(result) == as_json(expected)
 
 
-@pytest.mark.parametrize("fraction_digits", range(10))
-def test_timestamp_keeps_the_fraction_digits_sent(fraction_digits: int) -> None:
-    fraction = ("." + "123456789"[:fraction_digits]) if fraction_digits else ""
+FRACTIONS = [
+    pytest.param("", ".000", id="0-digits"),
+    pytest.param(".1", ".100", id="1-digit"),
+    pytest.param(".12", ".120", id="2-digits"),
+    pytest.param(".123", ".123", id="3-digits"),
+    pytest.param(".1234", ".123400", id="4-digits"),
+    pytest.param(".12345", ".123450", id="5-digits"),
+    pytest.param(".123456", ".123456", id="6-digits"),
+    pytest.param(".1234567", ".123456700", id="7-digits"),
+    pytest.param(".12345678", ".123456780", id="8-digits"),
+    pytest.param(".123456789", ".123456789", id="9-digits"),
+    pytest.param(".000", ".000", id="zero-milliseconds"),
+    pytest.param(".120000", ".120", id="microseconds-of-zero"),
+    pytest.param(".000001000", ".000001", id="nanoseconds-of-zero"),
+    pytest.param(".000000000", ".000", id="nine-zeros"),
+]
 
-    result = convert_cell("TIMESTAMP", f"2024-01-15T09:30:00{fraction}", options=DEFAULT)
 
-    assert result == f"2024-01-15T09:30:00{fraction}Z"
+@pytest.mark.parametrize(("sent", "rendered"), FRACTIONS)
+def test_timestamp_fraction_has_3_6_or_9_digits_and_loses_none(sent: str, rendered: str) -> None:
+    result = convert_cell("TIMESTAMP", f"2024-01-15T09:30:00{sent}", options=DEFAULT)
+
+    assert result == f"2024-01-15T09:30:00{rendered}Z"
 
 
 ALL_TYPES = [
@@ -527,7 +548,7 @@ PARITY = [
          None],
         US_UTC,
         ["2024-01-15T09:30:00.123Z", "1969-12-31 23:59:59", None],
-        ["2024-01-15T09:30:00.123Z", "1969-12-31T23:59:59Z", None],
+        ["2024-01-15T09:30:00.123Z", "1969-12-31T23:59:59.000Z", None],
         id="timestamp-utc",
     ),
     pytest.param(
@@ -539,15 +560,40 @@ PARITY = [
     ),
     pytest.param(
         "TIMESTAMP", None, DEFAULT,
+        [1705311000120000000, 1705311000000001000, 1705311000000000000, None],
+        pa.timestamp("ns", tz="UTC"),
+        ["2024-01-15T09:30:00.120Z", "2024-01-15T09:30:00.000001Z", "2024-01-15T09:30:00.000Z",
+         None],
+        ["2024-01-15T09:30:00.120Z", "2024-01-15T09:30:00.000001Z", "2024-01-15T09:30:00.000Z",
+         None],
+        id="timestamp-nanosecond-unit-drops-zero-groups",
+    ),
+    pytest.param(
+        "TIMESTAMP", None, DEFAULT,
+        [1705311000007, None], pa.timestamp("ms"), ["2024-01-15 09:30:00.007", None],
+        ["2024-01-15T09:30:00.007Z", None],
+        id="timestamp-millisecond-unit",
+    ),
+    pytest.param(
+        "STRUCT", None, DEFAULT,
+        [{"t": datetime(2024, 1, 15, 9, 30, 0, 500, UTC)},
+         {"t": datetime(2024, 1, 15, tzinfo=UTC)}],
+        pa.struct([("t", US_UTC)]),
+        ['{"t":"2024-01-15T09:30:00.000500Z"}', '{"t":"2024-01-15T00:00:00.000Z"}'],
+        [{"t": "2024-01-15T09:30:00.000500Z"}, {"t": "2024-01-15T00:00:00.000Z"}],
+        id="struct-with-timestamp-in-the-same-form",
+    ),
+    pytest.param(
+        "TIMESTAMP", None, DEFAULT,
         [1705311000, None], pa.timestamp("s"), ["2024-01-15 09:30:00", None],
-        ["2024-01-15T09:30:00Z", None],
+        ["2024-01-15T09:30:00.000Z", None],
         id="timestamp-naive-is-utc",
     ),
     pytest.param(
         "TIMESTAMP_NTZ", None, DEFAULT,
         [datetime(2023, 3, 15, 12, 34, 56, 500000), datetime(1, 1, 1), None], pa.timestamp("us"),
-        ["2023-03-15T12:34:56.5", "0001-01-01 00:00:00", None],
-        ["2023-03-15T12:34:56.5", "0001-01-01T00:00:00", None],
+        ["2023-03-15T12:34:56.5000", "0001-01-01 00:00:00", None],
+        ["2023-03-15T12:34:56.500", "0001-01-01T00:00:00.000", None],
         id="timestamp-ntz",
     ),
     pytest.param(

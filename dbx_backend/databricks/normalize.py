@@ -3,11 +3,12 @@
 A column's type alone decides a value's JSON form (DESIGN.md, "The API contract"); the
 warehouse's string forms are those of reference §7.3. Choices where the reference is silent:
 
-* TIMESTAMP renders as ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, always in UTC with a ``Z`` (as
-  JavaScript's ``Date.toISOString`` does). An input offset is applied; no offset means UTC, the
-  session default. The fraction keeps exactly the digits the warehouse sent (0-9, nanoseconds
-  included). Arrow values carry no "digits sent", so they render with trailing zeros trimmed,
-  as Spark and DuckDB cast a timestamp to text.
+* TIMESTAMP renders as ``YYYY-MM-DDTHH:MM:SS.fffZ``, always in UTC with a ``Z``: exactly
+  JavaScript's ``Date.toISOString`` form, and the form of the reference's example. An input
+  offset is applied; no offset means UTC, the session default. The fraction has 3, 6 or 9
+  digits, the fewest that hold the value: milliseconds always, micro- and nanoseconds when
+  present, never lost (they stay text, not datetime). The digit count depends on the value, not
+  on how many digits were sent, so JSON_ARRAY and Arrow give the same text.
 * TIMESTAMP_NTZ renders the same wall-clock form without an offset. An offset on the input is
   ignored, not applied: the value has no zone, so converting it would invent one.
 * DECIMAL keeps the digits sent and pads the fraction up to the column's scale; it never rounds
@@ -348,7 +349,7 @@ def _date_text(text: str) -> str:
 
 
 _TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{1,9}))?"
     r"([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 _UTC_OFFSETS = frozenset({None, "Z", "z", "+00:00", "+0000", "+00", "-00:00", "-0000", "-00"})
@@ -370,7 +371,7 @@ def _timestamp_text(text: str) -> str:
             raise ValueError("not a UTC offset")
         shift = timedelta(hours=hours, minutes=minutes)
         wall = (moment - shift if offset[0] == "+" else moment + shift).isoformat()
-    return f"{wall}{fraction or ''}Z"
+    return f"{wall}{_fraction(fraction)}Z"
 
 
 def _timestamp_ntz_text(text: str) -> str:
@@ -378,7 +379,18 @@ def _timestamp_ntz_text(text: str) -> str:
     if match is None:
         raise ValueError("not a timestamp")
     datetime.fromisoformat(text[:19])
-    return f"{text[:10]}T{text[11:19]}{match[1] or ''}"
+    return f"{text[:10]}T{text[11:19]}{_fraction(match[1])}"
+
+
+def _fraction(digits: str | None) -> str:
+    """Fraction digits as 3, 6 or 9 of them: the fewest that hold every non-zero digit."""
+    if digits is None:
+        return ".000"
+    if len(digits) == 3:
+        return "." + digits
+    needed = len(digits.rstrip("0"))
+    width = 3 if needed <= 3 else 6 if needed <= 6 else 9
+    return "." + digits[:width].ljust(width, "0")
 
 
 def _base64_text(text: str) -> str:
@@ -472,10 +484,13 @@ def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
     unit = array.type.unit
     # A zoned Arrow timestamp stores UTC instants: reading them as naive keeps UTC wall time.
     naive = array.view(pa.timestamp(unit)) if array.type.tz is not None else array
-    # Arrow's cast writes "YYYY-MM-DD HH:MM:SS" plus all of the unit's fraction digits.
+    # Arrow's cast writes "YYYY-MM-DD HH:MM:SS" plus all of the unit's fraction digits (0, 3,
+    # 6 or 9); `_fraction`'s rule then keeps 3, 6 or 9: drop "000" groups down to milliseconds.
     texts = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
-    if unit != "s":
-        texts = pc.utf8_rtrim(pc.utf8_rtrim(texts, characters="0"), characters=".")
+    if unit == "s":
+        texts = pc.binary_join_element_wise(texts, pa.scalar(".000"), pa.scalar(""))
+    for _ in range({"ms": 0, "us": 1, "ns": 2}.get(unit, 0)):
+        texts = pc.if_else(pc.ends_with(texts, "000"), pc.utf8_slice_codeunits(texts, 0, -3), texts)
     if suffix:
         texts = pc.binary_join_element_wise(texts, pa.scalar(suffix), pa.scalar(""))
     values: list[JsonValue] = texts.to_pylist()
@@ -578,7 +593,4 @@ def _nested_decimal(value: Decimal) -> int | float:
 def _nested_timestamp(value: datetime, suffix: str) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    text = value.isoformat()
-    if "." in text:
-        text = text.rstrip("0").removesuffix(".")
-    return text + suffix
+    return f"{value:%Y-%m-%dT%H:%M:%S}{_fraction(f'{value.microsecond:06d}')}{suffix}"
