@@ -1,0 +1,371 @@
+"""The service against the local warehouse over loopback: real HTTP end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dbx_backend.app import create_app
+from dbx_backend.config import load_settings
+from dbx_backend.databricks.query_service import PollSchedule
+from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+
+TOKEN = "dapi-integration-0123456789abcdef"
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.1)
+
+
+@pytest.fixture
+async def warehouse() -> AsyncIterator[LocalWarehouse]:
+    config = WarehouseConfig(
+        token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.02
+    )
+    async with LocalWarehouse(config) as running:
+        yield running
+
+
+def service_settings(warehouse: LocalWarehouse, **env: str) -> Any:
+    return load_settings(
+        {
+            "DATABRICKS_HOST": warehouse.url,
+            "DATABRICKS_HTTP_PATH": warehouse.http_path,
+            "DATABRICKS_TOKEN": TOKEN,
+            **env,
+        },
+        env_file=None,
+    )
+
+
+@pytest.fixture
+async def service(warehouse: LocalWarehouse, aiohttp_client: MakeClient) -> Client:
+    app = create_app(service_settings(warehouse), retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
+    return await aiohttp_client(app)
+
+
+async def query(service: Client, body: dict[str, Any], **headers: str) -> tuple[int, Any]:
+    response = await service.post("/api/query", json=body, headers=headers)
+    return response.status, await response.json()
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 2.0) -> bool:
+    """Poll `condition` every 10 ms, at most `within_s` seconds (bounded in count and time)."""
+    for _ in range(int(within_s / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+async def wait_for_state(
+    warehouse: LocalWarehouse, statement_id: str, state: str, within_s: float = 2.0
+) -> str:
+    await wait_until(lambda: warehouse.statement_state(statement_id) == state, within_s)
+    return warehouse.statement_state(statement_id)
+
+
+RANGE_SQL = "SELECT id, id * 2 AS twice, CAST(id AS STRING) AS label FROM range(25000) t(id)"
+
+
+@pytest.mark.parametrize(
+    ("disposition", "fmt"),
+    [
+        pytest.param("INLINE", "JSON_ARRAY", id="inline"),
+        pytest.param("EXTERNAL_LINKS", "JSON_ARRAY", id="links-json"),
+        pytest.param("EXTERNAL_LINKS", "ARROW_STREAM", id="links-arrow"),
+    ],
+)
+async def test_a_multi_chunk_result_arrives_whole_and_in_order(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+) -> None:
+    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
+    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+
+    status, body = await query(service, {"sql": RANGE_SQL, "disposition": disposition})
+
+    assert status == 200
+    assert body["row_count"] == 25000
+    assert body["rows"][:2] == [[0, 0, "0"], [1, 2, "1"]]
+    assert [row[0] for row in body["rows"]] == list(range(25000))
+    chunk_calls = [r for r in warehouse.requests if "/result/chunks/" in r.path]
+    assert len(chunk_calls) >= 24
+
+
+async def test_streamed_ndjson_equals_the_buffered_result(service: Client) -> None:
+    _, buffered = await query(service, {"sql": RANGE_SQL})
+
+    response = await service.post(
+        "/api/query", json={"sql": RANGE_SQL}, headers={"Accept": "application/x-ndjson"}
+    )
+    lines = [orjson.loads(line) for line in (await response.read()).splitlines()]
+
+    assert lines[0]["columns"] == buffered["columns"]
+    assert lines[1:-1] == buffered["rows"]
+    assert lines[-1] == {"row_count": 25000, "truncated": False}
+
+
+async def test_a_slow_statement_is_polled_to_its_result(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    status, body = await query(service, {"sql": "SELECT sleep_ms(300) AS slept, 42 AS answer"})
+
+    assert status == 200
+    assert body["rows"][0][-1] == 42
+    polls = [r for r in warehouse.requests if r.method == "GET" and "/chunks/" not in r.path]
+    assert len(polls) >= 2
+
+
+async def test_past_the_deadline_the_warehouse_sees_a_cancel_and_the_caller_a_504(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    status, body = await query(service, {"sql": "SELECT sleep_ms(5000)", "timeout_s": 0.5})
+
+    assert status == 504
+    assert body["error"]["code"] == "QUERY_TIMEOUT"
+    statement_id = body["error"]["statement_id"]
+    assert await wait_for_state(warehouse, statement_id, "CANCELED") == "CANCELED"
+    assert any(r.path.endswith(f"{statement_id}/cancel") for r in warehouse.requests)
+
+
+@pytest.mark.parametrize(
+    ("sql", "error_class"),
+    [
+        pytest.param("SELEC 1", "PARSE_SYNTAX_ERROR", id="parse"),
+        pytest.param("SELECT * FROM no_such_table", "TABLE_OR_VIEW_NOT_FOUND", id="no-table"),
+        pytest.param("SELECT :missing", "UNBOUND_SQL_PARAMETER", id="unbound"),
+        pytest.param("SELECT 1 / 0", "DIVIDE_BY_ZERO", id="divide-by-zero"),
+    ],
+)
+async def test_sql_errors_are_400_with_the_error_class(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient, sql: str, error_class: str
+) -> None:
+    # READ_ONLY off: the warehouse, not our parser, must be the one to reject these.
+    app = create_app(service_settings(warehouse, READ_ONLY="false"), retry_policy=NO_WAIT)
+    service = await aiohttp_client(app)
+
+    status, body = await query(service, {"sql": sql})
+
+    assert status == 400
+    assert body["error"]["code"] == "SQL_ERROR"
+    assert f"[{error_class}]" in body["error"]["message"]
+    assert body["error"]["sql_state"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fault", "times", "status"),
+    [
+        pytest.param("execute", Fault.status(503), 2, 200, id="execute-503-retried"),
+        pytest.param("execute", Fault.status(429, retry_after=0), 2, 200, id="execute-429-retried"),
+        pytest.param("execute", Fault.status(500), 1, 503, id="execute-500-not-retried"),
+        pytest.param("get_statement", Fault.status(500), 2, 200, id="get-500-retried"),
+        pytest.param("get_statement", Fault.drop(), 2, 200, id="get-dropped-retried"),
+        pytest.param("get_chunk", Fault.status(503), 2, 200, id="chunk-503-retried"),
+        pytest.param("get_chunk", Fault.drop(), 1, 200, id="chunk-dropped-retried"),
+        pytest.param(
+            "get_chunk",
+            Fault.body(502, "<html><title>Bad Gateway</title></html>", content_type="text/html"),
+            1,
+            200,
+            id="chunk-html-retried",
+        ),
+        pytest.param("get_statement", Fault.status(503), 10, 503, id="retries-exhausted"),
+    ],
+)
+async def test_injected_faults_are_retried_or_mapped_and_no_row_is_lost(
+    service: Client,
+    warehouse: LocalWarehouse,
+    endpoint: str,
+    fault: Fault,
+    times: int,
+    status: int,
+) -> None:
+    warehouse.faults.add(endpoint, fault, times=times)
+    sql = "SELECT sleep_ms(100) AS s, id FROM range(3500) t(id)"
+
+    code, body = await query(service, {"sql": sql})
+
+    assert code == status
+    if status == 200:
+        assert [row[1] for row in body["rows"]] == list(range(3500))
+    executes = [
+        r for r in warehouse.requests if r.method == "POST" and r.path.endswith("/statements")
+    ]
+    if endpoint == "execute" and status == 503:
+        assert len(executes) == 1  # a 500 may have run it: never sent twice
+
+
+def polled_ids(warehouse: LocalWarehouse) -> list[str]:
+    return [
+        r.path.split("/")[5]
+        for r in warehouse.requests
+        if r.method == "GET" and "/chunks/" not in r.path
+    ]
+
+
+async def test_a_caller_that_disconnects_while_polling_cancels_the_statement(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+) -> None:
+    app = create_app(
+        service_settings(warehouse, SUBMIT_WAIT_TIMEOUT_S="0"),
+        retry_policy=NO_WAIT,
+        poll_schedule=FAST_POLL,
+    )
+    service = await aiohttp_client(app)
+    task = asyncio.create_task(service.post("/api/query", json={"sql": "SELECT sleep_ms(10000)"}))
+    assert await wait_until(lambda: bool(polled_ids(warehouse)))
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    statement_id = polled_ids(warehouse)[0]
+    assert await wait_for_state(warehouse, statement_id, "CANCELED", within_s=1.0) == "CANCELED"
+
+
+async def test_a_caller_that_disconnects_during_submit_cancels_once_the_id_is_known(
+    warehouse: LocalWarehouse, service: Client
+) -> None:
+    task = asyncio.create_task(service.post("/api/query", json={"sql": "SELECT sleep_ms(10000)"}))
+    assert await wait_until(lambda: warehouse.active_statements() == 1)
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    assert await wait_until(lambda: warehouse.active_statements() == 0, within_s=3.0)
+    assert any(r.path.endswith("/cancel") for r in warehouse.requests)
+
+
+async def test_parameters_of_every_scalar_type_bind(service: Client) -> None:
+    body = {
+        "sql": "SELECT :i AS i, :f AS f, :b AS b, :s AS s, :n AS n, :d AS d, :dec AS dec",
+        "params": {
+            "i": 9007199254740993,
+            "f": 1.5,
+            "b": True,
+            "s": "it's",
+            "n": None,
+            "d": {"value": "1969-07-20", "type": "DATE"},
+            "dec": {"value": "12.50", "type": "DECIMAL(10,2)"},
+        },
+    }
+
+    status, answer = await query(service, body)
+
+    assert status == 200
+    assert answer["rows"] == [[9007199254740993, 1.5, True, "it's", None, "1969-07-20", "12.50"]]
+    types = [c["type"] for c in answer["columns"]]
+    assert types == ["LONG", "DOUBLE", "BOOLEAN", "STRING", "STRING", "DATE", "DECIMAL"]
+
+
+async def test_every_type_round_trips_through_the_normalizer(service: Client) -> None:
+    sql = (
+        "SELECT CAST(1 AS TINYINT) AS b, CAST(2 AS SMALLINT) AS s, CAST(3 AS INT) AS i, "
+        "CAST(9223372036854775807 AS BIGINT) AS l, CAST(1.5 AS FLOAT) AS f, "
+        "CAST('NaN' AS DOUBLE) AS d, CAST(-0.0 AS DOUBLE) AS nz, "
+        "CAST('123.4500' AS DECIMAL(38,4)) AS dec, true AS t, '' AS empty, 'héllo ☃' AS u, "
+        "DATE'1900-02-28' AS dt, TIMESTAMP'2024-01-15 09:30:00.123' AS ntz, "
+        "ARRAY(1, 2) AS arr, NAMED_STRUCT('a', 1, 'b', 'x') AS st, MAP('k', 1) AS m, "
+        "CAST(NULL AS STRING) AS nul, CAST('2024-01-15 09:30:00' AS TIMESTAMP_NTZ) AS ntz2, "
+        "X'CAFE' AS bin"
+    )
+
+    status, body = await query(service, {"sql": sql})
+
+    assert status == 200, body
+    assert body["rows"][0] == [
+        1,
+        2,
+        3,
+        9223372036854775807,
+        1.5,
+        "NaN",
+        -0.0,
+        "123.4500",
+        True,
+        "",
+        "héllo ☃",
+        "1900-02-28",
+        "2024-01-15T09:30:00.123Z",
+        [1, 2],
+        {"a": 1, "b": "x"},
+        {"k": 1},
+        None,
+        "2024-01-15T09:30:00.000",
+        "yv4=",
+    ]
+
+
+async def test_read_only_refusals_never_reach_the_warehouse(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    status, _ = await query(service, {"sql": "DROP TABLE t"})
+
+    assert status == 403
+    assert warehouse.requests == []
+
+
+async def test_oauth_service_principal_against_the_token_endpoint(
+    aiohttp_client: MakeClient,
+) -> None:
+    config = WarehouseConfig(
+        token=TOKEN, seed_samples=False, oauth_clients={"sp-id": "sp-secret-value-123"}
+    )
+    async with LocalWarehouse(config) as warehouse:
+        settings = load_settings(
+            {
+                "DATABRICKS_HOST": warehouse.url,
+                "DATABRICKS_HTTP_PATH": warehouse.http_path,
+                "DATABRICKS_CLIENT_ID": "sp-id",
+                "DATABRICKS_CLIENT_SECRET": "sp-secret-value-123",
+            },
+            env_file=None,
+        )
+        service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+
+        results = await asyncio.gather(*(query(service, {"sql": f"SELECT {n}"}) for n in range(8)))
+
+        assert [status for status, _ in results] == [200] * 8
+        token_calls = [r for r in warehouse.requests if r.path.startswith("/oidc/v1/token")]
+        assert len(token_calls) == 1
+        assert all("sp-secret-value-123" not in str(body) for _, body in results)
+
+
+async def test_graceful_shutdown_cancels_what_is_still_running(
+    warehouse: LocalWarehouse,
+) -> None:
+    app = create_app(
+        service_settings(warehouse, SUBMIT_WAIT_TIMEOUT_S="0"),
+        retry_policy=NO_WAIT,
+        poll_schedule=FAST_POLL,
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.create_task(
+            session.post(f"http://{host}:{port}/api/query", json={"sql": "SELECT sleep_ms(10000)"})
+        )
+        for _ in range(200):
+            if warehouse.active_statements():
+                break
+            await asyncio.sleep(0.01)
+
+        await runner.cleanup()
+        with contextlib.suppress(aiohttp.ClientError, asyncio.CancelledError):
+            await asyncio.wait_for(pending, 2)
+
+    assert await wait_until(lambda: warehouse.active_statements() == 0)
+    cancels = [r for r in warehouse.requests if r.method == "POST" and "/cancel" in r.path]
+    assert len(cancels) == 1
