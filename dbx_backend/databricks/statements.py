@@ -232,13 +232,13 @@ class StatementOperations:
                 chunk = await self.client.get_chunk(
                     statement_id, info.chunk_index, deadline=deadline
                 )
-            if chunk.row_offset != info.row_offset:
+            if _chunk_offset(chunk) != info.row_offset:
                 raise ProtocolError(
-                    f"chunk {info.chunk_index} starts at row {chunk.row_offset}, "
+                    f"chunk {info.chunk_index} starts at row {_chunk_offset(chunk)}, "
                     f"the manifest says {info.row_offset}",
                     statement_id=statement_id,
                 )
-            start = max(offset, chunk.row_offset)
+            start = max(offset, info.row_offset)
             rows += await self._chunk_rows(
                 statement_id, manifest, chunk, converter, start, end, deadline
             )
@@ -260,9 +260,9 @@ class StatementOperations:
         for _ in range(max(manifest.total_chunk_count, end + 1)):  # bounded: a loop guard
             if chunk is None:
                 break
-            chunk_end = chunk.row_offset + _chunk_length(chunk)
+            chunk_end = _chunk_offset(chunk) + _chunk_length(chunk)
             if chunk_end > offset:
-                start = max(offset, chunk.row_offset)
+                start = max(offset, _chunk_offset(chunk))
                 rows += await self._chunk_rows(
                     statement_id, manifest, chunk, converter, start, end, deadline
                 )
@@ -288,7 +288,8 @@ class StatementOperations:
         deadline: Deadline,
     ) -> Rows:
         """Rows `[start, end)` (whole-result positions) of one chunk, normalized."""
-        lo, hi = max(0, start - chunk.row_offset), max(0, end - chunk.row_offset)
+        first_row = _chunk_offset(chunk)
+        lo, hi = max(0, start - first_row), max(0, end - first_row)
         if chunk.external_links is not None:
             rows: Rows = []
             for link in chunk.external_links:
@@ -322,6 +323,13 @@ def _result_of(response: StatementResponse) -> tuple[ResultManifest, ResultData]
         )
     first = response.result or ResultData(data_array=[])
     return response.manifest, first
+
+
+def _chunk_offset(chunk: ResultData) -> int:
+    # EXTERNAL_LINKS chunks carry their position in the link objects (reference §5.5).
+    if chunk.external_links:
+        return chunk.external_links[0].row_offset
+    return chunk.row_offset
 
 
 def _chunk_length(chunk: ResultData) -> int:

@@ -1,0 +1,119 @@
+"""The statements API end to end against the local warehouse over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dbx_backend.api.statements import setup_statement_routes
+from dbx_backend.app import create_app
+from dbx_backend.config import load_settings
+from dbx_backend.databricks.query_service import PollSchedule
+from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+
+TOKEN = "dapi-local-statements"
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+ROWS = 1000  # the row count of the statements below
+
+
+@pytest.fixture
+async def warehouse() -> AsyncIterator[LocalWarehouse]:
+    config = WarehouseConfig(
+        token=TOKEN, seed_samples=False, chunk_rows=128, wait_timeout_scale=0.01
+    )
+    async with LocalWarehouse(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def service(warehouse: LocalWarehouse, aiohttp_client: MakeClient) -> Client:
+    settings = load_settings(
+        {
+            "DATABRICKS_HOST": warehouse.url,
+            "DATABRICKS_HTTP_PATH": warehouse.http_path,
+            "DATABRICKS_TOKEN": TOKEN,
+            "STATEMENT_HANDLE_SECRET": "integration-secret-0123456789abcdef",
+        },
+        env_file=None,
+    )
+    app = create_app(settings, retry_policy=NO_WAIT, poll_schedule=PollSchedule(0.01, 1, 0.01))
+    if "submit_statement" not in app.router.named_resources():
+        setup_statement_routes(app, settings)
+    return await aiohttp_client(app)
+
+
+async def call(service: Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    response = await service.request(method, path, **kwargs)
+    body: dict[str, Any] = await response.json()
+    assert response.status < 300, body
+    return body
+
+
+async def wait_for_state(service: Client, handle: str, states: set[str]) -> dict[str, Any]:
+    """Poll the service until the statement is in one of `states` (bounded: 3 s)."""
+    body: dict[str, Any] = {}
+    for _ in range(600):
+        body = await call(service, "GET", f"/api/statements/{handle}?limit=0")
+        if body["state"] in states:
+            return body
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the statement never reached {states}: {body}")
+
+
+@pytest.mark.parametrize("disposition", ["INLINE", "EXTERNAL_LINKS"])
+async def test_submit_poll_and_page_through_a_multi_chunk_result(
+    service: Client, disposition: str
+) -> None:
+    sql = "SELECT id, id * 2 AS twice FROM range(1000) AS t(id) ORDER BY id"
+    submitted = await call(
+        service, "POST", "/api/statements", json={"sql": sql, "disposition": disposition}
+    )
+    handle = submitted["statement_id"]
+
+    done = await wait_for_state(service, handle, {"SUCCEEDED", "FAILED", "CANCELED"})
+    rows: list[list[Any]] = []
+    offset: int | None = 0
+    for _ in range(10):  # bounded: 1000 rows, 300 per page
+        if offset is None:
+            break
+        page = await call(
+            service, "GET", f"/api/statements/{handle}/rows?offset={offset}&limit=300"
+        )
+        rows += page["rows"]
+        offset = page["next_offset"]
+
+    assert submitted["state"] in ("PENDING", "RUNNING", "SUCCEEDED")
+    assert (done["state"], done["row_count"], done["truncated"]) == ("SUCCEEDED", ROWS, False)
+    assert [c["name"] for c in done["columns"]] == ["id", "twice"]
+    assert rows == [[i, i * 2] for i in range(ROWS)]
+
+
+async def test_a_page_in_the_middle_matches_the_rows_at_that_offset(service: Client) -> None:
+    sql = "SELECT id FROM range(1000) AS t(id) ORDER BY id"
+    handle = (await call(service, "POST", "/api/statements", json={"sql": sql}))["statement_id"]
+    await wait_for_state(service, handle, {"SUCCEEDED"})
+
+    page = await call(service, "GET", f"/api/statements/{handle}/rows?offset=250&limit=20")
+
+    assert page["rows"] == [[i] for i in range(250, 270)]
+    assert (page["total_row_count"], page["next_offset"]) == (ROWS, 270)
+
+
+async def test_cancel_stops_a_running_statement(service: Client, warehouse: LocalWarehouse) -> None:
+    body = {"sql": "SELECT sleep_ms(20000) AS slept"}
+    handle = (await call(service, "POST", "/api/statements", json=body))["statement_id"]
+    await wait_for_state(service, handle, {"RUNNING"})
+
+    response = await service.delete(f"/api/statements/{handle}")
+    ended = await wait_for_state(service, handle, {"CANCELED", "SUCCEEDED", "FAILED"})
+
+    assert response.status == 202
+    assert ended["state"] == "CANCELED"
+    assert warehouse.active_statements() == 0
