@@ -171,6 +171,10 @@ class Engine:
         for statement in list(self._statements.values()):
             self._expire(statement)
 
+    def statement_ids(self) -> list[str]:
+        """Ids of every statement not yet purged, oldest first."""
+        return list(self._statements)
+
     def active_count(self) -> int:
         """Statements not yet terminal (PENDING or RUNNING)."""
         return sum(1 for s in self._statements.values() if s.state not in TERMINAL)

@@ -72,6 +72,10 @@ class LocalWarehouse:
         except ApiError:
             raise KeyError(statement_id) from None
 
+    def statement_ids(self) -> list[str]:
+        """Ids of every statement received and not yet purged, oldest first."""
+        return self.engine.statement_ids()
+
     def active_statements(self) -> int:
         """How many statements are PENDING or RUNNING now."""
         return self.engine.active_count()
