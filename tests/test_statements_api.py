@@ -619,3 +619,57 @@ async def test_the_idempotency_store_forgets_after_its_window_and_past_its_size(
 
     assert calls == ["a1", "a2", "b", "c", "a3"]
     assert len(store) == 2
+
+
+# -- a caller that leaves mid-submit --------------------------------------------------------
+
+
+async def _leave_mid_submit(
+    client: Client, mocked: aioresponses, caplog: pytest.LogCaptureFixture, headers: dict[str, str]
+) -> None:
+    """Submit with a warehouse that holds the POST; close the connection; then let it answer."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_submit(url: URL, **kwargs: Any) -> CallbackResult:
+        entered.set()
+        await release.wait()
+        return CallbackResult(payload=state("RUNNING"))
+
+    mocked.post(STATEMENTS, callback=held_submit)
+    mocked.post(CANCEL, payload={})
+    caplog.set_level(logging.INFO, logger="dbx_backend.access")
+    request = asyncio.ensure_future(
+        client.post("/api/statements", json={"sql": "SELECT 1"}, headers=headers)
+    )
+    await asyncio.wait_for(entered.wait(), 2)
+    request.cancel()
+    for _ in range(400):  # bounded: until the service saw the caller leave (status 499)
+        if any(getattr(r, "status", None) == 499 for r in caplog.records):
+            break
+        await asyncio.sleep(0.005)
+    release.set()
+    await asyncio.sleep(0.01)
+
+
+async def test_a_caller_leaving_mid_submit_gets_its_statement_cancelled(
+    client: Client, mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _leave_mid_submit(client, mocked, caplog, headers={})
+
+    for _ in range(200):  # bounded: the follow-up cancel runs in the background
+        if CANCEL in warehouse_calls(mocked, "POST"):
+            break
+        await asyncio.sleep(0.005)
+    assert warehouse_calls(mocked, "POST") == [STATEMENTS, CANCEL]
+
+
+async def test_with_an_idempotency_key_a_caller_leaving_mid_submit_can_collect_it_later(
+    client: Client, mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = {"Idempotency-Key": "k-left"}
+    await _leave_mid_submit(client, mocked, caplog, headers=key)
+
+    retried = await submit(client, headers=key)
+
+    assert retried["state"] == "RUNNING"
+    assert warehouse_calls(mocked, "POST") == [STATEMENTS]
