@@ -275,6 +275,28 @@ async def test_pages_of_an_external_links_result_are_downloaded_without_our_toke
     assert "Authorization" not in (download.kwargs.get("headers") or {})
 
 
+async def test_an_expired_link_is_refreshed_through_the_chunk_endpoint(
+    client: Client, mocked: aioresponses
+) -> None:
+    stale, fresh = "https://storage.example.com/old", "https://storage.example.com/new"
+    manifest = {"schema": {"columns": COLUMNS}, "total_row_count": 5, "total_chunk_count": 1}
+
+    def links(url: str) -> dict[str, Any]:
+        return {"external_links": [{"external_link": url, "row_offset": 0, "row_count": 5}]}
+
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    mocked.get(STATUS, payload={**state("SUCCEEDED"), "manifest": manifest, "result": links(stale)})
+    mocked.get(stale, status=403)
+    mocked.get(chunk_url(0), payload=links(fresh))
+    mocked.get(fresh, body=str(DATA).replace("'", '"'))
+    handle = (await submit(client))["statement_id"]
+
+    status, page = await get_json(client, f"/api/statements/{handle}/rows?offset=4&limit=9")
+
+    assert (status, page["rows"]) == (200, ROWS[4:5])
+    assert warehouse_calls(mocked) == [STATUS, stale, chunk_url(0), fresh]
+
+
 async def test_the_handle_carries_long_as_string(client: Client, mocked: aioresponses) -> None:
     mocked.post(STATEMENTS, payload=state("PENDING"))
     mocked.get(STATUS, payload=succeeded())
