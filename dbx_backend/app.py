@@ -12,7 +12,9 @@ from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
 from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
+from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
+from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
 from dbx_backend.databricks.auth import TokenProvider
 from dbx_backend.databricks.client import WarehouseClient
@@ -96,6 +98,8 @@ def create_app(
 
     app.cleanup_ctx.append(warehouse_ctx)
     setup_health_routes(app)
+    setup_openapi_route(app)
     setup_routes(app)
+    setup_statement_routes(app, settings)
     setup_cors(app, settings.cors_allow_origins)
     return app

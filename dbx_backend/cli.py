@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
 
+import orjson
 from aiohttp import web
 
 from dbx_backend import __version__
@@ -15,8 +17,32 @@ from dbx_backend.config import ConfigError, Settings, load_settings
 from dbx_backend.logs import configure_logging
 
 log = logging.getLogger("dbx_backend")
-# Let in-flight requests finish this long on SIGTERM before they are cancelled.
+# Let in-flight requests finish this long on SIGTERM; then they are cancelled, and so are
+# their statements on the warehouse.
 SHUTDOWN_GRACE_S = 30.0
+DEV_CURL = (
+    "curl -s http://localhost:{port}/api/query -H 'Content-Type: application/json' "
+    '-d \'{{"sql": "SELECT pickup_zip, count(*) AS trips, round(avg(fare_amount), 2) AS '
+    "avg_fare FROM samples.nyctaxi.trips GROUP BY pickup_zip ORDER BY trips DESC LIMIT 5\"}}'"
+)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """A service reachable from other machines without API keys runs anyone's SQL."""
+    if not _is_loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):
+        log.warning(
+            "WARNING: listening on %s with no API_KEYS: anyone who can reach port %d can run "
+            "SQL with this service's Databricks identity. Set API_KEYS (see README).",
+            settings.host,
+            settings.port,
+        )
 
 
 def run_service(app: web.Application, settings: Settings) -> None:
@@ -32,16 +58,110 @@ def run_service(app: web.Application, settings: Settings) -> None:
     )
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Run the service on the configured warehouse."""
+def _settings(overrides: dict[str, str] | None = None) -> Settings | None:
     try:
-        settings = load_settings()
+        return load_settings(overrides=overrides)
     except ConfigError as exc:
         print(f"dbx-backend: {exc}", file=sys.stderr)
+        return None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service on the configured warehouse."""
+    settings = _settings()
+    if settings is None:
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    warn_if_exposed(settings)
     log.info("dbx-backend %s listening on http://%s:%d", __version__, settings.host, settings.port)
     run_service(create_app(settings), settings)
+    return 0
+
+
+def dev(args: argparse.Namespace) -> int:
+    """Run the local warehouse and the service wired to it: no Databricks account needed."""
+    try:
+        from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+    except ImportError:
+        print(
+            "dbx-backend dev needs the local warehouse: pip install 'dbx-backend[local]'",
+            file=sys.stderr,
+        )
+        return 2
+    warehouse = LocalWarehouse(WarehouseConfig(host="127.0.0.1", port=args.warehouse_port))
+    port = args.port or _settings_port()
+
+    async def start() -> web.Application:
+        await warehouse.__aenter__()
+        settings = _settings(
+            {
+                "DATABRICKS_HOST": warehouse.url,
+                "DATABRICKS_HTTP_PATH": warehouse.http_path,
+                "DATABRICKS_TOKEN": warehouse.config.token,
+                "DATABRICKS_WAREHOUSE_ID": "",
+                "DATABRICKS_CLIENT_ID": "",
+                "DATABRICKS_CLIENT_SECRET": "",
+                "HOST": args.host,
+                "PORT": str(port),
+                "LOG_FORMAT": "text",
+            }
+        )
+        if settings is None:
+            await warehouse.__aexit__(None, None, None)
+            raise SystemExit(2)
+        configure_logging(settings.log_level, settings.log_format)
+        app = create_app(settings)
+
+        async def stop_warehouse(app: web.Application) -> None:
+            await warehouse.__aexit__(None, None, None)
+
+        app.on_cleanup.append(stop_warehouse)  # after the service's own clean-up
+        print(f"local warehouse:  {warehouse.url}  (warehouse id {warehouse.config.warehouse_id})")
+        print(f"dbx-backend:      http://localhost:{settings.port}")
+        print("try:")
+        print(f"  {DEV_CURL.format(port=settings.port)}")
+        sys.stdout.flush()
+        return app
+
+    web.run_app(
+        start(),
+        host=args.host,
+        port=port,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=5.0,
+        print=None,
+    )
+    return 0
+
+
+def _settings_port() -> int:
+    """PORT from the environment or `.env`, without requiring the Databricks variables."""
+    try:
+        return load_settings(
+            overrides={
+                "DATABRICKS_HOST": "localhost",
+                "DATABRICKS_WAREHOUSE_ID": "x",
+                "DATABRICKS_TOKEN": "x",
+            }
+        ).port
+    except ConfigError:
+        return 4000
+
+
+def warehouse(args: argparse.Namespace) -> int:
+    """Run the local warehouse alone, for any Statement Execution API client."""
+    from dbx_backend.localwarehouse.cli import run
+
+    return run(args)
+
+
+def openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document."""
+    from dbx_backend.api.openapi import openapi_document
+
+    sys.stdout.write(orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
     return 0
 
 
@@ -53,11 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dbx-backend {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the service (configured by the environment / .env)")
+    dev_parser = commands.add_parser(
+        "dev", help="run the local warehouse and the service wired to it"
+    )
+    dev_parser.add_argument("--host", default="127.0.0.1", help="service address")
+    dev_parser.add_argument("--port", type=int, default=0, help="service port (PORT, or 4000)")
+    dev_parser.add_argument(
+        "--warehouse-port", type=int, default=0, help="local warehouse port (default: any free)"
+    )
+    warehouse_parser = commands.add_parser(
+        "warehouse", help="run the local warehouse alone (a Statement Execution API server)"
+    )
+    try:
+        from dbx_backend.localwarehouse.cli import add_arguments
+    except ImportError:
+        pass  # without the [local] extra, `warehouse` explains what to install
+    else:
+        add_arguments(warehouse_parser)
+    commands.add_parser("openapi", help="print the OpenAPI document of the service's API")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dbx-backend` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"serve": serve}
+    handlers = {"serve": serve, "dev": dev, "warehouse": warehouse, "openapi": openapi}
     return handlers[args.command](args)

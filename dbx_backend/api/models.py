@@ -121,9 +121,42 @@ class QueryResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """Body of `GET /health`."""
+    """Body of `GET /health` and `GET /ready`."""
 
-    status: str = "ok"
+    status: Literal["ok", "ready"]
+
+
+class StatementSubmitted(BaseModel):
+    """Body of `POST /api/statements` (202) and `DELETE /api/statements/{id}` (202)."""
+
+    statement_id: str = Field(description="An opaque, signed handle for this statement.")
+    state: str | None = Field(
+        default=None, description="PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED."
+    )
+
+
+class StatementStatus(BaseModel):
+    """Body of `GET /api/statements/{id}`: the state, and once SUCCEEDED the first page."""
+
+    statement_id: str
+    state: str
+    columns: list[ColumnModel] | None = None
+    row_count: int | None = Field(default=None, description="Rows in the whole result.")
+    truncated: bool | None = None
+    rows: list[list[Any]] | None = Field(default=None, description="The first page of rows.")
+    next_offset: int | None = Field(
+        default=None, description="Offset of the next page, or null after the last."
+    )
+
+
+class RowsPage(BaseModel):
+    """Body of `GET /api/statements/{id}/rows`."""
+
+    rows: list[list[Any]]
+    offset: int
+    row_count: int = Field(description="Rows in this page.")
+    total_row_count: int
+    next_offset: int | None
 
 
 class ErrorDetail(BaseModel):
