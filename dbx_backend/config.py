@@ -121,6 +121,13 @@ class Settings(BaseModel):
             raise ValueError("must be letters, digits, '-' or '_'")
         return value.strip() if value else value
 
+    @field_validator("statement_handle_secret")
+    @classmethod
+    def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes (use 32 random bytes, e.g. base64)")
+        return value
+
     @field_validator("queries_dir", "api_keys_file", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value: Any) -> Any:

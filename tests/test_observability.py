@@ -40,10 +40,8 @@ async def client(settings: Settings, aiohttp_client: MakeClient) -> Client:
 
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
-        if (
-            line.startswith(name + " ")
-            or (line.startswith(name + "{")
-            and line.split(" ")[0] == name)
+        if line.startswith(name + " ") or (
+            line.startswith(name + "{") and line.split(" ")[0] == name
         ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0

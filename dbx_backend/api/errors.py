@@ -77,6 +77,8 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
+    sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
+    ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
     dbx.StatementTimedOut: ErrorRow(
         504,

@@ -113,10 +113,18 @@ def server_timing(result: QueryResult) -> str:
 
 
 def note_statement(request: web.Request, statement: OpenStatement | QueryResult) -> None:
-    """Record what the access log reports about this request."""
+    """Record what the access log reports about this request; warn about slow statements."""
     request[STATEMENT_ID] = statement.statement_id
     request[RETRIES] = statement.stats.retries
     request[WAREHOUSE_MS] = round(statement.stats.warehouse_s * 1000, 1)
+    waited = statement.timings.wait_s
+    if waited >= request.app[SETTINGS].slow_query_s:
+        log.warning(
+            "slow statement %s: %.1f s until its result was ready",
+            statement.statement_id,
+            waited,
+            extra={"request_id": request[REQUEST_ID], "statement_id": statement.statement_id},
+        )
 
 
 async def query(request: web.Request) -> web.StreamResponse:

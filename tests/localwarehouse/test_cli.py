@@ -58,7 +58,7 @@ def test_bad_options_stop_with_a_message(argv: tuple[str, ...]) -> None:
 
 def test_the_process_prints_its_settings_serves_and_stops_on_sigterm() -> None:
     command = [sys.executable, "-m", "dbx_backend.localwarehouse.cli", "--port", "0"]
-    with subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+    with subprocess.Popen(
         [*command, "--token", "tk"], stdout=subprocess.PIPE, text=True
     ) as process:
         try:
