@@ -108,7 +108,7 @@ async def measure(url: str, pid: int, rows: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
     args = parser.parse_args()
     command = [
         sys.executable, "-m", "dbx_backend.localwarehouse.cli", "--port", "0",

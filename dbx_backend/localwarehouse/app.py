@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -188,8 +187,3 @@ def _script_faults(faults: FaultInjector, body: Any) -> None:
         times=None if times is None else int(times),
         after=int(body.get("after", 0)),
     )
-
-
-def check_token(config: WarehouseConfig, token: str) -> bool:
-    """True when `token` is the configured static token (constant time)."""
-    return hmac.compare_digest(token.encode(), config.token.encode())
