@@ -180,6 +180,46 @@ def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
     return f"{seconds}s" if seconds >= 5 else "0s"
 
 
+def execute_request(
+    sql: str,
+    parameters: Sequence[StatementParameter],
+    options: QueryOptions,
+    wait_timeout: str,
+) -> dict[str, object]:
+    """The execute body: CONTINUE on wait timeout (we poll or cancel ourselves)."""
+    body: dict[str, object] = {
+        "statement": sql,
+        "wait_timeout": wait_timeout,
+        "on_wait_timeout": "CONTINUE",
+        "disposition": options.disposition,
+        # ARROW_STREAM and CSV are only allowed with EXTERNAL_LINKS (reference §3.2).
+        "format": options.result_format if options.disposition != "INLINE" else "JSON_ARRAY",
+    }
+    if parameters:
+        body["parameters"] = [p.model_dump(exclude_none=True) for p in parameters]
+    optional: dict[str, object] = {
+        "catalog": options.catalog,
+        "schema": options.schema,
+        "row_limit": options.row_limit,
+        "byte_limit": options.byte_limit,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    if options.query_tags:
+        body["query_tags"] = [{"key": k, "value": v} for k, v in options.query_tags.items()]
+    return body
+
+
+def statement_failure(response: StatementResponse) -> StatementFailed:
+    """The exception for a FAILED statement, carrying the warehouse's message and codes."""
+    error = response.status.error
+    return StatementFailed(
+        error.message if error and error.message else "the statement failed",
+        error_code=error.error_code if error else None,
+        statement_id=response.statement_id,
+        sql_state=response.status.sql_state,
+    )
+
+
 class QueryService:
     """Runs statements on one warehouse through a `WarehouseClient`."""
 
@@ -306,34 +346,6 @@ class OpenStatement:
         """Rows the warehouse says the result has."""
         return self.manifest.total_row_count
 
-    def _request(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "statement": self.sql,
-            "wait_timeout": choose_wait_timeout(
-                self.deadline.remaining(), self.service.wait_timeout_s
-            ),
-            "on_wait_timeout": "CONTINUE",
-            "disposition": self.options.disposition,
-            "format": self.options.result_format
-            if self.options.disposition != "INLINE"
-            else "JSON_ARRAY",
-        }
-        if self.parameters:
-            body["parameters"] = [p.model_dump(exclude_none=True) for p in self.parameters]
-        if self.options.catalog:
-            body["catalog"] = self.options.catalog
-        if self.options.schema:
-            body["schema"] = self.options.schema
-        if self.options.row_limit is not None:
-            body["row_limit"] = self.options.row_limit
-        if self.options.byte_limit is not None:
-            body["byte_limit"] = self.options.byte_limit
-        if self.options.query_tags:
-            body["query_tags"] = [
-                {"key": k, "value": v} for k, v in self.options.query_tags.items()
-            ]
-        return body
-
     async def __aenter__(self) -> OpenStatement:
         self._stats_token = call_stats.set(self.stats)
         started = self.service.clock()
@@ -357,7 +369,9 @@ class OpenStatement:
 
     async def _run_to_terminal(self) -> StatementResponse:
         client = self.service.client
-        submit = asyncio.ensure_future(client.submit(self._request(), deadline=self.deadline))
+        wait_timeout = choose_wait_timeout(self.deadline.remaining(), self.service.wait_timeout_s)
+        request = execute_request(self.sql, self.parameters, self.options, wait_timeout)
+        submit = asyncio.ensure_future(client.submit(request, deadline=self.deadline))
         try:
             async with asyncio.timeout(self.deadline.remaining()):
                 response = await asyncio.shield(submit)
@@ -418,14 +432,7 @@ class OpenStatement:
         self.finished = True
         self._finish(status.state if status.state in State.TERMINAL else "UNKNOWN")
         if status.state == State.FAILED:
-            error = status.error
-            message = error.message if error and error.message else "the statement failed"
-            raise StatementFailed(
-                message,
-                error_code=error.error_code if error else None,
-                statement_id=sid,
-                sql_state=status.sql_state,
-            )
+            raise statement_failure(response)
         if status.state == State.CANCELED:
             raise StatementCanceled(
                 "the statement was cancelled on the warehouse", statement_id=sid

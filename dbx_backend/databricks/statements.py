@@ -20,7 +20,6 @@ from dbx_backend.databricks.errors import (
     LinkExpired,
     ProtocolError,
     StatementClosed,
-    StatementFailed,
 )
 from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
 from dbx_backend.databricks.normalize import (
@@ -36,6 +35,8 @@ from dbx_backend.databricks.query_service import (
     QueryOptions,
     TypedParam,
     choose_wait_timeout,
+    execute_request,
+    statement_failure,
     to_statement_parameters,
 )
 from dbx_backend.databricks.retry import Deadline
@@ -73,44 +74,6 @@ class RowsPage:
     total_row_count: int
 
 
-def statement_failure(response: StatementResponse) -> StatementFailed:
-    """The exception for a FAILED statement, carrying the warehouse's message and codes."""
-    error = response.status.error
-    return StatementFailed(
-        error.message if error and error.message else "the statement failed",
-        error_code=error.error_code if error else None,
-        statement_id=response.statement_id,
-        sql_state=response.status.sql_state,
-    )
-
-
-def submit_request(
-    sql: str, params: Params, options: QueryOptions, wait_timeout: str
-) -> dict[str, object]:
-    """The execute body for an asynchronous submit: CONTINUE on wait timeout, never CANCEL."""
-    body: dict[str, object] = {
-        "statement": sql,
-        "wait_timeout": wait_timeout,
-        "on_wait_timeout": "CONTINUE",
-        "disposition": options.disposition,
-        # ARROW_STREAM is only allowed with EXTERNAL_LINKS (reference §3.2).
-        "format": options.result_format if options.disposition != "INLINE" else "JSON_ARRAY",
-    }
-    parameters = to_statement_parameters(params)
-    if parameters:
-        body["parameters"] = [p.model_dump(exclude_none=True) for p in parameters]
-    optional: dict[str, object] = {
-        "catalog": options.catalog,
-        "schema": options.schema,
-        "row_limit": options.row_limit,
-        "byte_limit": options.byte_limit,
-    }
-    body.update({key: value for key, value in optional.items() if value is not None})
-    if options.query_tags:
-        body["query_tags"] = [{"key": k, "value": v} for k, v in options.query_tags.items()]
-    return body
-
-
 class StatementOperations:
     """Submit, inspect, page and cancel statements through one `WarehouseClient`."""
 
@@ -134,7 +97,7 @@ class StatementOperations:
         """
         deadline = Deadline(options.timeout_s, self.clock)
         wait_timeout = choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
-        body = submit_request(sql, params, options, wait_timeout)
+        body = execute_request(sql, to_statement_parameters(params), options, wait_timeout)
         async with asyncio.timeout(deadline.remaining()):
             response = await self.client.submit(body, deadline=deadline)
         if response.status.state == State.FAILED:
