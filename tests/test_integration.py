@@ -369,3 +369,41 @@ async def test_graceful_shutdown_cancels_what_is_still_running(
     assert await wait_until(lambda: warehouse.active_statements() == 0)
     cancels = [r for r in warehouse.requests if r.method == "POST" and "/cancel" in r.path]
     assert len(cancels) == 1
+
+
+async def test_each_statement_carries_query_tags_with_the_request_id(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    await service.post("/api/query", json={"sql": "SELECT 1"}, headers={"X-Request-ID": "rq-77"})
+
+    (execute,) = [r for r in warehouse.requests if r.endpoint == "execute"]
+    assert {"key": "request_id", "value": "rq-77"} in execute.json["query_tags"]
+    assert {"key": "service", "value": "dbx-backend"} in execute.json["query_tags"]
+
+
+async def test_a_token_endpoint_that_stays_down_gives_503_and_a_clear_log_line(
+    aiohttp_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = WarehouseConfig(
+        token=TOKEN, seed_samples=False, oauth_clients={"sp-id": "sp-secret-value-456"}
+    )
+    async with LocalWarehouse(config) as warehouse:
+        warehouse.faults.add("token", Fault.status(500), times=None)
+        settings = load_settings(
+            {
+                "DATABRICKS_HOST": warehouse.url,
+                "DATABRICKS_HTTP_PATH": warehouse.http_path,
+                "DATABRICKS_CLIENT_ID": "sp-id",
+                "DATABRICKS_CLIENT_SECRET": "sp-secret-value-456",
+            },
+            env_file=None,
+        )
+        service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+
+        status, body = await query(service, {"sql": "SELECT 1"})
+
+    assert status == 503
+    assert body["error"]["code"] == "WAREHOUSE_UNAVAILABLE"
+    assert any("token endpoint" in record.getMessage() for record in caplog.records)
+    assert not any("sp-secret-value-456" in record.getMessage() for record in caplog.records)
+    assert not [r for r in warehouse.requests if r.endpoint == "execute"]
