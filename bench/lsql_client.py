@@ -1,8 +1,9 @@
 """Read one statement's whole result with databricks-sdk + databricks-labs-lsql's `fetch_all`.
 
 Runs inside the benchmark's own environment (`bench/.venv-lsql`, from requirements-lsql.txt),
-never the service's. Prints one JSON object: rows, seconds, the process's peak RSS, the SDK's
-warnings, and the error when the client cannot read the result.
+never the service's. Prints one JSON object: rows, seconds, the SDK's warnings, and the error
+when the client cannot read the result. (Peak RSS is sampled from outside: on Linux `ru_maxrss`
+keeps the forking parent's high-water mark across exec, so it would report the caller's.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import sys
 import time
 from typing import Any
@@ -73,8 +73,6 @@ def main() -> int:
     except Exception as exc:
         report = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     report["warnings"] = collector.messages
-    # ru_maxrss is in KiB on Linux.
-    report["maxrss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report), file=sys.stdout, flush=True)
     return 0
 
