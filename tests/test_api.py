@@ -17,6 +17,7 @@ from dbx_backend.app import create_app
 from dbx_backend.config import Settings
 from dbx_backend.databricks.query_service import PollSchedule, QueryService
 from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.keys import QUERY_SERVICE
 from tests.conftest import TEST_HOST, TEST_TOKEN
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
@@ -245,6 +246,7 @@ async def test_a_query_past_its_timeout_is_cancelled_and_gets_504(
     mocked.post(f"{STATUS}/cancel", body="")
 
     status, body = await post_query(client, {"sql": "SELECT slow", "timeout_s": 0.2})
+    await client.app[QUERY_SERVICE].drain()  # the cancel goes out without delaying the answer
 
     assert status == 504
     assert body["error"]["code"] == "QUERY_TIMEOUT"

@@ -237,6 +237,7 @@ async def test_the_deadline_mid_poll_cancels_the_statement(
 
     with pytest.raises(dbx.StatementTimedOut) as caught:
         await service.execute_query("SELECT slow", options=QueryOptions(timeout_s=3))
+    await service.drain()  # the cancel goes out in the background, not before the answer
 
     assert caught.value.statement_id == SID
     assert count(mocked, "POST", CANCEL) == 1
@@ -261,6 +262,7 @@ async def test_a_caller_that_goes_away_cancels_the_statement(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await service.drain()
 
     assert count(mocked, "POST", CANCEL) == 1
 

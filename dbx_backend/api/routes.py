@@ -92,6 +92,7 @@ def query_options(
         disposition=disposition,
         result_format=settings.external_links_format,
         download_window=settings.download_window,
+        stream=streaming,
     )
 
 

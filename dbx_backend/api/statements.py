@@ -37,7 +37,14 @@ from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.normalize import NormalizeOptions
 from dbx_backend.databricks.statements import StatementOperations
 from dbx_backend.databricks.wire import State
-from dbx_backend.keys import LIMITER, ROW_COUNT, SETTINGS, STATEMENT_ID, WAREHOUSE
+from dbx_backend.keys import (
+    LIMITER,
+    QUERY_SERVICE,
+    ROW_COUNT,
+    SETTINGS,
+    STATEMENT_ID,
+    WAREHOUSE,
+)
 
 log = logging.getLogger("dbx_backend.api")
 
@@ -157,6 +164,7 @@ def _operations(request: web.Request) -> StatementOperations:
         request.app[WAREHOUSE],
         wait_timeout_s=settings.submit_wait_timeout_s,
         call_timeout_s=settings.query_timeout_s,
+        abandon=request.app[QUERY_SERVICE].cancel_when_submitted,
     )
 
 

@@ -50,6 +50,8 @@ USER_AGENT = f"dbx-backend/{__version__}"
 STATEMENTS_PATH = "/api/2.0/sql/statements"
 # A cancel is sent after the query's own deadline passed, so it gets a budget of its own.
 CANCEL_TIMEOUT_S = 10.0
+# Time beyond the submit's `wait_timeout` for the warehouse's answer to reach us.
+SUBMIT_MARGIN_S = 10.0
 
 # Most specific first: a connect timeout is a timeout, but the request never left us.
 _TRANSPORT_ERRORS: tuple[tuple[type[BaseException], type[WarehouseError], str], ...] = (
@@ -253,18 +255,31 @@ class WarehouseClient:
     # -- the four operations ---------------------------------------------------------------
 
     async def submit(
-        self, request: dict[str, Any], *, deadline: Deadline | None = None
+        self,
+        request: dict[str, Any],
+        *,
+        deadline: Deadline | None = None,
+        wait_timeout: Callable[[], str] | None = None,
     ) -> StatementResponse:
-        """POST a statement; retried only when the answer proves it did not run."""
-        body = {"warehouse_id": self.warehouse_id, **request}
-        data = await self._call(
-            "execute",
-            "POST",
-            URL(self._host + STATEMENTS_PATH),
-            body=body,
-            idempotent=False,
-            deadline=deadline,
-        )
+        """POST a statement; retried only when the answer proves it did not run.
+
+        `wait_timeout()` gives each attempt its `wait_timeout`, so a retry never asks the
+        warehouse to wait past the deadline. The HTTP timeout covers that wait plus a margin and
+        is not cut by the deadline: whoever gives up on the query needs the statement id that
+        this answer carries, to cancel the statement.
+        """
+        url = URL(self._host + STATEMENTS_PATH)
+
+        async def attempt() -> Any:
+            body = {"warehouse_id": self.warehouse_id, **request}
+            wait_s = 0
+            if wait_timeout is not None:
+                body["wait_timeout"] = wait_timeout()
+                wait_s = int(float(str(body["wait_timeout"]).removesuffix("s")))
+            timeout_s = max(self.settings.http_request_timeout_s, wait_s + SUBMIT_MARGIN_S)
+            return await self._send("execute", "POST", url, body, None, timeout_s)
+
+        data = await self._retrying("execute", attempt, idempotent=False, deadline=deadline)
         return self._parse(StatementResponse, data)
 
     async def get_statement(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -91,7 +91,7 @@ class ExternalChunkReader:
         self.now = now
         self.refreshes = 0
 
-    async def chunks(self) -> AsyncIterator[tuple[int, Rows]]:
+    async def chunks(self) -> AsyncGenerator[tuple[int, Rows], None]:
         """(row_offset, rows) for every chunk, in chunk order; cancels downloads on exit."""
         count = self.manifest.total_chunk_count
         pending: collections.deque[asyncio.Task[tuple[int, Rows]]] = collections.deque()

@@ -57,6 +57,8 @@ Sleep = Callable[[float], Awaitable[None]]
 Rows = list[list[JsonValue]]
 ParamScalar = str | int | float | bool | None
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Results stay available this long after success (reference §6.3).
+RESULT_LIFETIME_S = 3600.0
 # Converting a chunk this large takes long enough to stall other requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
 
@@ -85,6 +87,9 @@ class QueryOptions:
     max_rows: int | None = None
     normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
     query_tags: Mapping[str, str] = field(default_factory=dict)
+    # A stream is read as fast as its client takes it: `timeout_s` bounds the wait for the
+    # result, and reading it is bounded by the result's own lifetime on the warehouse.
+    stream: bool = False
     # EXTERNAL_LINKS moves large results through presigned downloads, several at a time.
     disposition: Literal["INLINE", "EXTERNAL_LINKS"] = "INLINE"
     result_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = "JSON_ARRAY"
@@ -181,15 +186,12 @@ def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
 
 
 def execute_request(
-    sql: str,
-    parameters: Sequence[StatementParameter],
-    options: QueryOptions,
-    wait_timeout: str,
+    sql: str, parameters: Sequence[StatementParameter], options: QueryOptions
 ) -> dict[str, object]:
-    """The execute body: CONTINUE on wait timeout (we poll or cancel ourselves)."""
+    """The execute body; the client adds `wait_timeout` per attempt. CONTINUE on wait timeout:
+    we poll, and cancel ourselves when we give up."""
     body: dict[str, object] = {
         "statement": sql,
-        "wait_timeout": wait_timeout,
         "on_wait_timeout": "CONTINUE",
         "disposition": options.disposition,
         # ARROW_STREAM and CSV are only allowed with EXTERNAL_LINKS (reference §3.2).
@@ -294,7 +296,7 @@ class QueryService:
         task.add_done_callback(self._background.discard)
         return task
 
-    def cancel_when_submitted(self, submit: asyncio.Task[StatementResponse]) -> None:
+    def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
         """The caller left while the submit was in flight: cancel once the statement has an id."""
 
         async def cancel_later() -> None:
@@ -357,6 +359,8 @@ class OpenStatement:
         finally:
             self.timings.wait_s = self.service.clock() - started
         self._accept(response)
+        if self.options.stream:
+            self.deadline = Deadline(RESULT_LIFETIME_S, self.service.clock)
         return self
 
     async def __aexit__(
@@ -369,9 +373,10 @@ class OpenStatement:
 
     async def _run_to_terminal(self) -> StatementResponse:
         client = self.service.client
-        wait_timeout = choose_wait_timeout(self.deadline.remaining(), self.service.wait_timeout_s)
-        request = execute_request(self.sql, self.parameters, self.options, wait_timeout)
-        submit = asyncio.ensure_future(client.submit(request, deadline=self.deadline))
+        request = execute_request(self.sql, self.parameters, self.options)
+        submit = asyncio.ensure_future(
+            client.submit(request, deadline=self.deadline, wait_timeout=self._wait_timeout)
+        )
         try:
             async with asyncio.timeout(self.deadline.remaining()):
                 response = await asyncio.shield(submit)
@@ -379,30 +384,35 @@ class OpenStatement:
                 response = await self._poll(response)
         except TimeoutError:
             self._finish("TIMED_OUT")
-            if not submit.done():
-                self.service.cancel_when_submitted(submit)
-            elif self.statement_id:
-                await self.service.cancel_quietly(self.statement_id)
+            self._abandon(submit)
             raise StatementTimedOut(
-                f"the query did not finish within {self.options.timeout_s:g} s and was cancelled",
+                f"the query did not finish within {self.options.timeout_s:g} s; "
+                "a cancel was sent to the warehouse",
                 statement_id=self.statement_id or None,
             ) from None
         except asyncio.CancelledError:
             # The caller went away (client disconnect, shutdown): stop the warehouse work too.
             self._finish("ABANDONED")
-            if not submit.done():
-                self.service.cancel_when_submitted(submit)
-            elif self.statement_id:
-                await asyncio.shield(self.service.cancel_in_background(self.statement_id))
+            self._abandon(submit)
             raise
         except WarehouseError as exc:
             self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
-            if self.statement_id:
-                await self.service.cancel_quietly(self.statement_id)
+            self._abandon(submit)
             raise
         return response
+
+    def _abandon(self, submit: asyncio.Future[StatementResponse]) -> None:
+        """We stop waiting: cancel the statement in the background (tracked, drained at
+        shutdown) so the answer to our caller is not held up by the warehouse."""
+        if not submit.done():
+            self.service.cancel_when_submitted(submit)
+        elif self.statement_id:
+            self.service.cancel_in_background(self.statement_id)
+
+    def _wait_timeout(self) -> str:
+        return choose_wait_timeout(self.deadline.remaining(), self.service.wait_timeout_s)
 
     async def _poll(self, response: StatementResponse) -> StatementResponse:
         """GET the status with a growing interval until it is terminal or the deadline passes."""
@@ -488,13 +498,20 @@ class OpenStatement:
                 deadline=self.deadline,
                 window=self.options.download_window,
             )
-            started = self.service.clock()
-            async with asyncio.timeout(self.deadline.remaining()):
-                async for item in reader.chunks():
-                    self.timings.fetch_s += self.service.clock() - started
-                    yield item
+            chunks = reader.chunks()
+            try:
+                while True:
                     started = self.service.clock()
-            return
+                    # The deadline bounds each wait for a chunk, never the time our caller
+                    # spends between chunks (a timeout must not span a `yield`).
+                    async with asyncio.timeout(self.deadline.remaining()):
+                        item = await anext(chunks, None)
+                    self.timings.fetch_s += self.service.clock() - started
+                    if item is None:
+                        return
+                    yield item
+            finally:
+                await chunks.aclose()
         while chunk is not None:
             yield chunk.row_offset, await self._convert(converter, chunk.data_array or [])
             chunk = await self._next_chunk(chunk)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from dbx_backend.databricks.client import WarehouseClient
 from dbx_backend.databricks.errors import (
     LinkExpired,
     ProtocolError,
+    ResponseLost,
     StatementClosed,
+    StatementTimedOut,
 )
 from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
 from dbx_backend.databricks.normalize import (
@@ -74,6 +77,18 @@ class RowsPage:
     total_row_count: int
 
 
+@asynccontextmanager
+async def _answer_within(deadline: Deadline, statement_id: str) -> AsyncIterator[None]:
+    """Bound a read of a statement by `deadline`; running out is the warehouse being slow."""
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            yield
+    except TimeoutError:
+        raise ResponseLost(
+            "the warehouse did not answer in time", statement_id=statement_id
+        ) from None
+
+
 class StatementOperations:
     """Submit, inspect, page and cancel statements through one `WarehouseClient`."""
 
@@ -84,11 +99,14 @@ class StatementOperations:
         wait_timeout_s: int = 0,
         call_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        abandon: Callable[[asyncio.Task[StatementResponse]], None] | None = None,
     ) -> None:
         self.client = client
         self.wait_timeout_s = wait_timeout_s
         self.call_timeout_s = call_timeout_s
         self.clock = clock
+        # Who cancels a statement whose submit we stopped waiting for (QueryService does).
+        self.abandon = abandon
 
     async def submit(self, sql: str, params: Params, options: QueryOptions) -> StatementInfo:
         """Start `sql` and return at once (or after `wait_timeout_s` at most); FAILED raises.
@@ -96,10 +114,25 @@ class StatementOperations:
         The statement keeps running after we return: only `cancel` stops it (reference §4.3).
         """
         deadline = Deadline(options.timeout_s, self.clock)
-        wait_timeout = choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
-        body = execute_request(sql, to_statement_parameters(params), options, wait_timeout)
-        async with asyncio.timeout(deadline.remaining()):
-            response = await self.client.submit(body, deadline=deadline)
+        body = execute_request(sql, to_statement_parameters(params), options)
+        submit = asyncio.ensure_future(
+            self.client.submit(
+                body,
+                deadline=deadline,
+                wait_timeout=lambda: choose_wait_timeout(deadline.remaining(), self.wait_timeout_s),
+            )
+        )
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                response = await asyncio.shield(submit)
+        except TimeoutError:
+            # It may run already: cancel it as soon as the warehouse tells us its id.
+            if self.abandon is not None:
+                self.abandon(submit)
+            raise StatementTimedOut(
+                f"the warehouse did not take the statement within {options.timeout_s:g} s; "
+                "it is cancelled if it started"
+            ) from None
         if response.status.state == State.FAILED:
             raise statement_failure(response)
         return StatementInfo(response.statement_id, response.status.state)
@@ -110,7 +143,7 @@ class StatementOperations:
         """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
         rows from chunk 0. FAILED raises StatementFailed; CANCELED and CLOSED are states."""
         deadline = Deadline(self.call_timeout_s, self.clock)
-        async with asyncio.timeout(deadline.remaining()):
+        async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
             if state == State.FAILED:
@@ -143,7 +176,7 @@ class StatementOperations:
         CLOSED raises StatementClosed: its result is gone). Past the end: an empty page.
         """
         deadline = Deadline(self.call_timeout_s, self.clock)
-        async with asyncio.timeout(deadline.remaining()):
+        async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
             if state == State.FAILED:
