@@ -26,6 +26,7 @@ from dbx_backend.keys import (
     QUERIES,
     QUERY_SERVICE,
     READINESS,
+    SECRETS,
     SETTINGS,
     WAREHOUSE,
 )
@@ -66,15 +67,17 @@ def create_app(
     auth: TokenProvider | None = None,
 ) -> web.Application:
     """Build the application; resources open and close with the app's `cleanup_ctx`."""
+    secrets = _secrets(settings)
     app = web.Application(
         middlewares=[
             request_context,
-            error_middleware(_secrets(settings)),
+            error_middleware(secrets),
             api_key_middleware(load_api_keys(settings)),
         ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
     app[METRICS] = metrics = Metrics()

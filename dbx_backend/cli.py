@@ -36,7 +36,7 @@ def _is_loopback(host: str) -> bool:
 
 def warn_if_exposed(settings: Settings) -> None:
     """A service reachable from other machines without API keys runs anyone's SQL."""
-    if not _is_loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):
+    if not _is_loopback(settings.host) and not settings.api_keys:
         log.warning(
             "WARNING: listening on %s with no API_KEYS: anyone who can reach port %d can run "
             "SQL with this service's Databricks identity. Set API_KEYS (see README).",

@@ -5,6 +5,7 @@ This is the only module that reads `os.environ`; everything else receives a `Set
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ def _blank_is_none(value: Any) -> Any:
 
 
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+SecretList = Annotated[tuple[SecretStr, ...], BeforeValidator(_comma_list)]
 OptionalStr = Annotated[str | None, BeforeValidator(_blank_is_none)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
 
@@ -73,7 +75,7 @@ class Settings(BaseModel):
     log_format: Literal["json", "text"] = Field(default="json", alias="LOG_FORMAT")
 
     # Exposure and limits (see README, "Running in production").
-    api_keys: CommaList = Field(default=(), alias="API_KEYS")
+    api_keys: SecretList = Field(default=(), alias="API_KEYS")
     api_keys_file: Path | None = Field(default=None, alias="API_KEYS_FILE")
     read_only: bool = Field(default=True, alias="READ_ONLY")
     allow_adhoc_sql: bool = Field(default=True, alias="ALLOW_ADHOC_SQL")
@@ -105,6 +107,8 @@ class Settings(BaseModel):
         scheme, _, rest = value.partition("://")
         if scheme not in ("https", "http") or not rest or "/" in rest or " " in rest:
             raise ValueError("must be a workspace host such as adb-123.4.azuredatabricks.net")
+        if scheme == "http" and not _is_loopback(rest.rsplit(":", 1)[0].strip("[]")):
+            raise ValueError("http:// sends the credential in clear text: use https://")
         return value
 
     @field_validator("databricks_http_path")
@@ -120,6 +124,13 @@ class Settings(BaseModel):
         if value is not None and not WAREHOUSE_ID_RE.match(value.strip()):
             raise ValueError("must be letters, digits, '-' or '_'")
         return value.strip() if value else value
+
+    @field_validator("submit_wait_timeout_s")
+    @classmethod
+    def _wait_in_protocol_range(cls, value: int) -> int:
+        if 0 < value < 5:
+            raise ValueError("must be 0 or between 5 and 50 (the warehouse's wait_timeout)")
+        return value
 
     @field_validator("statement_handle_secret")
     @classmethod
@@ -147,6 +158,29 @@ class Settings(BaseModel):
         if match is None:  # load_settings guarantees one of the two
             raise ConfigError("no warehouse id configured")
         return match["id"]
+
+
+def _is_loopback(host: str) -> bool:
+    """True for addresses that never leave this machine (the local warehouse)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_api_keys_file(path: Path) -> tuple[list[str], str | None]:
+    """Keys from a file (one per line, `#` comments), or the problem with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return [], f"API_KEYS_FILE: cannot be read ({exc.strerror or 'error'})"
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        return [], "API_KEYS_FILE: holds no key (an empty file would turn authentication off)"
+    return keys, None
 
 
 def _cross_field_problems(values: Mapping[str, str | None]) -> list[str]:
@@ -195,6 +229,11 @@ def load_settings(
     values.update(os.environ if environ is None else environ)
     values.update(overrides or {})
     problems = _cross_field_problems(values)
+    keys_file = (values.get("API_KEYS_FILE") or "").strip()
+    if keys_file:
+        file_keys, problem = _read_api_keys_file(Path(keys_file))
+        problems += [problem] if problem else []
+        values["API_KEYS"] = ",".join(filter(None, [values.get("API_KEYS") or "", *file_keys]))
     try:
         settings = Settings.model_validate(values)
     except ValidationError as exc:

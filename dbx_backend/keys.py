@@ -13,6 +13,8 @@ from dbx_backend.queries import NamedQuery
 from dbx_backend.readiness import Readiness
 
 SETTINGS = web.AppKey("settings", Settings)
+# Strings that must never reach a response (token, client secret, workspace host).
+SECRETS: web.AppKey[tuple[str, ...]] = web.AppKey("secrets")
 WAREHOUSE = web.AppKey("warehouse", WarehouseClient)
 QUERY_SERVICE = web.AppKey("query_service", QueryService)
 LIMITER = web.AppKey("limiter", QueryLimiter)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dbx_backend.databricks.errors import WarehouseError
 from dbx_backend.databricks.query_service import QueryOptions, QueryService
@@ -27,18 +28,23 @@ class Readiness:
     checked_at: float = float("-inf")
     ready: bool = False
     reason: str = ""
+    # One probe at a time: concurrent checks wait for it instead of running their own.
+    _probing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def check(self, service: QueryService) -> None:
         """Probe the warehouse unless a recent answer is known; raise NotReady when it failed."""
         if self.clock() - self.checked_at >= READY_CACHE_S:
-            try:
-                await service.execute_query(
-                    "SELECT 1", options=QueryOptions(timeout_s=READY_TIMEOUT_S)
-                )
-            except WarehouseError as exc:
-                self.ready, self.reason = False, type(exc).__name__
-            else:
-                self.ready, self.reason = True, ""
-            self.checked_at = self.clock()
+            async with self._probing:
+                if self.clock() - self.checked_at >= READY_CACHE_S:
+                    await self._probe(service)
         if not self.ready:
             raise NotReady(f"the warehouse does not answer ({self.reason})")
+
+    async def _probe(self, service: QueryService) -> None:
+        try:
+            await service.execute_query("SELECT 1", options=QueryOptions(timeout_s=READY_TIMEOUT_S))
+        except WarehouseError as exc:
+            self.ready, self.reason = False, type(exc).__name__
+        else:
+            self.ready, self.reason = True, ""
+        self.checked_at = self.clock()

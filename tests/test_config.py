@@ -121,3 +121,46 @@ def test_the_token_is_a_secret_in_repr() -> None:
 
     assert TEST_TOKEN not in repr(settings)
     assert TEST_TOKEN not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param(
+            {"DATABRICKS_HOST": "http://adb-1.azuredatabricks.net"},
+            "clear text",
+            id="plain-http-remote",
+        ),
+        pytest.param({"SUBMIT_WAIT_TIMEOUT_S": "3"}, "0 or between 5 and 50", id="wait-range"),
+        pytest.param(
+            {"STATEMENT_HANDLE_SECRET": "short"}, "at least 16 bytes", id="short-handle-secret"
+        ),
+        pytest.param(
+            {"API_KEYS_FILE": "/nonexistent/keys"}, "cannot be read", id="missing-keys-file"
+        ),
+    ],
+)
+def test_unsafe_settings_are_refused(change: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_settings({**TEST_ENV, **change}, env_file=None)
+
+
+def test_an_empty_keys_file_is_refused_rather_than_turning_auth_off(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# nothing yet\n\n")
+
+    with pytest.raises(ConfigError, match="holds no key"):
+        load_settings({**TEST_ENV, "API_KEYS_FILE": str(keys)}, env_file=None)
+
+
+def test_api_keys_are_merged_and_never_shown(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("file-key-123\n")
+
+    settings = load_settings(
+        {**TEST_ENV, "API_KEYS": "env-key-456", "API_KEYS_FILE": str(keys)}, env_file=None
+    )
+
+    assert [k.get_secret_value() for k in settings.api_keys] == ["env-key-456", "file-key-123"]
+    assert "file-key-123" not in repr(settings)
+    assert "env-key-456" not in repr(settings)

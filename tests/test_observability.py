@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
@@ -120,3 +121,14 @@ async def test_one_json_log_line_per_request_without_sql_values_or_token(
     text = stream.getvalue()
     for secret in ("secret_col", "param-value-42", TEST_TOKEN):
         assert secret not in text
+
+
+async def test_concurrent_readiness_checks_share_one_probe(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=ONE_ROW, repeat=True)
+
+    responses = await asyncio.gather(*(client.get("/ready") for _ in range(20)))
+
+    assert [r.status for r in responses] == [200] * 20
+    assert len(mocked.requests[("POST", URL(STATEMENTS))]) == 1

@@ -7,7 +7,6 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -38,12 +37,8 @@ class TooManyQueries(Exception):
 
 
 def load_api_keys(settings: Settings) -> tuple[bytes, ...]:
-    """Keys from `API_KEYS` and `API_KEYS_FILE` (one per line, `#` comments), as bytes."""
-    keys = list(settings.api_keys)
-    if settings.api_keys_file is not None:
-        text = Path(settings.api_keys_file).read_text(encoding="utf-8")
-        keys += [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
-    return tuple(key.encode() for key in keys)
+    """The configured keys (`API_KEYS` and `API_KEYS_FILE`, merged at load), as bytes."""
+    return tuple(key.get_secret_value().encode() for key in settings.api_keys)
 
 
 def api_key_middleware(keys: tuple[bytes, ...]) -> Middleware:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -37,6 +39,7 @@ from dbx_backend.keys import (
     REQUEST_ID,
     RETRIES,
     ROW_COUNT,
+    SECRETS,
     SETTINGS,
     STATEMENT_ID,
     WAREHOUSE_MS,
@@ -44,6 +47,7 @@ from dbx_backend.keys import (
 from dbx_backend.queries import bind_params
 
 log = logging.getLogger("dbx_backend.api")
+THREAD_ENCODE_ROWS = 10_000
 SERVICE_NAME = "dbx-backend"
 _Model = TypeVar("_Model", bound=BaseModel)
 Params = Mapping[str, ParamScalar | TypedParam]
@@ -196,7 +200,12 @@ async def run_statement(
         "truncated": result.truncated,
         "statement_id": result.statement_id,
     }
-    return json_response(payload, headers={"Server-Timing": server_timing(result)})
+    headers = {"Server-Timing": server_timing(result)}
+    if result.row_count < THREAD_ENCODE_ROWS:
+        return json_response(payload, headers=headers)
+    # Encoding a large answer takes long enough to stall other requests: off the loop.
+    encoded = await asyncio.to_thread(orjson.dumps, payload)
+    return web.Response(body=encoded, content_type="application/json", headers=headers)
 
 
 async def stream_result(
@@ -232,7 +241,9 @@ async def stream_result(
             exc_info=row is INTERNAL,
         )
         if isinstance(writer, NdjsonWriter):
-            await response.write(writer.error(error_body(exc, row, request[REQUEST_ID])))
+            secrets: tuple[str, ...] = request.app[SECRETS]
+            body = error_body(exc, row, request[REQUEST_ID], secrets)
+            await response.write(writer.error(body))
         elif request.transport is not None:
             request.transport.close()  # cut the CSV short: the chunked body never ends
             return response

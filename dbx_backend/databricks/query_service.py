@@ -57,6 +57,8 @@ Sleep = Callable[[float], Awaitable[None]]
 Rows = list[list[JsonValue]]
 ParamScalar = str | int | float | bool | None
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Under the 25 MiB INLINE cap, leaving room for how the warehouse measures it (unconfirmed).
+INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
 # Converting a chunk this large takes long enough to stall other requests: do it in a thread.
@@ -199,11 +201,16 @@ def execute_request(
     }
     if parameters:
         body["parameters"] = [p.model_dump(exclude_none=True) for p in parameters]
+    byte_limit = options.byte_limit
+    if byte_limit is not None and options.disposition == "INLINE":
+        # An INLINE result over 25 MiB fails the statement (reference §3.2); a byte_limit under
+        # it truncates instead, which is what a capped answer promises.
+        byte_limit = min(byte_limit, INLINE_BYTE_LIMIT)
     optional: dict[str, object] = {
         "catalog": options.catalog,
         "schema": options.schema,
         "row_limit": options.row_limit,
-        "byte_limit": options.byte_limit,
+        "byte_limit": byte_limit,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     if options.query_tags:
