@@ -223,7 +223,10 @@ def error_middleware(secrets: Iterable[str]) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(_from_http_exception(exc, request), request, redacted)
+            response = error_response(_from_http_exception(exc, request), request, redacted)
+            if "Allow" in exc.headers:  # a 405 says which methods the route takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception as exc:
             return error_response(exc, request, redacted)
 

@@ -8,13 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.config import JsonDict
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 SqlTypeName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*( ?\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 ]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^`;\s]+$")]
+# No backtick, semicolon, control character or space; spelt out so that Python and JSON Schema
+# agree on what `\s` would mean.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^`;\x00-\x20\x7f]+$")
+]
+
+
+NO_EXTRA_KEYS: JsonDict = {"additionalProperties": False}
 Scalar = bool | int | float | str | None
 
 
@@ -45,13 +59,25 @@ class RunOptions(BaseModel):
         "EXTERNAL_LINKS (default for NDJSON/CSV streams; for large results).",
     )
 
+    @field_validator("row_limit", mode="before")
+    @classmethod
+    def _whole_float_to_int(cls, value: Any) -> Any:
+        # JSON Schema counts 10.0 as an integer; accept it as 10 (never "10", never 10.5).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 class QueryRequest(RunOptions):
     """Body of `POST /api/query` and `POST /api/statements`: one SQL statement."""
 
-    sql: str = Field(description="One SQL statement; `:name` markers take values from `params`.")
+    sql: str = Field(
+        description="One SQL statement; `:name` markers take values from `params`.",
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what `_sql_not_blank` checks
+    )
     params: dict[ParamName, Scalar | TypedParamModel] = Field(
         default_factory=dict,
+        json_schema_extra=NO_EXTRA_KEYS,
         description="Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, "
         "string -> STRING, null -> NULL, or {value, type} for another type.",
     )
@@ -70,7 +96,9 @@ class NamedQueryRequest(RunOptions):
     """Body of `POST /api/queries/{name}`: values for the query's declared parameters."""
 
     params: dict[ParamName, Scalar] = Field(
-        default_factory=dict, description="Values for the declared parameters."
+        default_factory=dict,
+        json_schema_extra=NO_EXTRA_KEYS,
+        description="Values for the declared parameters.",
     )
 
 

@@ -67,7 +67,8 @@ class Operation:
     extra_headers: tuple[str, ...] = field(default=())
 
 
-_ID = {"type": "integer", "minimum": 0}
+_ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -147,7 +148,7 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=HANDLE_ERRORS,
         query=(
             ("offset", "First row, 0-based.", _ID),
-            ("limit", "Rows in the page (capped).", {"type": "integer", "minimum": 1}),
+            ("limit", "Rows in the page (capped).", _LIMIT),
         ),
     ),
     Operation(
@@ -182,6 +183,12 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {
         str(op.ok_status): {"description": "Success", "headers": headers, "content": ok_content}
     }
+    if op.operation_id == "submit_statement":
+        # The handle in the answer is the `{id}` of the statement routes.
+        responses[str(op.ok_status)]["links"] = {
+            target: {"operationId": target, "parameters": {"id": "$response.body#/statement_id"}}
+            for target in ("statement_status", "statement_rows", "cancel_statement")
+        }
     error_schema = {
         "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
     }
