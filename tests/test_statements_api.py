@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -598,6 +599,20 @@ async def test_a_failed_submit_is_not_remembered(client: Client, mocked: aioresp
 
     assert (failed.status, retried.status) == (502, 202)
     assert len(warehouse_calls(mocked, "POST")) == 2
+
+
+async def test_a_submit_that_may_have_run_is_replayed_not_sent_again(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, exception=aiohttp.ServerDisconnectedError())
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    key = {"Idempotency-Key": "k-lost"}
+
+    lost = await client.post("/api/statements", json={"sql": "SELECT 1"}, headers=key)
+    again = await client.post("/api/statements", json={"sql": "SELECT 1"}, headers=key)
+
+    assert (lost.status, again.status) == (503, 503)
+    assert len(warehouse_calls(mocked, "POST")) == 1
 
 
 async def test_the_idempotency_store_shares_one_submit_between_concurrent_callers() -> None:

@@ -28,13 +28,14 @@ from typing import Any
 from aiohttp import web
 
 from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
-from dbx_backend.api.guards import check_sql
+from dbx_backend.api.guards import TooManyQueries, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
 from dbx_backend.api.models import QueryRequest
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.normalize import NormalizeOptions
+from dbx_backend.databricks.retry import should_retry
 from dbx_backend.databricks.statements import StatementOperations
 from dbx_backend.databricks.wire import State
 from dbx_backend.keys import (
@@ -75,8 +76,9 @@ class IdempotencyStore:
     """Submits keyed by (caller, Idempotency-Key), kept `window_s` in an LRU of `max_keys`.
 
     Submits run in tasks owned by the store, so a caller that leaves does not stop one that a
-    retry will ask for; a concurrent duplicate awaits the same task. A failed submit is
-    forgotten, so a retry may try again.
+    retry will ask for; a concurrent duplicate awaits the same task. A submit that failed
+    before anything could run (429, 503, no connection, our own limit) is forgotten, so a retry
+    may try again; any other failure is replayed, since the statement may have run.
     """
 
     def __init__(
@@ -134,15 +136,26 @@ class IdempotencyStore:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
-        failed = task.cancelled() or task.exception() is not None  # marks it retrieved
         entry = self._entries.get(key)
-        if failed and entry is not None and entry.task is task:
+        if entry is not None and entry.task is task and _nothing_ran(task):
             del self._entries[key]
 
     def _forget_expired(self, now: float) -> None:
         expired = [k for k, e in self._entries.items() if now - e.created >= self.window_s]
         for key in expired:
             del self._entries[key]
+
+
+def _nothing_ran(task: asyncio.Task[Submitted]) -> bool:
+    """True when the submit failed in a way that proves no statement was started."""
+    if task.cancelled():
+        return True
+    exc = task.exception()  # also marks it retrieved
+    if exc is None:
+        return False
+    # Refused outright, or an answer that proves it never ran (429, 503, no connection).
+    refused = (TooManyQueries, dbx.WarehouseRejected)
+    return isinstance(exc, refused) or should_retry(exc, idempotent=False)
 
 
 HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
