@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.databricks.retry import NO_WAIT, RetryPolicy
 from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
 
 TOKEN = "dapi-integration-0123456789abcdef"
@@ -407,3 +407,57 @@ async def test_a_token_endpoint_that_stays_down_gives_503_and_a_clear_log_line(
     assert any("token endpoint" in record.getMessage() for record in caplog.records)
     assert not any("sp-secret-value-456" in record.getMessage() for record in caplog.records)
     assert not [r for r in warehouse.requests if r.endpoint == "execute"]
+
+
+async def test_a_submit_retried_past_the_deadline_still_ends_cancelled(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+) -> None:
+    """The retry's answer arrives after the deadline; its statement id is used to cancel."""
+    policy = RetryPolicy(initial_delay_s=0, max_delay_s=0, max_retry_after_s=5)
+    service = await aiohttp_client(
+        create_app(service_settings(warehouse), retry_policy=policy, poll_schedule=FAST_POLL)
+    )
+    warehouse.faults.add("execute", Fault.status(503, retry_after=1))
+
+    status, _ = await query(service, {"sql": "SELECT sleep_ms(20000)", "timeout_s": 1.2})
+
+    assert status == 504
+    assert await wait_until(
+        lambda: any(r.path.endswith("/cancel") for r in warehouse.requests), within_s=5
+    )
+    assert await wait_until(lambda: warehouse.active_statements() == 0)
+
+
+async def test_a_stream_outlives_its_timeout_while_the_client_reads_slowly(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+) -> None:
+    service = await aiohttp_client(create_app(service_settings(warehouse), retry_policy=NO_WAIT))
+    sql = "SELECT id, repeat('x', 1000) AS pad FROM range(30000) t(id)"
+
+    response = await service.post(
+        "/api/query",
+        json={"sql": sql, "timeout_s": 0.5},
+        headers={"Accept": "application/x-ndjson"},
+    )
+    await response.content.readline()
+    await asyncio.sleep(0.8)  # past timeout_s, with the result already being read
+    lines = (await response.read()).splitlines()
+
+    assert orjson.loads(lines[-1]) == {"row_count": 30000, "truncated": False}
+
+
+async def test_a_statements_submit_past_its_timeout_is_504_and_cancelled(
+    warehouse: LocalWarehouse, service: Client
+) -> None:
+    warehouse.faults.add("execute", Fault.delay(1.0))
+
+    response = await service.post(
+        "/api/statements", json={"sql": "SELECT sleep_ms(20000)", "timeout_s": 0.3}
+    )
+
+    assert response.status == 504
+    assert (await response.json())["error"]["code"] == "QUERY_TIMEOUT"
+    assert await wait_until(
+        lambda: any(r.path.endswith("/cancel") for r in warehouse.requests), within_s=5
+    )
+    assert await wait_until(lambda: warehouse.active_statements() == 0)
