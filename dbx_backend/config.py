@@ -94,7 +94,7 @@ class Settings(BaseModel):
     max_result_rows: int = Field(default=100_000, alias="MAX_RESULT_ROWS", ge=1)
     max_result_bytes: int = Field(default=64 * 1024 * 1024, alias="MAX_RESULT_BYTES", ge=1024)
     external_links_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = Field(
-        default="JSON_ARRAY", alias="EXTERNAL_LINKS_FORMAT"
+        default="ARROW_STREAM", alias="EXTERNAL_LINKS_FORMAT"
     )
     download_window: int = Field(default=4, alias="DOWNLOAD_WINDOW", ge=1, le=32)
 

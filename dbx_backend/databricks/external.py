@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import orjson
 
@@ -40,8 +42,7 @@ def decode_chunk(result_format: str, data: bytes, converter: RowConverter) -> Ro
             raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
         return converter.convert_rows(cells)
     if result_format == "ARROW_STREAM":
-        import pyarrow as pa  # optional: only needed when the service asks for Arrow
-
+        pa = _pyarrow()
         try:
             reader = pa.ipc.open_stream(pa.py_buffer(data))
             batches = list(reader)
@@ -52,6 +53,16 @@ def decode_chunk(result_format: str, data: bytes, converter: RowConverter) -> Ro
             rows.extend(converter.convert_arrow(batch))
         return rows
     raise ProtocolError(f"result format {result_format} is not supported")
+
+
+@functools.cache
+def _pyarrow() -> Any:  # pyarrow ships no type information
+    """pyarrow, imported on first use, with the system allocator: Arrow's default pool keeps
+    what it freed (about 60 MiB after one chunk), the system one gives it back."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    return pa
 
 
 def _expiring(link: ExternalLink, now: datetime) -> bool:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TextIO
 
 from dbx_backend.localwarehouse.config import WarehouseConfig
-from dbx_backend.localwarehouse.server import LocalWarehouse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(config: WarehouseConfig, out: TextIO) -> int:
     """Run the warehouse until a stop signal arrives."""
+    from dbx_backend.localwarehouse.server import LocalWarehouse  # DuckDB: only when it runs
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
