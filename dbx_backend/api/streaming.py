@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import orjson
@@ -59,14 +59,23 @@ class NdjsonWriter:
         return orjson.dumps(body) + b"\n"
 
 
-def _csv_cell(value: JsonValue) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()
-    return str(value)
+def _csv_bool(value: JsonValue) -> JsonValue:
+    return value if value is None else ("true" if value else "false")
+
+
+def _csv_json(value: JsonValue) -> JsonValue:
+    return value if value is None else orjson.dumps(value).decode()
+
+
+# The csv module writes None as an empty field and numbers and strings as themselves; only
+# these column types need a text form of their own.
+_CSV_CELLS: dict[str, Callable[[JsonValue], JsonValue]] = {
+    "BOOLEAN": _csv_bool,
+    "ARRAY": _csv_json,
+    "MAP": _csv_json,
+    "STRUCT": _csv_json,
+    "VARIANT": _csv_json,
+}
 
 
 class CsvWriter:
@@ -74,19 +83,32 @@ class CsvWriter:
 
     content_type = CSV
 
-    def _encode(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
+    def __init__(self) -> None:
+        self._cells: list[tuple[int, Callable[[JsonValue], JsonValue]]] = []
+
+    def _encode(self, rows: Iterable[Sequence[JsonValue]]) -> bytes:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerows([_csv_cell(value) for value in row] for row in rows)
+        csv.writer(buffer, lineterminator="\r\n").writerows(rows)
         return buffer.getvalue().encode()
 
     def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
-        """The header row: column names."""
+        """The header row: column names. Also decides which columns need a text form."""
+        self._cells = [
+            (i, _CSV_CELLS[c.type]) for i, c in enumerate(columns) if c.type in _CSV_CELLS
+        ]
         return self._encode([[c.name for c in columns]])
 
     def rows(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
         """The rows, encoded."""
-        return self._encode(rows)
+        if not self._cells:
+            return self._encode(rows)
+        return self._encode(self._textual(row) for row in rows)
+
+    def _textual(self, row: Sequence[JsonValue]) -> list[JsonValue]:
+        out = list(row)
+        for index, cell in self._cells:
+            out[index] = cell(out[index])
+        return out
 
     def footer(self, row_count: int, truncated: bool) -> bytes:
         """CSV has no footer."""
