@@ -13,14 +13,8 @@ from yarl import URL
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import (
-    InvalidQuery,
-    QueryOptions,
-    QueryService,
-    TypedParam,
-    choose_wait_timeout,
-    to_statement_parameters,
-)
+from dbx_backend.databricks.parameters import InvalidQuery, TypedParam, to_statement_parameters
+from dbx_backend.databricks.query_service import QueryOptions, QueryService, choose_wait_timeout
 from dbx_backend.databricks.retry import NO_WAIT
 from tests.conftest import TEST_HOST, FakeClock
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.query_service import InvalidQuery
+from dbx_backend.databricks.parameters import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact

@@ -24,13 +24,8 @@ from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
 from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.query_service import (
-    OpenStatement,
-    ParamScalar,
-    QueryOptions,
-    QueryResult,
-    TypedParam,
-)
+from dbx_backend.databricks.parameters import ParamScalar, TypedParam
+from dbx_backend.databricks.query_service import OpenStatement, QueryOptions, QueryResult
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,

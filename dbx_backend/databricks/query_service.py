@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
 from collections.abc import (
     AsyncIterator,
@@ -42,6 +40,7 @@ from dbx_backend.databricks.normalize import (
     RowConverter,
     columns_from_manifest,
 )
+from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
 from dbx_backend.databricks.retry import Deadline
 from dbx_backend.databricks.wire import (
     ResultData,
@@ -55,26 +54,12 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Rows = list[list[JsonValue]]
-ParamScalar = str | int | float | bool | None
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Under the 25 MiB INLINE cap, leaving room for how the warehouse measures it (unconfirmed).
 INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
 # Converting a chunk this large takes long enough to stall other requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
-
-
-class InvalidQuery(ValueError):
-    """The query request itself is malformed (e.g. a parameter that cannot be sent)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TypedParam:
-    """A parameter with an explicit SQL type, e.g. `{"value": "2024-01-01", "type": "DATE"}`."""
-
-    value: ParamScalar
-    type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,47 +123,6 @@ class QueryResult:
     def row_count(self) -> int:
         """Rows returned."""
         return len(self.rows)
-
-
-def _format_param_value(value: ParamScalar) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return str(value)
-
-
-def _infer_type(value: ParamScalar) -> str | None:
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int):
-        return "BIGINT"
-    if isinstance(value, float):
-        return "DOUBLE"
-    if isinstance(value, str):
-        return "STRING"
-    return None  # NULL: the warehouse's default type
-
-
-def to_statement_parameters(
-    params: Mapping[str, ParamScalar | TypedParam],
-) -> list[StatementParameter]:
-    """Named parameters as the API wants them: values are strings, never spliced into SQL."""
-    out = []
-    for name, given in params.items():
-        sql_type: str | None
-        if not PARAM_NAME.match(name):
-            raise InvalidQuery(f"parameter name {name!r} is not an identifier")
-        if isinstance(given, TypedParam):
-            value, sql_type = given.value, given.type
-        elif given is None or isinstance(given, str | int | float | bool):
-            value, sql_type = given, _infer_type(given)
-        else:
-            raise InvalidQuery(f"parameter {name!r} must be a string, number, boolean or null")
-        out.append(StatementParameter(name=name, value=_format_param_value(value), type=sql_type))
-    return out
 
 
 def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:

@@ -32,15 +32,13 @@ from dbx_backend.databricks.normalize import (
     RowConverter,
     columns_from_manifest,
 )
+from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
 from dbx_backend.databricks.query_service import (
     THREAD_CONVERT_ROWS,
-    ParamScalar,
     QueryOptions,
-    TypedParam,
     choose_wait_timeout,
     execute_request,
     statement_failure,
-    to_statement_parameters,
 )
 from dbx_backend.databricks.retry import Deadline
 from dbx_backend.databricks.wire import (
