@@ -156,3 +156,23 @@ def test_every_error_class_has_a_response_row() -> None:
     ]
 
     assert unmapped == []
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [
+        pytest.param("0.0.0.0", "", True, id="exposed-without-keys"),
+        pytest.param("0.0.0.0", "k1", False, id="exposed-with-keys"),
+        pytest.param("127.0.0.1", "", False, id="loopback"),
+    ],
+)
+def test_serving_beyond_loopback_without_keys_warns_loudly(
+    caplog: pytest.LogCaptureFixture, host: str, keys: str, warned: bool
+) -> None:
+    from dbx_backend.cli import warn_if_exposed
+    from dbx_backend.config import load_settings
+    from tests.conftest import TEST_ENV
+
+    warn_if_exposed(load_settings({**TEST_ENV, "HOST": host, "API_KEYS": keys}, env_file=None))
+
+    assert any("no API_KEYS" in r.getMessage() for r in caplog.records) is warned

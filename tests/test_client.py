@@ -363,3 +363,47 @@ async def test_error_messages_never_carry_the_token(
 
     assert TEST_TOKEN not in str(caught.value)
     assert TEST_TOKEN not in repr(settings)
+
+
+class RotatingToken:
+    """A token provider whose first token the warehouse refuses."""
+
+    def __init__(self) -> None:
+        self.current = "Bearer old-token"
+        self.refreshes = 0
+
+    async def authorization(self) -> str:
+        return self.current
+
+    async def refresh(self, rejected: str) -> str:
+        self.refreshes += 1
+        self.current = "Bearer new-token"
+        return self.current
+
+
+async def test_a_401_is_retried_once_with_a_fresh_token(
+    settings: Settings, mocked: aioresponses
+) -> None:
+    mocked.get(STATUS, status=401, payload={"error_code": "UNAUTHENTICATED", "message": "x"})
+    mocked.get(STATUS, payload=DONE)
+    auth = RotatingToken()
+
+    async with WarehouseClient(settings, policy=NO_WAIT, auth=auth) as client:
+        await client.get_statement(SID)
+
+    first, second = calls(mocked, "GET", STATUS)
+    assert first.kwargs["headers"]["Authorization"] == "Bearer old-token"
+    assert second.kwargs["headers"]["Authorization"] == "Bearer new-token"
+    assert auth.refreshes == 1
+
+
+async def test_a_second_401_is_final(settings: Settings, mocked: aioresponses) -> None:
+    mocked.get(STATUS, status=401, payload={"message": "x"}, repeat=True)
+    auth = RotatingToken()
+
+    async with WarehouseClient(settings, policy=NO_WAIT, auth=auth) as client:
+        with pytest.raises(dbx.Unauthenticated):
+            await client.get_statement(SID)
+
+    assert len(calls(mocked, "GET", STATUS)) == 2
+    assert auth.refreshes == 1
