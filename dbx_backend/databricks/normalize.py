@@ -26,14 +26,14 @@ import gc
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from math import isfinite
-from operator import is_not
+from operator import is_not, itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -138,35 +138,45 @@ class RowConverter:
     ) -> None:
         self.columns = tuple(columns)
         self.options = options
-        cell_converters = [_cell_converter(c, options) for c in self.columns]
-        # Text-like columns pass through untouched, so the row loop only visits the others.
-        self._work = tuple((i, f) for i, f in enumerate(cell_converters) if f is not None)
+        column_converters = [_text_column(c, options) for c in self.columns]
+        # Text-like columns pass through untouched, so only the others are converted.
+        self._work = tuple((i, f) for i, f in enumerate(column_converters) if f is not None)
         self._arrow_converters: dict[tuple[int, Any], ColumnConverter] = {}
 
     def convert_rows(self, data_array: Iterable[Sequence[str | None]]) -> list[list[JsonValue]]:
         """JSON_ARRAY rows (strings and nulls, reference §7.2) -> rows of JSON values."""
-        width, work = len(self.columns), self._work
-        out: list[list[JsonValue]] = []
-        append = out.append
-        index = -1
-        small = isinstance(data_array, Sized) and len(data_array) < _GC_PAUSE_MIN_ROWS
-        with nullcontext() if small else _gc_paused():
+        rows = data_array if isinstance(data_array, (list, tuple)) else list(data_array)
+        width = len(self.columns)
+        with nullcontext() if len(rows) < _GC_PAUSE_MIN_ROWS else _gc_paused():
+            if not rows:
+                return []
+            if set(map(len, rows)) != {width}:
+                raise self._bad_width(rows)
+            if not self._work:
+                return list(map(list, rows))
+            out: list[list[JsonValue]] = []
+            for start in range(0, len(rows), _BLOCK_ROWS):
+                out.extend(self._convert_block(rows[start : start + _BLOCK_ROWS]))
+            return out
+
+    def _convert_block(self, rows: Sequence[Sequence[str | None]]) -> Iterator[list[JsonValue]]:
+        # Column by column: each converter sees a whole column, so it can check it in a few
+        # C-speed passes and keep the texts that are already the value. Blocks of rows keep
+        # the transposes within the CPU caches: over a whole 1M-row chunk they cost 2x more.
+        columns: list[Sequence[JsonValue]] = list(zip(*rows, strict=True))
+        for index, convert in self._work:
             try:
-                for row in data_array:
-                    if len(row) != width:
-                        raise ProtocolError(
-                            f"row {len(out)} of a chunk has {len(row)} cells, "
-                            f"the schema has {width} columns"
-                        )
-                    cells: list[JsonValue] = list(row)
-                    for index, convert in work:
-                        cell = cells[index]
-                        if cell is not None:
-                            cells[index] = convert(cell)
-                    append(cells)
+                columns[index] = convert(columns[index])
             except _CELL_ERRORS:
                 raise self._bad_cell(index) from None
-        return out
+        return map(list, zip(*columns, strict=True))
+
+    def _bad_width(self, rows: Sequence[Sequence[str | None]]) -> ProtocolError:
+        width = len(self.columns)
+        number, row = next((n, row) for n, row in enumerate(rows) if len(row) != width)
+        return ProtocolError(
+            f"row {number} of a chunk has {len(row)} cells, the schema has {width} columns"
+        )
 
     def convert_arrow(self, batch: pyarrow.RecordBatch) -> list[list[JsonValue]]:
         """Arrow values -> the same JSON values `convert_rows` gives for the same data."""
@@ -233,58 +243,63 @@ class _GcPause:
 
 _gc_paused = _GcPause()
 _GC_PAUSE_MIN_ROWS = 10_000
+_BLOCK_ROWS = 2048
 
 
 # ---- JSON_ARRAY strings -------------------------------------------------------------------
+#
+# Conversion runs a column at a time. The common column shapes are settled in a few C-speed
+# passes over the whole column (map, set, str.translate, slicing), and the texts that already
+# are the value are kept as they are; any column the fast check does not vouch for goes cell by
+# cell through the converters below, which decide every value and every error.
 
 CellConverter = Callable[[Any], JsonValue]
 
 
-def _cell_converter(column: Column, options: NormalizeOptions) -> CellConverter | None:
-    """The converter for one non-null cell of `column`; None when the text is the value."""
+def _text_column(column: Column, options: NormalizeOptions) -> ColumnConverter | None:
+    """The converter for one column of JSON_ARRAY cells; None when the text is the value."""
     kind = _TYPE_ALIASES.get(column.type, column.type)
     if kind in ("BYTE", "SHORT", "INT") or (kind == "LONG" and not options.long_as_string):
-        return int
+        return _each(int)
     if kind == "LONG":
-        return _long_as_string
+        return _each(_long_as_string)
     if kind in ("FLOAT", "DOUBLE"):
-        return _float_text
+        return _floats
     if kind == "DECIMAL":
-        return partial(_decimal_text, scale=column.scale)
+        return partial(_decimals, scale=column.scale)
     if kind == "BOOLEAN":
-        return _boolean_text
+        return _booleans
     if kind == "DATE":
-        return _date_text
-    if kind == "TIMESTAMP":
-        return _timestamp_text
-    if kind == "TIMESTAMP_NTZ":
-        return _timestamp_ntz_text
+        return _dates
+    if kind in ("TIMESTAMP", "TIMESTAMP_NTZ"):
+        return partial(_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
     if kind == "BINARY":
-        return _hex_to_base64 if options.binary_input == "hex" else _base64_text
+        return _each(_hex_to_base64 if options.binary_input == "hex" else _base64_text)
     if kind in ("ARRAY", "MAP", "STRUCT", "VARIANT"):
-        return _json_text
+        return _each(_json_text)
     if kind == "NULL":
-        return _null
+        return _nulls
     # STRING, CHAR, INTERVAL, USER_DEFINED_TYPE, GEOMETRY, GEOGRAPHY and unknown types.
     return None
 
 
-def _map_cells(convert: CellConverter | None) -> ColumnConverter:
-    if convert is None:
-        return _as_is
+def _each(convert: CellConverter) -> Callable[[Cells], list[JsonValue]]:
+    """A column converter applying `convert` to every non-null cell."""
 
     def convert_cells(cells: Cells) -> list[JsonValue]:
-        return [None if cell is None else convert(cell) for cell in cells]
+        if None in cells:
+            return [None if cell is None else convert(cell) for cell in cells]
+        return list(map(convert, cells))
 
     return convert_cells
 
 
+def _present(cells: Cells) -> Cells:
+    return [cell for cell in cells if cell is not None] if None in cells else cells
+
+
 def _as_is(cells: Cells) -> Sequence[JsonValue]:
     return cells
-
-
-def _null(_cell: object) -> None:
-    return None
 
 
 def _nulls(cells: Cells) -> list[JsonValue]:
@@ -303,6 +318,10 @@ def _float_text(text: str) -> float | str:
     return value if value - value == 0 else _NON_FINITE[repr(value)]
 
 
+def _floats(cells: Cells) -> list[JsonValue]:
+    return _fix_non_finite(_each(float)(cells))
+
+
 def _fix_non_finite(values: list[JsonValue]) -> list[JsonValue]:
     # One C-speed pass finds whether any NaN/inf is there (a finite sum overflowing only sends
     # us down the exact path); the per-value pass runs only then.
@@ -315,12 +334,52 @@ def _float_json(value: float) -> float | str:
     return value if isfinite(value) else _NON_FINITE[repr(value)]
 
 
-_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.([0-9]+))?")
+def _decimals(cells: Cells, scale: int | None) -> Sequence[JsonValue]:
+    if scale is not None and _decimals_plain(_present(cells), scale):
+        return cells
+    return _each(partial(_decimal_text, scale=scale))(cells)
+
+
+def _decimals_plain(texts: Cells, scale: int) -> bool:
+    """Whether every text is `-?(0|[1-9][0-9]*)` plus, at a scale, `.` and `scale` digits.
+
+    Such texts are their own output form. The check counts substrings of the texts joined
+    between newlines, each count a C-speed pass; every comment states what one count proves.
+    """
+    count = len(texts)
+    joined = "\n" + "\n".join(texts) + "\n"
+    if not joined.isascii() or joined.count("\n") != count + 1:
+        return False  # no text holds a newline, so each sits between two of them
+    shape = joined.translate(_DIGITS_AS_ZERO)
+    signs, dots = shape.count("-"), shape.count(".")
+    if shape.count("0") + signs + dots + count + 1 != len(shape):
+        return False  # nothing but ASCII digits, "-" and "."
+    if shape.count("\n-0") != signs or "\n." in shape or "\n\n" in shape:
+        return False  # "-" only first and before a digit; a digit first otherwise
+    if scale == 0:
+        if dots:
+            return False
+    elif dots != count or shape.count("." + "0" * scale + "\n") != count:
+        return False  # one "." per text, then exactly `scale` digits to its end
+    # A leading "0" is the whole integer part: after it comes the "." or the text's end.
+    ends = "\n" if scale == 0 else "."
+    return joined.count("\n0") == joined.count("\n0" + ends) and joined.count("-0") == joined.count(
+        "-0" + ends
+    )
 
 
 def _decimal_text(text: str, scale: int | None) -> str:
-    plain = _PLAIN_DECIMAL.fullmatch(text)
-    if plain is not None and (scale is None or len(plain[1] or "") == scale):
+    # Plain text already at the scale is the value: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, checked
+    # with string methods (ASCII only: str.isdigit also takes other scripts' digits).
+    whole, dot, fraction = text.partition(".")
+    digits = whole[1:] if whole[:1] == "-" else whole
+    if (
+        (scale is None or len(fraction) == scale)
+        and text.isascii()
+        and digits.isdigit()
+        and (digits[0] != "0" or len(digits) == 1)
+        and (not dot or fraction.isdigit())
+    ):
         return text
     return _render_decimal(Decimal(text), scale)
 
@@ -337,10 +396,18 @@ def _render_decimal(value: Decimal, scale: int | None) -> str:
 
 
 _BOOLEANS = {"true": True, "false": False}
+_BOOLEAN_CELLS: dict[str | None, bool | None] = {"true": True, "false": False, None: None}
 
 
 def _boolean_text(text: str) -> bool:
     return _BOOLEANS[text.lower()]
+
+
+def _booleans(cells: Cells) -> list[JsonValue]:
+    try:
+        return list(map(_BOOLEAN_CELLS.__getitem__, cells))  # the warehouse's lower case
+    except KeyError:
+        return _each(_boolean_text)(cells)
 
 
 def _date_text(text: str) -> str:
@@ -348,11 +415,39 @@ def _date_text(text: str) -> str:
     return text if len(text) == 10 and text[7] == "-" else day.isoformat()
 
 
+def _dates(cells: Cells) -> Sequence[JsonValue]:
+    texts = _present(cells)
+    if not texts:
+        return cells
+    joined = "\n".join(texts) + "\n"
+    if (
+        joined.count("\n") == len(texts)  # so each text ends at its own newline
+        and joined.translate(_DIGITS_AS_ZERO) == "0000-00-00\n" * len(texts)
+    ):
+        try:
+            for day in set(texts):  # a result repeats its days: each is checked once, cached
+                _check_day(day)
+        except ValueError:
+            pass
+        else:
+            return cells  # every text is YYYY-MM-DD of a real day: its own output form
+    return _each(_date_text)(cells)
+
+
+# Every ASCII digit -> "0", so that one comparison checks the shape of a whole column.
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+
+
 _TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{1,9}))?"
-    r"([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 _UTC_OFFSETS = frozenset({None, "Z", "z", "+00:00", "+0000", "+00", "-00:00", "-0000", "-00"})
+
+
+@lru_cache(maxsize=4096)
+def _check_day(text: str) -> None:
+    date.fromisoformat(text)  # the pattern checked the shape and the time of day
 
 
 def _timestamp_text(text: str) -> str:
@@ -360,9 +455,9 @@ def _timestamp_text(text: str) -> str:
     if match is None:
         raise ValueError("not a timestamp")
     fraction, offset = match.groups()
-    # Only the whole seconds go through datetime (it validates them); the fraction stays text
-    # so nanoseconds survive.
-    moment = datetime.fromisoformat(text[:19])
+    # The pattern validates the time of day and the day is checked on its own (cached: real
+    # data repeats its days); the fraction stays text so nanoseconds survive.
+    _check_day(text[:10])
     if offset in _UTC_OFFSETS:
         wall = f"{text[:10]}T{text[11:19]}"
     else:
@@ -370,6 +465,7 @@ def _timestamp_text(text: str) -> str:
         if hours > 18 or minutes > 59:
             raise ValueError("not a UTC offset")
         shift = timedelta(hours=hours, minutes=minutes)
+        moment = datetime.fromisoformat(text[:19])
         wall = (moment - shift if offset[0] == "+" else moment + shift).isoformat()
     return f"{wall}{_fraction(fraction)}Z"
 
@@ -378,7 +474,7 @@ def _timestamp_ntz_text(text: str) -> str:
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise ValueError("not a timestamp")
-    datetime.fromisoformat(text[:19])
+    _check_day(text[:10])
     return f"{text[:10]}T{text[11:19]}{_fraction(match[1])}"
 
 
@@ -391,6 +487,62 @@ def _fraction(digits: str | None) -> str:
     needed = len(digits.rstrip("0"))
     width = 3 if needed <= 3 else 6 if needed <= 6 else 9
     return "." + digits[:width].ljust(width, "0")
+
+
+def _timestamps(cells: Cells, suffix: str) -> Sequence[JsonValue]:
+    if _timestamps_rendered(_present(cells), suffix):
+        return cells
+    return _each(_timestamp_text if suffix else _timestamp_ntz_text)(cells)
+
+
+def _timestamps_rendered(texts: Cells, suffix: str) -> bool:
+    """Whether every text is already its own output form, e.g. `2024-01-15T09:30:00.000Z`.
+
+    The form: `YYYY-MM-DDTHH:MM:SS`, a fraction of 3, 6 or 9 digits whose last 3 are not all
+    zero beyond the first 3, then `suffix`; the day and the time real. Texts of one length are
+    checked together; a column of several lengths (milli- and microseconds) length by length.
+    """
+    if not texts or _timestamps_shaped(texts, suffix):
+        return True
+    lengths = set(map(len, texts))
+    return len(lengths) > 1 and all(
+        _timestamps_shaped([text for text in texts if len(text) == length], suffix)
+        for length in lengths
+    )
+
+
+def _timestamps_shaped(texts: Cells, suffix: str) -> bool:
+    # Joined with a newline after each, the texts are records of one width when the count of
+    # newlines and the shape of the whole agree; the slices [k::width] then read column k.
+    count, width = len(texts), len(texts[0]) + 1
+    digits = width - 21 - len(suffix)
+    if digits not in (3, 6, 9):
+        return False
+    joined = "\n".join(texts) + "\n"
+    shape = "0000-00-00T00:00:00." + "0" * digits + suffix + "\n"
+    if joined.count("\n") != count or joined.translate(_DIGITS_AS_ZERO) != shape * count:
+        return False  # also rejects other scripts' digits: `translate` leaves them alone
+    if joined[14::width].lstrip("012345") or joined[17::width].lstrip("012345"):
+        return False  # minutes and seconds 00-59
+    if digits > 3 and f"000{suffix}\n" in joined:
+        return False  # fewer digits hold that value
+    try:
+        for hour in set(map(_HOUR_OF, texts)):
+            _check_hour(hour)  # a result repeats its hours: each is checked once, cached
+    except ValueError:
+        return False
+    return True
+
+
+_HOUR_OF = itemgetter(slice(0, 13))
+
+
+@lru_cache(maxsize=4096)
+def _check_hour(text: str) -> None:
+    # `YYYY-MM-DDTHH`, digits where the digits go: a real day, and an hour of it.
+    _check_day(text[:10])
+    if text[11:] > "23":
+        raise ValueError("not an hour")
 
 
 def _base64_text(text: str) -> str:
@@ -434,7 +586,7 @@ def _arrow_converter(
 
     types = pa.types
     kind = _TYPE_ALIASES.get(column.type, column.type)
-    text_converter = _map_cells(_cell_converter(column, options))
+    text_converter = _text_column(column, options) or _as_is
 
     def pylist(array: Any) -> list[Any]:
         values: list[Any] = array.to_pylist()
@@ -446,13 +598,12 @@ def _arrow_converter(
         return lambda array: text_converter(pylist(array))
     if kind in ("BYTE", "SHORT", "INT", "LONG") and types.is_integer(arrow_type):
         if kind == "LONG" and options.long_as_string:
-            return lambda array: _map_cells(str)(pylist(array))
+            return lambda array: _each(str)(pylist(array))
         return pylist
     if kind in ("FLOAT", "DOUBLE") and types.is_floating(arrow_type):
         if arrow_type.bit_width < 64:
             # Arrow's text for a float32 is its shortest round-trip form, as the warehouse's.
-            floats = _map_cells(_float_text)
-            return lambda array: floats(pylist(pc.cast(array, pa.string())))
+            return lambda array: _floats(pylist(pc.cast(array, pa.string())))
         return lambda array: _fix_non_finite(pylist(array))
     if kind == "DECIMAL" and types.is_decimal(arrow_type):
         exact_scale = column.scale is None or column.scale == arrow_type.scale
@@ -464,12 +615,12 @@ def _arrow_converter(
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
         return partial(_arrow_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
     if kind == "BINARY" and _is_arrow_bytes(arrow_type):
-        return lambda array: _map_cells(_bytes_json)(pylist(array))
+        return lambda array: _each(_bytes_json)(pylist(array))
     if kind in _SCALAR_KINDS:
         raise ProtocolError(f"column {column.name!r} ({column.type}) arrived as Arrow {arrow_type}")
     # Nested types, and text types that Arrow carries natively (intervals, geo as binary, ...).
     nested = _nested_converter(arrow_type)
-    return lambda array: _map_cells(nested)(pylist(array))
+    return lambda array: _each(nested)(pylist(array))
 
 
 _SCALAR_KINDS = frozenset(
