@@ -611,7 +611,7 @@ def _arrow_converter(
     if kind == "BOOLEAN" and types.is_boolean(arrow_type):
         return pylist
     if kind == "DATE" and types.is_date(arrow_type):
-        return lambda array: pylist(pc.cast(array, pa.string()))
+        return _arrow_dates
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
         return partial(_arrow_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
     if kind == "BINARY" and _is_arrow_bytes(arrow_type):
@@ -635,6 +635,33 @@ def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
     unit = array.type.unit
     # A zoned Arrow timestamp stores UTC instants: reading them as naive keeps UTC wall time.
     naive = array.view(pa.timestamp(unit)) if array.type.tz is not None else array
+    if unit == "s":
+        return _arrow_mixed_timestamps(naive, suffix)
+    # When milliseconds hold every value, one cast writes the digits `_fraction` keeps for the
+    # whole column, "YYYY-MM-DD HH:MM:SS.fff": no per-value choice between 3, 6 and 9 digits.
+    narrowed = naive if unit == "ms" else pc.cast(naive, pa.timestamp("ms"), safe=False)
+    if unit != "ms" and pc.all(pc.equal(pc.cast(narrowed, naive.type), naive)).as_py() is False:
+        return _arrow_mixed_timestamps(naive, suffix)
+    texts = pc.cast(narrowed, pa.string())
+    lengths = pc.min_max(pc.binary_length(texts)).as_py()
+    if lengths["min"] != _MS_TEXT or lengths["max"] != _MS_TEXT:  # a year outside 0001-9999
+        return _arrow_mixed_timestamps(naive, suffix)
+    # Fixed width: the "T" and the suffix go in by position, on the bytes (ASCII throughout).
+    raw = pc.binary_replace_slice(texts.view(pa.binary()), 10, 11, "T")
+    if suffix:
+        raw = pc.binary_replace_slice(raw, _MS_TEXT, _MS_TEXT, suffix)
+    values: list[JsonValue] = raw.view(pa.string()).to_pylist()
+    return values
+
+
+_MS_TEXT = len("YYYY-MM-DD HH:MM:SS.fff")
+
+
+def _arrow_mixed_timestamps(naive: Any, suffix: str) -> list[JsonValue]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unit = naive.type.unit
     # Arrow's cast writes "YYYY-MM-DD HH:MM:SS" plus all of the unit's fraction digits (0, 3,
     # 6 or 9); `_fraction`'s rule then keeps 3, 6 or 9: drop "000" groups down to milliseconds.
     texts = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
@@ -646,6 +673,19 @@ def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
         texts = pc.binary_join_element_wise(texts, pa.scalar(suffix), pa.scalar(""))
     values: list[JsonValue] = texts.to_pylist()
     return values
+
+
+def _arrow_dates(array: Any) -> list[JsonValue]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # A result holds few distinct days: each is written once, and rows share its text.
+    encoded = array.dictionary_encode()
+    texts: dict[int | None, str | None] = dict(
+        enumerate(pc.cast(encoded.dictionary, pa.string()).to_pylist())
+    )
+    texts[None] = None
+    return list(map(texts.__getitem__, encoded.indices.to_pylist()))
 
 
 def _arrow_decimals(array: Any, exact_scale: bool, fix: ColumnConverter) -> Sequence[JsonValue]:
