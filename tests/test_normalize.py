@@ -531,6 +531,22 @@ PARITY = [
         id="decimal-tiny-value-rendered-plain",
     ),
     pytest.param(
+        "DECIMAL", 6, DEFAULT,
+        [Decimal("0.000001"), Decimal(0), Decimal("-0.000010"), None], pa.decimal128(38, 6),
+        ["0.000001", "0.000000", "-0.000010", None], ["0.000001", "0.000000", "-0.000010", None],
+        id="decimal-scale-6-never-e-notation",
+    ),
+    pytest.param(
+        "DECIMAL", 7, DEFAULT,
+        [Decimal("0.0000001"), Decimal(0), None], pa.decimal128(38, 7),
+        ["0.0000001", "0.0000000", None], ["0.0000001", "0.0000000", None],
+        id="decimal-scale-7-e-notation-rendered-plain",
+    ),
+    pytest.param(
+        "DOUBLE", None, DEFAULT, [None, None], pa.float64(), [None, None], [None, None],
+        id="double-all-null",
+    ),
+    pytest.param(
         "BOOLEAN", None, DEFAULT,
         [True, False, None], pa.bool_(), ["true", "false", None], [True, False, None],
         id="boolean",
@@ -745,3 +761,149 @@ def test_the_module_imports_and_converts_without_pyarrow(monkeypatch: pytest.Mon
     rows = module.RowConverter([module.Column("c", "LONG", "BIGINT", 0)]).convert_rows([["1"]])
 
     assert rows == [[1]]
+
+
+# ---- whole-column fast paths: where they apply and where they must not -------------------
+
+# (column type, scale, a column of cells, expected values): every column here is converted at
+# once, so a text that looks rendered sits next to texts that must still be converted.
+COLUMNS = [
+    pytest.param(
+        "DECIMAL", 2, ["1.50", "-0.05", "0.00", "-0.00", "123456.78", None],
+        ["1.50", "-0.05", "0.00", "-0.00", "123456.78", None],
+        id="decimal-plain-at-scale-kept",
+    ),
+    pytest.param(
+        "DECIMAL", 2, ["1.50", "1.5", "7", "1.505"], ["1.50", "1.50", "7.00", "1.505"],
+        id="decimal-one-short-of-scale-among-plain",
+    ),
+    pytest.param(
+        "DECIMAL", 2, ["1.50", "01.50", "-01.50", "+1.50"], ["1.50", "1.50", "-1.50", "1.50"],
+        id="decimal-leading-zero-or-plus-rendered",
+    ),
+    pytest.param(
+        "DECIMAL", 2, [".50", "-.50", "1."], ["0.50", "-0.50", "1.00"],
+        id="decimal-missing-digits-rendered",
+    ),
+    pytest.param(
+        "DECIMAL", 2, ["1.50", "\u0661.\u0665\u0660"], ["1.50", "1.50"],
+        id="decimal-other-script-digits-rendered",
+    ),
+    pytest.param(
+        "DECIMAL", 0, ["42", "-7", "0", "42.0"], ["42", "-7", "0", "42.0"],
+        id="decimal-scale-0",
+    ),
+    pytest.param(
+        "DECIMAL", 2, ["1.5E+2", "1.50"], ["150.00", "1.50"], id="decimal-exponent-among-plain"
+    ),
+    pytest.param(
+        "TIMESTAMP", None,
+        ["2024-01-15T09:30:00.123Z", "2024-02-29T23:59:59.000Z", None],
+        ["2024-01-15T09:30:00.123Z", "2024-02-29T23:59:59.000Z", None],
+        id="ts-rendered-kept",
+    ),
+    pytest.param(
+        "TIMESTAMP", None,
+        ["2024-01-15T09:30:00.123Z", "2024-01-15T09:30:00.123456Z",
+         "2024-01-15T09:30:00.123456789Z"],
+        ["2024-01-15T09:30:00.123Z", "2024-01-15T09:30:00.123456Z",
+         "2024-01-15T09:30:00.123456789Z"],
+        id="ts-milli-micro-and-nanoseconds-kept",
+    ),
+    pytest.param(
+        "TIMESTAMP", None,
+        ["2024-01-15T09:30:00.123456Z", "2024-01-15T09:30:00.123000Z"],
+        ["2024-01-15T09:30:00.123456Z", "2024-01-15T09:30:00.123Z"],
+        id="ts-trailing-zero-group-dropped",
+    ),
+    pytest.param(
+        "TIMESTAMP", None,
+        ["2024-01-15T09:30:00.000Z", "2024-01-15T09:30:00.000z", "2024-01-15 09:30:00.000Z"],
+        ["2024-01-15T09:30:00.000Z", "2024-01-15T09:30:00.000Z", "2024-01-15T09:30:00.000Z"],
+        id="ts-near-forms-rendered",
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ", None,
+        ["2023-03-15T12:34:56.000", "2023-03-15T12:34:56.500000", None],
+        ["2023-03-15T12:34:56.000", "2023-03-15T12:34:56.500", None],
+        id="ntz-rendered-kept-trailing-zero-group-dropped",
+    ),
+    pytest.param(
+        "DATE", None, ["2024-02-29", "1969-07-20", "0001-01-01", None],
+        ["2024-02-29", "1969-07-20", "0001-01-01", None],
+        id="date-rendered-kept",
+    ),
+    pytest.param(
+        "DATE", None, ["2024-01-15", "20240116"], ["2024-01-15", "2024-01-16"],
+        id="date-basic-form-among-rendered",
+    ),
+    pytest.param(
+        "BOOLEAN", None, ["true", "FALSE", None, "True"], [True, False, None, True],
+        id="boolean-other-case-among-lower",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("type_", "scale", "cells", "expected"), COLUMNS)
+def test_a_column_converts_as_its_cells_do_one_by_one(
+    type_: str, scale: int | None, cells: list[str | None], expected: list[JsonValue]
+) -> None:
+    converter = RowConverter([column(type_, scale=scale)])
+
+    whole = converter.convert_rows([[cell] for cell in cells])
+    one_by_one = [converter.convert_rows([[cell]])[0] for cell in cells]
+
+    assert as_json(whole) == as_json([[value] for value in expected])
+    assert as_json(one_by_one) == as_json(whole)
+
+
+BAD_AMONG_GOOD = [
+    pytest.param("DECIMAL", 2, "1.50\n2.00", id="decimal-two-values-in-one-cell"),
+    pytest.param("DECIMAL", 2, "-", id="decimal-sign-alone"),
+    pytest.param("DECIMAL", 2, "1.50-", id="decimal-sign-last"),
+    pytest.param("TIMESTAMP", None, "2023-02-29T00:00:00.000Z", id="ts-no-leap-day"),
+    pytest.param("TIMESTAMP", None, "2024-04-31T00:00:00.000Z", id="ts-april-31"),
+    pytest.param("TIMESTAMP", None, "2024-01-15T24:00:00.000Z", id="ts-hour-24"),
+    pytest.param("TIMESTAMP", None, "2024-01-15T09:60:00.000Z", id="ts-minute-60"),
+    pytest.param("TIMESTAMP", None, "2024-01-15T09:30:60.000Z", id="ts-second-60"),
+    pytest.param("TIMESTAMP", None, "0000-01-15T09:30:00.000Z", id="ts-year-0"),
+    pytest.param("TIMESTAMP", None, "2024-13-15T09:30:00.000Z", id="ts-month-13"),
+    pytest.param("TIMESTAMP", None, "\uff12024-01-15T09:30:00.000Z", id="ts-fullwidth-digit"),
+    pytest.param(
+        "TIMESTAMP", None, "2024-01-15T09:30:00.000Z\n2024-01-15T09:30:00.000Z", id="ts-two"
+    ),
+    pytest.param("TIMESTAMP_NTZ", None, "2023-02-29T12:34:56.000", id="ntz-no-leap-day"),
+    pytest.param("DATE", None, "2023-02-29", id="date-no-leap-day"),
+    pytest.param("DATE", None, "2024-00-10", id="date-month-0"),
+    pytest.param("DATE", None, "2024-01-15\n", id="date-with-newline"),
+]
+
+
+@pytest.mark.parametrize(("type_", "scale", "cell"), BAD_AMONG_GOOD)
+def test_one_bad_cell_in_a_column_of_good_ones_is_still_a_protocol_error(
+    type_: str, scale: int | None, cell: str
+) -> None:
+    good = {"DECIMAL": "1.50", "DATE": "2024-01-15", "TIMESTAMP_NTZ": "2024-01-15T09:30:00.000"}
+    cells = [good.get(type_, "2024-01-15T09:30:00.000Z")] * 3 + [cell]
+
+    with pytest.raises(ProtocolError, match=f"'c' .* {type_}"):
+        RowConverter([column(type_, scale=scale)]).convert_rows([[c] for c in cells])
+
+
+def test_rows_stay_in_order_across_blocks_and_a_late_bad_cell_is_found() -> None:
+    converter = RowConverter([column("INT"), column("DATE", position=1)])
+    rows: list[list[str | None]] = [[str(i), "2024-01-15"] for i in range(5000)]
+
+    assert [row[0] for row in converter.convert_rows(rows)] == list(range(5000))
+    with pytest.raises(ProtocolError, match="'c' \\(position 1\\)"):
+        converter.convert_rows([*rows, ["5000", "2024-02-30"]])
+
+
+def test_arrow_timestamps_beyond_year_9999_keep_their_five_digit_year() -> None:
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([253402300800000, 1705311000007], pa.timestamp("ms"))], names=["c"]
+    )
+
+    rows = RowConverter([column("TIMESTAMP")]).convert_arrow(batch)
+
+    assert rows == [["10000-01-01T00:00:00.000Z"], ["2024-01-15T09:30:00.007Z"]]

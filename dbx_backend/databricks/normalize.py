@@ -604,7 +604,7 @@ def _arrow_converter(
         if arrow_type.bit_width < 64:
             # Arrow's text for a float32 is its shortest round-trip form, as the warehouse's.
             return lambda array: _floats(pylist(pc.cast(array, pa.string())))
-        return lambda array: _fix_non_finite(pylist(array))
+        return _arrow_doubles
     if kind == "DECIMAL" and types.is_decimal(arrow_type):
         exact_scale = column.scale is None or column.scale == arrow_type.scale
         return partial(_arrow_decimals, exact_scale=exact_scale, fix=text_converter)
@@ -688,15 +688,26 @@ def _arrow_dates(array: Any) -> list[JsonValue]:
     return list(map(texts.__getitem__, encoded.indices.to_pylist()))
 
 
+def _arrow_doubles(array: Any) -> list[JsonValue]:
+    import pyarrow.compute as pc
+
+    values: list[JsonValue] = array.to_pylist()
+    if pc.all(pc.is_finite(array)).as_py() is False:  # nulls skipped; all-null gives None
+        return [_float_json(v) if v is not None else None for v in values]
+    return values
+
+
 def _arrow_decimals(array: Any, exact_scale: bool, fix: ColumnConverter) -> Sequence[JsonValue]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     texts = pc.cast(array, pa.string())
     values: list[JsonValue] = texts.to_pylist()
-    # Arrow writes tiny values and zeros at a large scale in E-notation ("0E-18"): those, and a
-    # scale below the column's, go through the JSON_ARRAY path, which renders plain and pads.
-    if exact_scale and not pc.any(pc.match_substring(texts, "E")).as_py():
+    # Arrow writes E-notation, as Java's BigDecimal does, only at a negative scale or when a
+    # value's adjusted exponent is below -6 (tiny values, and zeros at a scale above 6): those,
+    # and a scale below the column's, go through the JSON_ARRAY path, which renders plain.
+    scale = array.type.scale
+    if exact_scale and (0 <= scale <= 6 or not pc.any(pc.match_substring(texts, "E")).as_py()):
         return values
     return fix(values)
 
