@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -71,7 +72,12 @@ async def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
         if size > THREAD_CHECK_BYTES:  # parsing a long statement takes long: off the loop
             await asyncio.to_thread(check_read_only, sql)
         else:
-            check_read_only(sql)
+            _check_read_only_cached(sql)
+
+
+# Front ends send the same statements again and again: remember the ones that passed (a
+# refusal raises, and exceptions are not cached).
+_check_read_only_cached = functools.lru_cache(maxsize=2048)(check_read_only)
 
 
 class QueryLimiter:
