@@ -83,7 +83,6 @@ _MAX_MESSAGE = 1000
 class CallStats:
     """Counters for one query, shared by every call made on its behalf (see `call_stats`)."""
 
-    calls: int = 0
     retries: int = 0
     warehouse_s: float = 0.0
 
@@ -475,7 +474,6 @@ class WarehouseClient:
     def _record(self, endpoint: str, outcome: str, seconds: float) -> None:
         stats = call_stats.get()
         if stats is not None:
-            stats.calls += 1
             stats.warehouse_s += seconds
         if self._observer is not None:
             self._observer.call_finished(endpoint, outcome, seconds)

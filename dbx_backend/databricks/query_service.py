@@ -287,7 +287,6 @@ class OpenStatement:
         self.columns: list[Column] = []
         self.manifest = ResultManifest()
         self.first_chunk: ResultData | None = None
-        self.finished = False  # terminal on the warehouse: nothing to cancel
 
     @property
     def truncated(self) -> bool:
@@ -390,7 +389,6 @@ class OpenStatement:
     def _accept(self, response: StatementResponse) -> None:
         """Read a terminal state as the reference says (§6.1)."""
         status, sid = response.status, response.statement_id
-        self.finished = True
         self._finish(status.state if status.state in State.TERMINAL else "UNKNOWN")
         if status.state == State.FAILED:
             raise statement_failure(response)
