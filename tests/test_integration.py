@@ -73,6 +73,26 @@ async def wait_for_state(
     return warehouse.statement_state(statement_id)
 
 
+SP_SECRET = "sp-secret-value-123"
+OAUTH_WAREHOUSE = WarehouseConfig(
+    token=TOKEN, seed_samples=False, oauth_clients={"sp-id": SP_SECRET}
+)
+
+
+def oauth_service(warehouse: LocalWarehouse) -> web.Application:
+    """The service authenticating as a service principal (OAuth M2M), not with a token."""
+    settings = load_settings(
+        {
+            "DATABRICKS_HOST": warehouse.url,
+            "DATABRICKS_HTTP_PATH": warehouse.http_path,
+            "DATABRICKS_CLIENT_ID": "sp-id",
+            "DATABRICKS_CLIENT_SECRET": SP_SECRET,
+        },
+        env_file=None,
+    )
+    return create_app(settings, retry_policy=NO_WAIT)
+
+
 RANGE_SQL = "SELECT id, id * 2 AS twice, CAST(id AS STRING) AS label FROM range(25000) t(id)"
 
 
@@ -317,27 +337,15 @@ async def test_read_only_refusals_never_reach_the_warehouse(
 async def test_oauth_service_principal_against_the_token_endpoint(
     aiohttp_client: MakeClient,
 ) -> None:
-    config = WarehouseConfig(
-        token=TOKEN, seed_samples=False, oauth_clients={"sp-id": "sp-secret-value-123"}
-    )
-    async with LocalWarehouse(config) as warehouse:
-        settings = load_settings(
-            {
-                "DATABRICKS_HOST": warehouse.url,
-                "DATABRICKS_HTTP_PATH": warehouse.http_path,
-                "DATABRICKS_CLIENT_ID": "sp-id",
-                "DATABRICKS_CLIENT_SECRET": "sp-secret-value-123",
-            },
-            env_file=None,
-        )
-        service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    async with LocalWarehouse(OAUTH_WAREHOUSE) as warehouse:
+        service = await aiohttp_client(oauth_service(warehouse))
 
         results = await asyncio.gather(*(query(service, {"sql": f"SELECT {n}"}) for n in range(8)))
 
         assert [status for status, _ in results] == [200] * 8
         token_calls = [r for r in warehouse.requests if r.path.startswith("/oidc/v1/token")]
         assert len(token_calls) == 1
-        assert all("sp-secret-value-123" not in str(body) for _, body in results)
+        assert all(SP_SECRET not in str(body) for _, body in results)
 
 
 async def test_graceful_shutdown_cancels_what_is_still_running(
@@ -384,28 +392,16 @@ async def test_each_statement_carries_query_tags_with_the_request_id(
 async def test_a_token_endpoint_that_stays_down_gives_503_and_a_clear_log_line(
     aiohttp_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = WarehouseConfig(
-        token=TOKEN, seed_samples=False, oauth_clients={"sp-id": "sp-secret-value-456"}
-    )
-    async with LocalWarehouse(config) as warehouse:
+    async with LocalWarehouse(OAUTH_WAREHOUSE) as warehouse:
         warehouse.faults.add("token", Fault.status(500), times=None)
-        settings = load_settings(
-            {
-                "DATABRICKS_HOST": warehouse.url,
-                "DATABRICKS_HTTP_PATH": warehouse.http_path,
-                "DATABRICKS_CLIENT_ID": "sp-id",
-                "DATABRICKS_CLIENT_SECRET": "sp-secret-value-456",
-            },
-            env_file=None,
-        )
-        service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+        service = await aiohttp_client(oauth_service(warehouse))
 
         status, body = await query(service, {"sql": "SELECT 1"})
 
     assert status == 503
     assert body["error"]["code"] == "WAREHOUSE_UNAVAILABLE"
     assert any("token endpoint" in record.getMessage() for record in caplog.records)
-    assert not any("sp-secret-value-456" in record.getMessage() for record in caplog.records)
+    assert not any(SP_SECRET in record.getMessage() for record in caplog.records)
     assert not [r for r in warehouse.requests if r.endpoint == "execute"]
 
 
