@@ -15,6 +15,7 @@ from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
 
 TOKEN = "dapi-local-test"
 STATEMENTS = "/api/2.0/sql/statements"
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 # Small and fast by default: no samples, tiny chunks, `wait_timeout` shrunk 20-fold.
 BASE_CONFIG = WarehouseConfig(
     token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.05
@@ -50,10 +51,15 @@ class Api:
                 return response.status, text
 
     async def execute(self, statement: str, **fields: Any) -> dict[str, Any]:
+        """POST a statement. Unless the test chooses `wait_timeout` itself (to see PENDING or
+        RUNNING), poll to a terminal state: on a loaded machine the shrunk default wait may
+        end before the statement does, and such tests are about the result."""
         body = {"warehouse_id": self.warehouse.config.warehouse_id, "statement": statement}
         status, answer = await self.request("POST", STATEMENTS, json={**body, **fields})
         assert status == 200, answer
         assert isinstance(answer, dict)
+        if "wait_timeout" not in fields and answer["status"]["state"] in ("PENDING", "RUNNING"):
+            return await self.wait_for(answer["statement_id"], TERMINAL)
         return answer
 
     async def get(self, statement_id: str) -> dict[str, Any]:
@@ -70,8 +76,8 @@ class Api:
         return answer
 
     async def wait_for(self, statement_id: str, states: set[str]) -> dict[str, Any]:
-        """Poll until the statement is in one of `states` (bounded: 2 s, 5 ms apart)."""
-        for _ in range(400):
+        """Poll until the statement is in one of `states` (bounded: 10 s, 5 ms apart)."""
+        for _ in range(2000):
             answer = await self.get(statement_id)
             if answer["status"]["state"] in states:
                 return answer
