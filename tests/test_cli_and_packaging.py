@@ -174,6 +174,16 @@ def test_every_error_class_has_a_response_row() -> None:
     assert unmapped == []
 
 
+def test_every_error_code_is_in_the_readmes_error_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Errors") :]
+    # The row of a base class that is never raised itself (a fallback for future subclasses).
+    fallbacks = {"SQL_NOT_ACCEPTED"}
+    codes = {row.code for row in api_errors.ERROR_RESPONSES.values()} | {api_errors.INTERNAL.code}
+
+    assert sorted(c for c in codes - fallbacks if f"`{c}`" not in table) == []
+
+
 @pytest.mark.parametrize(
     ("host", "keys", "warned"),
     [

@@ -551,7 +551,7 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -581,7 +581,7 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -590,7 +590,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -620,7 +620,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -650,7 +650,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -687,7 +687,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -696,7 +696,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -705,7 +705,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -714,7 +714,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -723,7 +723,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -732,7 +732,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -741,7 +741,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -750,7 +750,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -759,7 +759,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -789,7 +789,7 @@ export interface operations {
                     "application/json": components["schemas"]["NamedQueryList"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -798,7 +798,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -836,7 +836,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -845,7 +845,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -854,7 +854,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -863,7 +863,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -872,7 +872,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -881,7 +881,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -890,7 +890,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -899,7 +899,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -908,7 +908,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -917,7 +917,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -953,7 +953,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -962,7 +962,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -971,7 +971,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -980,7 +980,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -989,7 +989,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -998,7 +998,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1007,7 +1007,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1016,7 +1016,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1025,7 +1025,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1060,7 +1060,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementStatus"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1069,7 +1069,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1078,7 +1078,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1087,7 +1087,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1096,7 +1096,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1105,7 +1105,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1114,7 +1114,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1123,7 +1123,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1155,7 +1155,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1164,7 +1164,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1173,7 +1173,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1182,7 +1182,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1191,7 +1191,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1200,7 +1200,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1209,7 +1209,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1218,7 +1218,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1255,7 +1255,7 @@ export interface operations {
                     "application/json": components["schemas"]["RowsPage"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1264,7 +1264,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1273,7 +1273,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1282,7 +1282,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1291,7 +1291,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1300,7 +1300,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1309,7 +1309,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1318,7 +1318,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
