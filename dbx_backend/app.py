@@ -9,7 +9,12 @@ import aiohttp_cors
 from aiohttp import web
 
 from dbx_backend.api.errors import error_middleware
-from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
+from dbx_backend.api.guards import (
+    QueryLimiter,
+    api_key_middleware,
+    host_middleware,
+    load_api_keys,
+)
 from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
 from dbx_backend.api.openapi import setup_openapi_route
@@ -72,6 +77,7 @@ def create_app(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            host_middleware(settings),
             api_key_middleware(load_api_keys(settings)),
         ],
         client_max_size=settings.max_body_bytes,

@@ -551,6 +551,15 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Unexpected failure (details in the log, by request id) */
             500: {
                 headers: {
@@ -579,6 +588,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Unexpected failure (details in the log, by request id) */
@@ -620,6 +638,15 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Unexpected failure (details in the log, by request id) */
             500: {
                 headers: {
@@ -648,6 +675,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Unexpected failure (details in the log, by request id) */
@@ -723,6 +759,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After */
             429: {
                 headers: {
@@ -791,6 +836,15 @@ export interface operations {
             };
             /** @description Missing or wrong API key (when API_KEYS is set) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -874,6 +928,15 @@ export interface operations {
             };
             /** @description Body or SQL too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -989,6 +1052,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After */
             429: {
                 headers: {
@@ -1080,6 +1152,15 @@ export interface operations {
             };
             /** @description No such route, named query or statement handle */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1182,6 +1263,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After */
             429: {
                 headers: {
@@ -1275,6 +1365,15 @@ export interface operations {
             };
             /** @description No such route, named query or statement handle */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard) */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -33,6 +33,8 @@ ERROR_TEXT = {
     403: "Statement not allowed (read-only) or ad-hoc SQL disabled",
     404: "No such route, named query or statement handle",
     413: "Body or SQL too large",
+    421: "Host not allowed: bound to loopback, the service answers only loopback names and "
+    "ALLOWED_HOSTS (DNS rebinding guard)",
     429: "Too many concurrent queries; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
@@ -192,7 +194,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     error_schema = {
         "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
     }
-    for status in sorted({*op.errors, 500}):
+    for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": error_schema}
     operation: dict[str, Any] = {
         "operationId": op.operation_id,
