@@ -118,6 +118,8 @@ def dev(args: argparse.Namespace) -> int:
         app.on_cleanup.append(stop_warehouse)  # after the service's own clean-up
         print(f"local warehouse:  {warehouse.url}  (warehouse id {warehouse.config.warehouse_id})")
         print(f"dbx-backend:      http://localhost:{settings.port}")
+        origins = ", ".join(settings.cors_allow_origins) or "none"
+        print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
         print("try:")
         print(f"  {DEV_CURL.format(port=settings.port)}")
         sys.stdout.flush()

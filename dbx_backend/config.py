@@ -233,6 +233,12 @@ def load_settings(
     values.update(os.environ if environ is None else environ)
     values.update(overrides or {})
     problems = _cross_field_problems(values)
+    listed_keys = values.get("API_KEYS")
+    if listed_keys is not None and not _comma_list(listed_keys):
+        problems.append(
+            "API_KEYS: holds no key (blank or only commas would turn authentication off); "
+            "list at least one key, or remove the variable to run without keys"
+        )
     keys_file = (values.get("API_KEYS_FILE") or "").strip()
     if keys_file:
         file_keys, problem = _read_api_keys_file(Path(keys_file))

@@ -483,3 +483,13 @@ def test_the_committed_typescript_types_are_up_to_date(tmp_path: Path) -> None:
     assert fresh.read_text() == TYPES.read_text(), (
         "clients/typescript/api.d.ts is stale: run scripts/generate-types and commit it"
     )
+
+
+def test_every_error_code_is_named_in_the_document() -> None:
+    from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
+
+    text = json.dumps(openapi_document())
+    # A path's other methods answer 405; OpenAPI lists only the methods a path has.
+    codes = {row.code for row in ERROR_RESPONSES.values() if row.status != 405} | {INTERNAL.code}
+
+    assert sorted(code for code in codes if code not in text) == []

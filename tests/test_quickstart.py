@@ -45,3 +45,9 @@ def test_the_readme_curl_example_answers_from_the_sample_data(dev_service: int) 
     trips = [row[1] for row in body["rows"]]
     assert trips == sorted(trips, reverse=True)
     assert all(isinstance(t, int) and t > 0 for t in trips)
+
+
+def test_the_dev_banner_names_the_browser_origins_allowed(dev_service: int, tmp_path: Path) -> None:
+    banner = (tmp_path / "dev.log").read_text()
+
+    assert "browser origins:  http://localhost:3000  (CORS_ALLOW_ORIGINS)" in banner

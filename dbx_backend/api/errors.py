@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
+from dbx_backend.api.cors import OriginNotAllowed
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.parameters import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID
@@ -73,6 +74,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    OriginNotAllowed: ErrorRow(403, "ORIGIN_NOT_ALLOWED", expose_message=True),
     sqlpolicy.StatementNotAllowed: ErrorRow(403, "STATEMENT_NOT_ALLOWED", expose_message=True),
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
@@ -150,7 +152,8 @@ def error_body(
         message = row.public_message
     detail: dict[str, Any] = {
         "code": row.code,
-        "message": redact(message, secrets),
+        # A refused origin is named as the caller sent it: it is their header, not our URL.
+        "message": redact(message, secrets, urls=not isinstance(exc, OriginNotAllowed)),
         "request_id": request_id,
         "retryable": row.retryable,
     }

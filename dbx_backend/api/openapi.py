@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from dbx_backend import __version__
+from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
 from dbx_backend.api.models import (
     ErrorResponse,
     HealthResponse,
@@ -30,7 +31,8 @@ REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
     400: "Invalid request, SQL error or SQL the parser cannot read",
     401: "Missing or wrong API key (when API_KEYS is set)",
-    403: "Statement not allowed (read-only) or ad-hoc SQL disabled",
+    403: "Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an "
+    "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
     413: "Body or SQL too large",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
@@ -48,6 +50,17 @@ STREAMS = {
     "then {row_count, truncated}; or a final {error} line if the stream fails.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
 }
+
+
+def _codes_by_status() -> dict[int, list[str]]:
+    """Each status's `error.code` values, from the one exception -> response table."""
+    codes: dict[int, set[str]] = {}
+    for row in (*ERROR_RESPONSES.values(), INTERNAL):
+        codes.setdefault(row.status, set()).add(row.code)
+    return {status: sorted(found) for status, found in codes.items()}
+
+
+CODES = _codes_by_status()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +208,10 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
     }
     for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
-        responses[str(status)] = {"description": ERROR_TEXT[status], "content": error_schema}
+        description = ERROR_TEXT[status]
+        if status in CODES:
+            description += f". error.code: {', '.join(CODES[status])}"
+        responses[str(status)] = {"description": description, "content": error_schema}
     operation: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
