@@ -9,7 +9,12 @@ from aiohttp import web
 
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
-from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
+from dbx_backend.api.guards import (
+    QueryLimiter,
+    api_key_middleware,
+    host_middleware,
+    load_api_keys,
+)
 from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import request_context
 from dbx_backend.api.openapi import setup_openapi_route
@@ -58,6 +63,7 @@ def create_app(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            host_middleware(settings),
             preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
         ],

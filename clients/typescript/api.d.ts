@@ -552,6 +552,15 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
@@ -580,6 +589,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
@@ -621,6 +639,15 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
@@ -649,6 +676,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
@@ -724,6 +760,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
@@ -792,6 +837,15 @@ export interface operations {
             };
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -875,6 +929,15 @@ export interface operations {
             };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -990,6 +1053,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
@@ -1081,6 +1153,15 @@ export interface operations {
             };
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1183,6 +1264,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
@@ -1276,6 +1366,15 @@ export interface operations {
             };
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
                 headers: {
                     [name: string]: unknown;
                 };

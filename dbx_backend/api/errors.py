@@ -71,6 +71,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
+    guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
     OriginNotAllowed: ErrorRow(403, "ORIGIN_NOT_ALLOWED", expose_message=True),

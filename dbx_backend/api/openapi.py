@@ -35,6 +35,8 @@ ERROR_TEXT = {
     "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
     413: "Body or SQL too large",
+    421: "Host not allowed: bound to loopback, the service answers only loopback names and "
+    "ALLOWED_HOSTS (DNS rebinding guard)",
     429: "Too many concurrent queries; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
@@ -206,7 +208,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     error_schema = {
         "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
     }
-    for status in sorted({*op.errors, 500}):
+    for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
         description = ERROR_TEXT[status]
         if status in CODES:
             description += f". error.code: {', '.join(CODES[status])}"

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
+from dbx_backend.hosts import allowlist_for
 from dbx_backend.localwarehouse import download, oidc, routes
 from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.engine import Engine
@@ -47,7 +48,10 @@ def create_warehouse_app(
     seen: list[SeenRequest] | None = None,
 ) -> web.Application:
     """The local warehouse as an aiohttp application; the engine starts with the app."""
-    app = web.Application(middlewares=[_warehouse_middleware], client_max_size=17 * 1024**2)
+    app = web.Application(
+        middlewares=[_host_middleware(config), _warehouse_middleware],
+        client_max_size=17 * 1024**2,
+    )
     app[CONFIG] = config
     app[CLOCK] = clock
     app[FAULTS] = faults if faults is not None else FaultInjector()
@@ -80,6 +84,20 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await asyncio.to_thread(engine.close)
+
+
+def _host_middleware(config: WarehouseConfig) -> Middleware:
+    """Refuse a `Host` that is not this machine's when bound to loopback (DNS rebinding)."""
+    allowlist = allowlist_for(config.host, config.allowed_hosts)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if allowlist is None or allowlist.allows(request.headers.get("Host")):
+            return await handler(request)
+        message = "This warehouse answers only requests addressed to a loopback host name."
+        return routes.json_response(error_body("BAD_REQUEST", message), 421)
+
+    return middleware
 
 
 def _endpoint(request: web.Request) -> str | None:

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, default=None, metavar="DIR", help="expose Parquet/CSV files as tables"
     )
     parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        metavar="NAMES",
+        help="comma-separated Host names answered besides loopback ones (bound to loopback)",
+    )
+    parser.add_argument(
         "--admin", action="store_true", help="enable the fault-injection route /_admin/faults"
     )
     parser.add_argument(
@@ -55,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> WarehouseConfig:
         chunk_rows=args.chunk_rows,
         data_dir=args.data,
         admin_enabled=args.admin,
+        allowed_hosts=tuple(name.strip() for name in args.allowed_hosts.split(",") if name.strip()),
         oauth_clients=clients,
     )
 

@@ -34,6 +34,8 @@ class WarehouseConfig:
     close_after_last_chunk: bool = False  # the strict/preview reading, reference §4.2
     data_dir: Path | None = None
     admin_enabled: bool = False
+    # Bound to loopback, only loopback `Host` names are answered, plus these (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
     oauth_clients: Mapping[str, str] = field(default_factory=_empty, repr=False)
     oauth_token_ttl_s: float = 3600
     seed_samples: bool = True
