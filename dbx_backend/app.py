@@ -21,10 +21,7 @@ from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
-from dbx_backend.databricks.auth import TokenProvider
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
-from dbx_backend.databricks.retry import RetryPolicy
+from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.keys import (
     LIMITER,
     METRICS,
@@ -38,6 +35,9 @@ from dbx_backend.keys import (
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
 from dbx_backend.readiness import Readiness
+from dbx_backend.warehouse.auth import TokenProvider
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import RetryPolicy
 
 
 def _secrets(settings: Settings) -> list[str]:

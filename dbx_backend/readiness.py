@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dbx_backend.databricks.errors import WarehouseError
-from dbx_backend.databricks.query_service import QueryOptions, QueryService
+from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.warehouse.errors import WarehouseError
 
 READY_TIMEOUT_S = 10.0
 READY_CACHE_S = 5.0

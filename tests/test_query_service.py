@@ -11,11 +11,11 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.parameters import InvalidQuery, TypedParam, to_statement_parameters
-from dbx_backend.databricks.query_service import QueryOptions, QueryService, choose_wait_timeout
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.parameters import InvalidQuery, TypedParam, to_statement_parameters
+from dbx_backend.engine.query_service import QueryOptions, QueryService, choose_wait_timeout
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, FakeClock
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.parameters import InvalidQuery
+from dbx_backend.engine.parameters import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
+from dbx_backend.warehouse import errors as dbx
 
 log = logging.getLogger("dbx_backend.api")
 

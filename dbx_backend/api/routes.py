@@ -23,9 +23,9 @@ from dbx_backend.api.errors import (
 from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
-from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam
-from dbx_backend.databricks.query_service import OpenStatement, QueryOptions, QueryResult
+from dbx_backend.engine.normalize import NormalizeOptions
+from dbx_backend.engine.parameters import ParamScalar, TypedParam
+from dbx_backend.engine.query_service import OpenStatement, QueryOptions, QueryResult
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,

@@ -33,11 +33,8 @@ from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
 from dbx_backend.api.models import QueryRequest
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.retry import never_ran
-from dbx_backend.databricks.statements import StatementOperations
-from dbx_backend.databricks.wire import State
+from dbx_backend.engine.normalize import NormalizeOptions
+from dbx_backend.engine.statements import StatementOperations
 from dbx_backend.keys import (
     LIMITER,
     QUERY_SERVICE,
@@ -46,6 +43,9 @@ from dbx_backend.keys import (
     STATEMENT_ID,
     WAREHOUSE,
 )
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.retry import never_ran
+from dbx_backend.warehouse.wire import State
 
 log = logging.getLogger("dbx_backend.api")
 

@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from dbx_backend.databricks.client import CallStats, WarehouseClient, call_stats
-from dbx_backend.databricks.errors import (
+from dbx_backend.engine.external import ExternalChunkReader
+from dbx_backend.engine.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
+from dbx_backend.warehouse.client import CallStats, WarehouseClient, call_stats
+from dbx_backend.warehouse.errors import (
     ProtocolError,
     StatementCanceled,
     StatementClosed,
@@ -32,17 +41,8 @@ from dbx_backend.databricks.errors import (
     StatementTimedOut,
     WarehouseError,
 )
-from dbx_backend.databricks.external import ExternalChunkReader
-from dbx_backend.databricks.normalize import (
-    Column,
-    JsonValue,
-    NormalizeOptions,
-    RowConverter,
-    columns_from_manifest,
-)
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.databricks.retry import Deadline, never_ran
-from dbx_backend.databricks.wire import (
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import (
     ResultData,
     ResultManifest,
     State,

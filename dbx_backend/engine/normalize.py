@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from dbx_backend.databricks.errors import ProtocolError
-from dbx_backend.databricks.wire import ColumnInfo, ResultManifest
+from dbx_backend.warehouse.errors import ProtocolError
+from dbx_backend.warehouse.wire import ColumnInfo, ResultManifest
 
 if TYPE_CHECKING:
     import pyarrow
