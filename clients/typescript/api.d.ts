@@ -232,11 +232,12 @@ export interface components {
             request_id: string;
             /**
              * Retryable
-             * @description Whether trying the same request again may succeed.
+             * @description Whether sending the same request again may succeed without running a statement twice (false after a submit that may have run when READ_ONLY=false).
              */
             retryable: boolean;
             /**
              * Statement Id
+             * @description The warehouse's statement id, when the failure has one.
              * @default null
              */
             statement_id?: string | null;

@@ -193,8 +193,13 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. SQL_ERROR.")
     message: str
     request_id: str
-    retryable: bool = Field(description="Whether trying the same request again may succeed.")
-    statement_id: str | None = None
+    retryable: bool = Field(
+        description="Whether sending the same request again may succeed without running a "
+        "statement twice (false after a submit that may have run when READ_ONLY=false)."
+    )
+    statement_id: str | None = Field(
+        default=None, description="The warehouse's statement id, when the failure has one."
+    )
     sql_state: str | None = None
     field: str | None = Field(default=None, description="The request field at fault, if any.")
 

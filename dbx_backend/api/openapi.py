@@ -47,7 +47,8 @@ RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 STREAMS = {
     "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
-    "then {row_count, truncated}; or a final {error} line if the stream fails.",
+    "then {row_count, truncated}; or a final {error} line (with statement_id) if the stream "
+    "fails.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
 }
 
