@@ -183,6 +183,8 @@ def error_body(
         detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
+        return {**exc.report.to_json(), "error": detail}
     return {"error": detail}
 
 

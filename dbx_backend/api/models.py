@@ -149,9 +149,19 @@ class QueryResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """Body of `GET /health` and `GET /ready`."""
+    """Body of `GET /health`."""
 
-    status: Literal["ok", "ready"]
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    """Body of `GET /ready`: the last background check of the warehouse, and its age."""
+
+    status: Literal["ready", "not_ready"]
+    checked_at: str | None = Field(
+        description="When the last check ended (ISO 8601, UTC); null until the first one ends."
+    )
+    age_s: float | None = Field(description="Seconds since the last check ended.")
 
 
 class StatementSubmitted(BaseModel):
@@ -206,5 +216,11 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     """Every error response: `{"error": {...}}`."""
+
+    error: ErrorDetail
+
+
+class NotReadyResponse(ReadyResponse):
+    """Body of `GET /ready` answering 503: the readiness fields beside the error."""
 
     error: ErrorDetail
