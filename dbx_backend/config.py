@@ -84,6 +84,7 @@ class Settings(BaseModel):
     allow_adhoc_sql: bool = Field(default=True, alias="ALLOW_ADHOC_SQL")
     queries_dir: Path | None = Field(default=None, alias="QUERIES_DIR")
     max_concurrent_queries: int = Field(default=32, alias="MAX_CONCURRENT_QUERIES", ge=1)
+    max_open_statements: int = Field(default=64, alias="MAX_OPEN_STATEMENTS", ge=1)
     max_sql_bytes: int = Field(default=64 * 1024, alias="MAX_SQL_BYTES", ge=16)
     statement_handle_secret: OptionalSecret = Field(default=None, alias="STATEMENT_HANDLE_SECRET")
     statement_handle_ttl_s: float = Field(default=3600.0, alias="STATEMENT_HANDLE_TTL_S", gt=0)

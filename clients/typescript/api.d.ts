@@ -814,7 +814,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -990,7 +990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1107,7 +1107,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1214,7 +1214,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1318,7 +1318,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1427,7 +1427,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
+from dbx_backend.api.open_statements import TooManyStatements
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.parameters import InvalidQuery
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
@@ -79,6 +80,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
     ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),

@@ -39,7 +39,8 @@ ERROR_TEXT = {
     413: "Body or SQL too large",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
     "ALLOWED_HOSTS (DNS rebinding guard)",
-    429: "Too many concurrent queries; see Retry-After",
+    429: "Too many concurrent queries, or (statements) too many open statements for this "
+    "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
     503: "The warehouse is unavailable; see Retry-After",
