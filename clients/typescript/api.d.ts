@@ -379,7 +379,7 @@ export interface components {
             sql: string;
             /**
              * Params
-             * @description Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             * @description Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
              */
             params?: {
                 [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
@@ -714,8 +714,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -872,8 +890,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -980,8 +1016,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -29,7 +29,15 @@ Identifier = Annotated[
 
 
 NO_EXTRA_KEYS: JsonDict = {"additionalProperties": False}
-Scalar = bool | int | float | str | None
+# JSON has no NaN or Infinity; a number that overflows to one (1e400) is refused, not passed on.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = bool | int | FiniteFloat | str | None
+
+# The largest integer every JSON reader (JavaScript's included) holds exactly: the bound of
+# `row_limit` and of the statements API's `offset` and `limit`.
+MAX_SAFE_INT = 2**53 - 1
+# A request's deadline is capped by MAX_QUERY_TIMEOUT_S; the schema's own bound is one day.
+MAX_TIMEOUT_S = 86_400.0
 
 
 class TypedParamModel(BaseModel):
@@ -46,9 +54,15 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
-    row_limit: int | None = Field(default=None, ge=1, description="At most this many rows.")
+    row_limit: int | None = Field(
+        default=None, ge=1, le=MAX_SAFE_INT, description="At most this many rows."
+    )
     timeout_s: float | None = Field(
-        default=None, gt=0, description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S)."
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S).",
     )
     long_as_string: bool = Field(
         default=False, description="Render LONG (BIGINT) values as strings, for JavaScript."
@@ -78,8 +92,9 @@ class QueryRequest(RunOptions):
     params: dict[ParamName, Scalar | TypedParamModel] = Field(
         default_factory=dict,
         json_schema_extra=NO_EXTRA_KEYS,
-        description="Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, "
-        "string -> STRING, null -> NULL, or {value, type} for another type.",
+        description="Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), "
+        "float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} "
+        "for another type.",
     )
     catalog: Identifier | None = Field(default=None, description="Default catalog.")
     schema_: Identifier | None = Field(default=None, alias="schema", description="Default schema.")

@@ -74,13 +74,60 @@ _SCHEMA = re.compile(r'schema "?(?P<name>[^"!\s]+)"? does not exist', re.IGNOREC
 _FUNCTION = re.compile(r"Function with name (?P<name>\S+) does not exist")
 _COLUMN = re.compile(r'Referenced column "(?P<name>[^"]+)" not found')
 _CAST = re.compile(r"Could not convert string '(?P<value>.*)' to (?P<target>\w+)")
-_DUCKDB_TARGETS = {"INT8": "TINYINT", "INT16": "SMALLINT", "INT32": "INT", "INT64": "BIGINT"}
+_CAST_OVERFLOW = re.compile(
+    r"(?:Type (?P<source>\S+) with value|(?P<big>BIGNUM) value) (?P<value>\S+) (?:can't be cast "
+    r"because the value is|is) out of range for (?:the destination type|type) (?P<target>\S+)"
+)
+# DuckDB's own type names (physical, unsigned, literal, list) as the Databricks types the
+# local warehouse reports for them (coltypes.py): users never see an engine's internals.
+_DUCKDB_TYPES = {
+    "INT8": "TINYINT",
+    "INT16": "SMALLINT",
+    "INT32": "INT",
+    "INT64": "BIGINT",
+    "INT128": "DECIMAL(38,0)",
+    "HUGEINT": "DECIMAL(38,0)",
+    "UINT8": "SMALLINT",
+    "UTINYINT": "SMALLINT",
+    "UINT16": "INT",
+    "USMALLINT": "INT",
+    "UINT32": "BIGINT",
+    "UINTEGER": "BIGINT",
+    "UINT64": "DECIMAL(20,0)",
+    "UBIGINT": "DECIMAL(20,0)",
+    "UINT128": "DECIMAL(38,0)",
+    "UHUGEINT": "DECIMAL(38,0)",
+    "BIGNUM": "DECIMAL",
+    "VARINT": "DECIMAL",
+    "INTEGER": "INT",
+    "INTEGER_LITERAL": "INT",
+    "STRING_LITERAL": "STRING",
+    "VARCHAR": "STRING",
+    "BLOB": "BINARY",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
+    "TIMESTAMP_S": "TIMESTAMP_NTZ",
+    "TIMESTAMP_MS": "TIMESTAMP_NTZ",
+    "TIMESTAMP_NS": "TIMESTAMP_NTZ",
+}
+_DUCKDB_TYPE = re.compile(
+    r"\b(?P<name>" + "|".join(sorted(_DUCKDB_TYPES, key=len, reverse=True)) + r")\b(?P<list>\[\])?"
+)
+
+
+def databricks_type_names(text: str) -> str:
+    """`text` with DuckDB's type names replaced by Databricks ones (`INT64[]` -> ARRAY<BIGINT>)."""
+
+    def rename(match: re.Match[str]) -> str:
+        name = _DUCKDB_TYPES[match["name"]]
+        return f"ARRAY<{name}>" if match["list"] else name
+
+    return _DUCKDB_TYPE.sub(rename, text)
 
 
 def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
     """The Databricks error class, message and SQLSTATE closest to a DuckDB error."""
     text = str(exc).split("\n", 1)[0]
-    detail = text.split(": ", 1)[-1]
+    detail = databricks_type_names(text.split(": ", 1)[-1])
     if isinstance(exc, duckdb.ParserException):
         near = _NEAR.search(text)
         return syntax_error(near["near"] if near else "end of input")
@@ -102,7 +149,7 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
         )
     if isinstance(exc, duckdb.ConversionException):
         if match := _CAST.search(text):
-            target = _DUCKDB_TARGETS.get(match["target"], match["target"])
+            target = databricks_type_names(match["target"])
             return SqlError(
                 "CAST_INVALID_INPUT",
                 f"The value '{match['value']}' of the type \"STRING\" cannot be cast to "
@@ -110,6 +157,15 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
                 "change its target type. Use `try_cast` to tolerate malformed input and return "
                 "NULL instead.",
                 "22018",
+            )
+        if match := _CAST_OVERFLOW.search(text):
+            source = databricks_type_names(match["source"] or match["big"])
+            return SqlError(
+                "CAST_OVERFLOW",
+                f'The value {match["value"]} of the type "{source}" cannot be cast to '
+                f'"{databricks_type_names(match["target"])}" due to an overflow. Use `try_cast` '
+                "to tolerate overflow and return NULL instead.",
+                "22003",
             )
         return SqlError("CAST_INVALID_INPUT", detail, "22018")
     if isinstance(exc, duckdb.OutOfRangeException):
