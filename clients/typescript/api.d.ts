@@ -28,7 +28,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: the warehouse answers a cheap statement. */
+        /** Readiness: the last background check of the warehouse and its age; answers at once. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -232,11 +232,12 @@ export interface components {
             request_id: string;
             /**
              * Retryable
-             * @description Whether trying the same request again may succeed.
+             * @description Whether sending the same request again may succeed without running a statement twice (false after a submit that may have run when READ_ONLY=false).
              */
             retryable: boolean;
             /**
              * Statement Id
+             * @description The warehouse's statement id, when the failure has one.
              * @default null
              */
             statement_id?: string | null;
@@ -261,14 +262,14 @@ export interface components {
         };
         /**
          * HealthResponse
-         * @description Body of `GET /health` and `GET /ready`.
+         * @description Body of `GET /health`.
          */
         HealthResponse: {
             /**
              * Status
-             * @enum {string}
+             * @constant
              */
-            status: "ok" | "ready";
+            status: "ok";
         };
         /**
          * NamedQueryInfo
@@ -342,6 +343,28 @@ export interface components {
             params?: {
                 [key: string]: boolean | number | string | null;
             };
+        };
+        /**
+         * NotReadyResponse
+         * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
+         */
+        NotReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
+            error: components["schemas"]["ErrorDetail"];
         };
         /**
          * QueryRequest
@@ -418,6 +441,27 @@ export interface components {
             truncated: boolean;
             /** Statement Id */
             statement_id: string;
+        };
+        /**
+         * ReadyResponse
+         * @description Body of `GET /ready`: the last background check of the warehouse, and its age.
+         */
+        ReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
         };
         /**
          * RowsPage
@@ -524,8 +568,10 @@ export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NotReadyResponse = components['schemas']['NotReadyResponse'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
+export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
@@ -551,7 +597,16 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -578,10 +633,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HealthResponse"];
+                    "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -590,13 +654,13 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["NotReadyResponse"];
                 };
             };
         };
@@ -620,7 +684,16 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -650,7 +723,16 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -687,7 +769,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -696,7 +778,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -705,7 +787,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -714,7 +796,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -723,7 +805,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -732,7 +814,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A Content-Encoding other than gzip, deflate or identity */
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -741,7 +823,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -750,7 +841,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -759,7 +850,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -768,7 +859,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -777,7 +868,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -807,7 +898,7 @@ export interface operations {
                     "application/json": components["schemas"]["NamedQueryList"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -816,7 +907,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -854,7 +954,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -863,7 +963,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -872,7 +972,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -881,7 +981,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -890,7 +990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -899,7 +999,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -908,7 +1008,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A Content-Encoding other than gzip, deflate or identity */
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -917,7 +1017,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -926,7 +1035,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -935,7 +1044,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -944,7 +1053,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -953,7 +1062,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -989,7 +1098,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -998,7 +1107,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1007,7 +1116,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1016,7 +1125,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S */
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -1025,7 +1134,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1034,7 +1143,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A Content-Encoding other than gzip, deflate or identity */
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1043,7 +1152,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1052,7 +1170,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1061,7 +1179,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1070,7 +1188,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1079,7 +1197,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1114,7 +1232,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementStatus"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1123,7 +1241,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1132,7 +1250,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1141,7 +1259,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1150,7 +1277,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1159,7 +1286,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1168,7 +1295,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1177,7 +1304,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1209,7 +1336,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1218,7 +1345,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1227,7 +1354,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1236,7 +1363,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1245,7 +1381,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1254,7 +1390,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1263,7 +1399,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1272,7 +1408,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1309,7 +1445,7 @@ export interface operations {
                     "application/json": components["schemas"]["RowsPage"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1318,7 +1454,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1327,7 +1463,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1336,7 +1472,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1345,7 +1490,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1354,7 +1499,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1363,7 +1508,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1372,7 +1517,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
