@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp_cors
 from aiohttp import web
 
+from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
-from dbx_backend.api.guards import QueryLimiter, api_key_middleware, load_api_keys
+from dbx_backend.api.guards import (
+    QueryLimiter,
+    api_key_middleware,
+    host_middleware,
+    load_api_keys,
+)
 from dbx_backend.api.health import setup_health_routes
-from dbx_backend.api.middlewares import REQUEST_ID_HEADER, request_context
+from dbx_backend.api.middlewares import request_context
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
 from dbx_backend.api.statements import setup_statement_routes
@@ -44,20 +49,6 @@ def _secrets(settings: Settings) -> list[str]:
     return values
 
 
-def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
-    """Allow the web app's origins (preflight included); other origins get no CORS headers."""
-    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
-        allow_credentials=False,
-        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER, "Idempotency-Key"),
-        expose_headers=(REQUEST_ID_HEADER, "Server-Timing", "Retry-After"),
-        allow_methods=("GET", "POST", "DELETE"),
-        max_age=600,
-    )
-    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
-    for route in list(app.router.routes()):
-        cors.add(route)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -72,6 +63,8 @@ def create_app(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            host_middleware(settings),
+            preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
         ],
         client_max_size=settings.max_body_bytes,
@@ -99,7 +92,12 @@ def create_app(
             yield
             await service.drain()
 
+    async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[READINESS].close()  # before the warehouse client closes
+
     app.cleanup_ctx.append(warehouse_ctx)
+    app.cleanup_ctx.append(readiness_ctx)
     setup_health_routes(app)
     setup_openapi_route(app)
     setup_routes(app)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +14,7 @@ from aiohttp import web
 from dbx_backend import __version__
 from dbx_backend.app import create_app
 from dbx_backend.config import ConfigError, Settings, load_settings
+from dbx_backend.hosts import is_loopback
 from dbx_backend.logs import configure_logging
 
 log = logging.getLogger("dbx_backend")
@@ -27,16 +28,9 @@ DEV_CURL = (
 )
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def warn_if_exposed(settings: Settings) -> None:
     """A service reachable from other machines without API keys runs anyone's SQL."""
-    if not _is_loopback(settings.host) and not settings.api_keys:
+    if not is_loopback(settings.host) and not settings.api_keys:
         log.warning(
             "WARNING: listening on %s with no API_KEYS: anyone who can reach port %d can run "
             "SQL with this service's Databricks identity. Set API_KEYS (see README).",
@@ -88,7 +82,12 @@ def dev(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    warehouse = LocalWarehouse(WarehouseConfig(host="127.0.0.1", port=args.warehouse_port))
+    # A fresh token each run (never printed): only this process knows how to reach the
+    # warehouse, so another program on the machine cannot run SQL on it unasked.
+    token = args.token or f"dapi-local-{secrets.token_urlsafe(24)}"
+    warehouse = LocalWarehouse(
+        WarehouseConfig(host="127.0.0.1", port=args.warehouse_port, token=token)
+    )
     port = args.port or _settings_port()
 
     async def start() -> web.Application:
@@ -110,6 +109,7 @@ def dev(args: argparse.Namespace) -> int:
             await warehouse.__aexit__(None, None, None)
             raise SystemExit(2)
         configure_logging(settings.log_level, settings.log_format)
+        warn_if_exposed(settings)
         app = create_app(settings)
 
         async def stop_warehouse(app: web.Application) -> None:
@@ -118,6 +118,8 @@ def dev(args: argparse.Namespace) -> int:
         app.on_cleanup.append(stop_warehouse)  # after the service's own clean-up
         print(f"local warehouse:  {warehouse.url}  (warehouse id {warehouse.config.warehouse_id})")
         print(f"dbx-backend:      http://localhost:{settings.port}")
+        origins = ", ".join(settings.cors_allow_origins) or "none"
+        print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
         print("try:")
         print(f"  {DEV_CURL.format(port=settings.port)}")
         sys.stdout.flush()
@@ -180,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev_parser.add_argument("--port", type=int, default=0, help="service port (PORT, or 4000)")
     dev_parser.add_argument(
         "--warehouse-port", type=int, default=0, help="local warehouse port (default: any free)"
+    )
+    dev_parser.add_argument(
+        "--token",
+        default=None,
+        help="local warehouse token (default: a random one per run, never printed)",
     )
     warehouse_parser = commands.add_parser(
         "warehouse", help="run the local warehouse alone (a Statement Execution API server)"

@@ -5,7 +5,6 @@ This is the only module that reads `os.environ`; everything else receives a `Set
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -23,8 +22,11 @@ from pydantic import (
     field_validator,
 )
 
+from dbx_backend.hosts import ANY_HOST, is_loopback
+
 HTTP_PATH_RE = re.compile(r"^/sql/1\.0/warehouses/(?P<id>[A-Za-z0-9_-]+)/?$")
 WAREHOUSE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+HOST_NAME_RE = re.compile(r"^\.?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
 
 
 class ConfigError(Exception):
@@ -68,6 +70,7 @@ class Settings(BaseModel):
     cors_allow_origins: CommaList = Field(
         default=("http://localhost:3000",), alias="CORS_ALLOW_ORIGINS"
     )
+    allowed_hosts: CommaList = Field(default=(), alias="ALLOWED_HOSTS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="LOG_LEVEL"
     )
@@ -107,9 +110,20 @@ class Settings(BaseModel):
         scheme, _, rest = value.partition("://")
         if scheme not in ("https", "http") or not rest or "/" in rest or " " in rest:
             raise ValueError("must be a workspace host such as adb-123.4.azuredatabricks.net")
-        if scheme == "http" and not _is_loopback(rest.rsplit(":", 1)[0].strip("[]")):
+        if scheme == "http" and not is_loopback(rest.rsplit(":", 1)[0]):
             raise ValueError("http:// sends the credential in clear text: use https://")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if name != ANY_HOST and not HOST_NAME_RE.match(name)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: must be host names (api.example.com, .example.com for "
+                "subdomains) or *, without scheme, port or path"
+            )
+        return tuple(name.lower() for name in value)
 
     @field_validator("databricks_http_path")
     @classmethod
@@ -158,16 +172,6 @@ class Settings(BaseModel):
         if match is None:  # load_settings guarantees one of the two
             raise ConfigError("no warehouse id configured")
         return match["id"]
-
-
-def _is_loopback(host: str) -> bool:
-    """True for addresses that never leave this machine (the local warehouse)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _read_api_keys_file(path: Path) -> tuple[list[str], str | None]:
@@ -229,6 +233,12 @@ def load_settings(
     values.update(os.environ if environ is None else environ)
     values.update(overrides or {})
     problems = _cross_field_problems(values)
+    listed_keys = values.get("API_KEYS")
+    if listed_keys is not None and not _comma_list(listed_keys):
+        problems.append(
+            "API_KEYS: holds no key (blank or only commas would turn authentication off); "
+            "list at least one key, or remove the variable to run without keys"
+        )
     keys_file = (values.get("API_KEYS_FILE") or "").strip()
     if keys_file:
         file_keys, problem = _read_api_keys_file(Path(keys_file))

@@ -52,6 +52,22 @@ def test_serve_with_a_bad_environment_exits_2_listing_every_problem(tmp_path: Pa
     assert "Traceback" not in result.stderr
 
 
+def test_serve_with_api_keys_that_list_no_key_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "API_KEYS"))}
+    env |= {
+        "DATABRICKS_HOST": "https://adb-1.azuredatabricks.net",
+        "DATABRICKS_WAREHOUSE_ID": "abc",
+        "DATABRICKS_TOKEN": "dapi-x",
+        "API_KEYS": " , ",
+    }
+
+    result = run_cli("serve", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "API_KEYS: holds no key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--version"])
@@ -158,6 +174,16 @@ def test_every_error_class_has_a_response_row() -> None:
     assert unmapped == []
 
 
+def test_every_error_code_is_in_the_readmes_error_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Errors") :]
+    # The row of a base class that is never raised itself (a fallback for future subclasses).
+    fallbacks = {"SQL_NOT_ACCEPTED"}
+    codes = {row.code for row in api_errors.ERROR_RESPONSES.values()} | {api_errors.INTERNAL.code}
+
+    assert sorted(c for c in codes - fallbacks if f"`{c}`" not in table) == []
+
+
 @pytest.mark.parametrize(
     ("host", "keys", "warned"),
     [
@@ -173,6 +199,7 @@ def test_serving_beyond_loopback_without_keys_warns_loudly(
     from dbx_backend.config import load_settings
     from tests.conftest import TEST_ENV
 
-    warn_if_exposed(load_settings({**TEST_ENV, "HOST": host, "API_KEYS": keys}, env_file=None))
+    listed = {"API_KEYS": keys} if keys else {}  # a blank API_KEYS is refused at start
+    warn_if_exposed(load_settings({**TEST_ENV, "HOST": host, **listed}, env_file=None))
 
     assert any("no API_KEYS" in r.getMessage() for r in caplog.records) is warned

@@ -153,6 +153,20 @@ def test_an_empty_keys_file_is_refused_rather_than_turning_auth_off(tmp_path: Pa
         load_settings({**TEST_ENV, "API_KEYS_FILE": str(keys)}, env_file=None)
 
 
+@pytest.mark.parametrize(
+    "listed", ["", "   ", ",", " , ,, "], ids=["empty", "blank", "comma", "commas"]
+)
+def test_api_keys_that_list_no_key_are_refused_rather_than_turning_auth_off(listed: str) -> None:
+    with pytest.raises(ConfigError, match="API_KEYS: holds no key"):
+        load_settings({**TEST_ENV, "API_KEYS": listed}, env_file=None)
+
+
+def test_api_keys_with_blanks_between_keep_the_keys() -> None:
+    settings = load_settings({**TEST_ENV, "API_KEYS": " k1 ,, k2 ,"}, env_file=None)
+
+    assert [k.get_secret_value() for k in settings.api_keys] == ["k1", "k2"]
+
+
 def test_api_keys_are_merged_and_never_shown(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("file-key-123\n")

@@ -436,14 +436,22 @@ def test_operation_ids_are_the_route_names(document: dict[str, Any], app: web.Ap
 
 
 def test_every_operation_documents_its_error_envelope(document: dict[str, Any]) -> None:
-    envelope = "#/components/schemas/ErrorResponse"
+    """Every 4xx/5xx body is a schema with the required `error` envelope (`/ready`'s 503 adds
+    its readiness fields beside it)."""
+    schemas = document["components"]["schemas"]
+
+    def has_envelope(response: dict[str, Any]) -> bool:
+        ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+        schema = schemas.get(str(ref).rsplit("/", 1)[-1], {})
+        error = schema.get("properties", {}).get("error", {})
+        required = "error" in schema.get("required", [])
+        return required and error.get("$ref") == "#/components/schemas/ErrorDetail"
+
     missing = [
         f"{method} {path} {status}"
         for (method, path), operation in operations(document).items()
         for status, response in operation["responses"].items()
-        if status.startswith(("4", "5"))
-        and response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
-        != envelope
+        if status.startswith(("4", "5")) and not has_envelope(response)
     ]
     assert missing == []
 
@@ -483,3 +491,13 @@ def test_the_committed_typescript_types_are_up_to_date(tmp_path: Path) -> None:
     assert fresh.read_text() == TYPES.read_text(), (
         "clients/typescript/api.d.ts is stale: run scripts/generate-types and commit it"
     )
+
+
+def test_every_error_code_is_named_in_the_document() -> None:
+    from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
+
+    text = json.dumps(openapi_document())
+    # A path's other methods answer 405; OpenAPI lists only the methods a path has.
+    codes = {row.code for row in ERROR_RESPONSES.values() if row.status != 405} | {INTERNAL.code}
+
+    assert sorted(code for code in codes if code not in text) == []

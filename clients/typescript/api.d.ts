@@ -28,7 +28,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: the warehouse answers a cheap statement. */
+        /** Readiness: the last background check of the warehouse and its age; answers at once. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -252,11 +252,12 @@ export interface components {
             request_id: string;
             /**
              * Retryable
-             * @description Whether trying the same request again may succeed.
+             * @description Whether sending the same request again may succeed without running a statement twice (false after a submit that may have run when READ_ONLY=false).
              */
             retryable: boolean;
             /**
              * Statement Id
+             * @description The warehouse's statement id, when the failure has one.
              * @default null
              */
             statement_id?: string | null;
@@ -281,14 +282,14 @@ export interface components {
         };
         /**
          * HealthResponse
-         * @description Body of `GET /health` and `GET /ready`.
+         * @description Body of `GET /health`.
          */
         HealthResponse: {
             /**
              * Status
-             * @enum {string}
+             * @constant
              */
-            status: "ok" | "ready";
+            status: "ok";
         };
         /**
          * JsonField
@@ -420,6 +421,28 @@ export interface components {
             };
         };
         /**
+         * NotReadyResponse
+         * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
+         */
+        NotReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
+            error: components["schemas"]["ErrorDetail"];
+        };
+        /**
          * QueryRequest
          * @description Body of `POST /api/query` and `POST /api/statements`: one SQL statement.
          */
@@ -494,6 +517,27 @@ export interface components {
             truncated: boolean;
             /** Statement Id */
             statement_id: string;
+        };
+        /**
+         * ReadyResponse
+         * @description Body of `GET /ready`: the last background check of the warehouse, and its age.
+         */
+        ReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
         };
         /**
          * RowsPage
@@ -602,8 +646,10 @@ export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NotReadyResponse = components['schemas']['NotReadyResponse'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
+export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
@@ -629,7 +675,16 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -656,10 +711,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HealthResponse"];
+                    "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -668,13 +732,13 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["NotReadyResponse"];
                 };
             };
         };
@@ -698,7 +762,16 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -728,7 +801,16 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -765,7 +847,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -774,7 +856,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -783,7 +865,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -792,7 +874,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -801,7 +883,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -810,7 +901,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -819,7 +910,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -828,7 +919,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -837,7 +928,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -867,7 +958,7 @@ export interface operations {
                     "application/json": components["schemas"]["NamedQueryList"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -876,7 +967,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -914,7 +1014,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -923,7 +1023,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -932,7 +1032,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -941,7 +1041,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -950,7 +1050,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -959,7 +1059,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -968,7 +1077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -977,7 +1086,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -986,7 +1095,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -995,7 +1104,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1031,7 +1140,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1040,7 +1149,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1049,7 +1158,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Statement not allowed (read-only) or ad-hoc SQL disabled */
+            /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1058,7 +1167,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Body or SQL too large */
+            /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1067,7 +1176,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1076,7 +1194,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1085,7 +1203,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1094,7 +1212,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1103,7 +1221,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1138,7 +1256,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementStatus"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1147,7 +1265,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1156,7 +1274,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1165,7 +1283,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1174,7 +1301,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1183,7 +1310,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1192,7 +1319,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1201,7 +1328,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1233,7 +1360,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatementSubmitted"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1242,7 +1369,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1251,7 +1378,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1260,7 +1387,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1269,7 +1405,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1278,7 +1414,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1287,7 +1423,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1296,7 +1432,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1333,7 +1469,7 @@ export interface operations {
                     "application/json": components["schemas"]["RowsPage"];
                 };
             };
-            /** @description Invalid request, SQL error or SQL the parser cannot read */
+            /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1342,7 +1478,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing or wrong API key (when API_KEYS is set) */
+            /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1351,7 +1487,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description No such route, named query or statement handle */
+            /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1360,7 +1496,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After */
+            /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1369,7 +1514,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unexpected failure (details in the log, by request id) */
+            /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -1378,7 +1523,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse answered with an error that cannot be passed on */
+            /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1387,7 +1532,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After */
+            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1396,7 +1541,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled */
+            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from dbx_backend.config import Settings
+from dbx_backend.hosts import HostAllowlist, allowlist_for
 from dbx_backend.sqlpolicy import check_read_only
 
 log = logging.getLogger("dbx_backend.api")
@@ -29,6 +30,10 @@ class AdhocSqlDisabled(Exception):
 
 class SqlTooLarge(Exception):
     """The SQL text is over `MAX_SQL_BYTES`."""
+
+
+class HostNotAllowed(Exception):
+    """The request's `Host` is not a name this service answers (DNS rebinding guard)."""
 
 
 class TooManyQueries(Exception):
@@ -56,6 +61,22 @@ def api_key_middleware(keys: tuple[bytes, ...]) -> Middleware:
                 matched |= hmac.compare_digest(candidate, key)
             if scheme.lower() != "bearer" or not matched:
                 raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+        return await handler(request)
+
+    return middleware
+
+
+def host_middleware(settings: Settings) -> Middleware:
+    """Answer only loopback `Host` names (and `ALLOWED_HOSTS`) when bound to loopback."""
+    allowlist: HostAllowlist | None = allowlist_for(settings.host, settings.allowed_hosts)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if allowlist is not None and not allowlist.allows(request.headers.get("Host")):
+            raise HostNotAllowed(
+                "this service answers only requests addressed to localhost, 127.0.0.1 or [::1]"
+                " (or a name in ALLOWED_HOSTS); add the host name to ALLOWED_HOSTS to serve it"
+            )
         return await handler(request)
 
     return middleware

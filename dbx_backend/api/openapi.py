@@ -14,13 +14,16 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from dbx_backend import __version__
+from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
 from dbx_backend.api.models import (
     ErrorResponse,
     HealthResponse,
     NamedQueryList,
     NamedQueryRequest,
+    NotReadyResponse,
     QueryRequest,
     QueryResponse,
+    ReadyResponse,
     RowsPage,
     StatementStatus,
     StatementSubmitted,
@@ -30,9 +33,12 @@ REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
     400: "Invalid request, SQL error or SQL the parser cannot read",
     401: "Missing or wrong API key (when API_KEYS is set)",
-    403: "Statement not allowed (read-only) or ad-hoc SQL disabled",
+    403: "Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an "
+    "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
     413: "Body or SQL too large",
+    421: "Host not allowed: bound to loopback, the service answers only loopback names and "
+    "ALLOWED_HOSTS (DNS rebinding guard)",
     429: "Too many concurrent queries; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
@@ -43,9 +49,21 @@ RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 STREAMS = {
     "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
-    "then {row_count, truncated}; or a final {error} line if the stream fails.",
+    "then {row_count, truncated}; or a final {error} line (with statement_id) if the stream "
+    "fails.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
 }
+
+
+def _codes_by_status() -> dict[int, list[str]]:
+    """Each status's `error.code` values, from the one exception -> response table."""
+    codes: dict[int, set[str]] = {}
+    for row in (*ERROR_RESPONSES.values(), INTERNAL):
+        codes.setdefault(row.status, set()).add(row.code)
+    return {status: sorted(found) for status, found in codes.items()}
+
+
+CODES = _codes_by_status()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,8 @@ class Operation:
     secured: bool = True
     ok_media: str = "application/json"
     extra_headers: tuple[str, ...] = field(default=())
+    # Error statuses whose body is not the plain ErrorResponse.
+    error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
 
 _ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
@@ -82,9 +102,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/ready",
         "ready",
-        "Readiness: the warehouse answers a cheap statement.",
-        ok=HealthResponse,
+        "Readiness: the last background check of the warehouse and its age; answers at once.",
+        ok=ReadyResponse,
         errors=(500, 503),
+        error_bodies=((503, NotReadyResponse),),
         secured=False,
     ),
     Operation(
@@ -189,11 +210,14 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             target: {"operationId": target, "parameters": {"id": "$response.body#/statement_id"}}
             for target in ("statement_status", "statement_rows", "cancel_statement")
         }
-    error_schema = {
-        "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
-    }
-    for status in sorted({*op.errors, 500}):
-        responses[str(status)] = {"description": ERROR_TEXT[status], "content": error_schema}
+    bodies = dict(op.error_bodies)
+    for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
+        model = bodies.get(status, ErrorResponse)
+        error_schema = {"application/json": {"schema": _schema_ref(model, refs, "serialization")}}
+        description = ERROR_TEXT[status]
+        if status in CODES:
+            description += f". error.code: {', '.join(CODES[status])}"
+        responses[str(status)] = {"description": description, "content": error_schema}
     operation: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -232,6 +256,7 @@ def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     inputs = {op.body for op in OPERATIONS if op.body is not None}
     outputs = {op.ok for op in OPERATIONS if op.ok is not None} | {ErrorResponse}
+    outputs |= {model for op in OPERATIONS for _, model in op.error_bodies}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)
     ]

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from dbx_backend.localwarehouse import download, oidc, routes
+from dbx_backend.hosts import allowlist_for
+from dbx_backend.localwarehouse import download, oidc, routes, warehouses
 from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.engine import Engine
 from dbx_backend.localwarehouse.errors import ApiError
@@ -26,6 +27,7 @@ from dbx_backend.localwarehouse.keys import (
     CONFIG,
     ENGINE,
     FAULTS,
+    POWER,
     SEEN,
     SIGNER,
     TOKENS,
@@ -33,6 +35,7 @@ from dbx_backend.localwarehouse.keys import (
 )
 from dbx_backend.localwarehouse.links import LinkSigner
 from dbx_backend.localwarehouse.oauth import TokenStore
+from dbx_backend.localwarehouse.power import Power
 from dbx_backend.localwarehouse.responses import error_body
 
 SWEEP_INTERVAL_S = 30.0
@@ -47,7 +50,10 @@ def create_warehouse_app(
     seen: list[SeenRequest] | None = None,
 ) -> web.Application:
     """The local warehouse as an aiohttp application; the engine starts with the app."""
-    app = web.Application(middlewares=[_warehouse_middleware], client_max_size=17 * 1024**2)
+    app = web.Application(
+        middlewares=[_host_middleware(config), _warehouse_middleware],
+        client_max_size=17 * 1024**2,
+    )
     app[CONFIG] = config
     app[CLOCK] = clock
     app[FAULTS] = faults if faults is not None else FaultInjector()
@@ -56,6 +62,7 @@ def create_warehouse_app(
     app[SIGNER] = LinkSigner(config.link_expiry_s, clock)
     app.cleanup_ctx.append(_engine_ctx)
     routes.add_routes(app)
+    warehouses.add_routes(app)
     download.add_routes(app)
     oidc.add_routes(app)
     if config.admin_enabled:
@@ -64,8 +71,10 @@ def create_warehouse_app(
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = await asyncio.to_thread(Engine, app[CONFIG], asyncio.get_running_loop(), app[CLOCK])
+    loop = asyncio.get_running_loop()
+    engine = await asyncio.to_thread(Engine, app[CONFIG], loop, app[CLOCK])
     app[ENGINE] = engine
+    app[POWER] = power = Power(app[CONFIG], engine, loop, app[CLOCK])
 
     async def sweep_forever() -> None:
         while True:
@@ -79,7 +88,22 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        power.close()
         await asyncio.to_thread(engine.close)
+
+
+def _host_middleware(config: WarehouseConfig) -> Middleware:
+    """Refuse a `Host` that is not this machine's when bound to loopback (DNS rebinding)."""
+    allowlist = allowlist_for(config.host, config.allowed_hosts)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if allowlist is None or allowlist.allows(request.headers.get("Host")):
+            return await handler(request)
+        message = "This warehouse answers only requests addressed to a loopback host name."
+        return routes.json_response(error_body("BAD_REQUEST", message), 421)
+
+    return middleware
 
 
 def _endpoint(request: web.Request) -> str | None:
@@ -152,6 +176,9 @@ async def _warehouse_middleware(request: web.Request, handler: Handler) -> web.S
     try:
         if request.path.startswith(_AUTHENTICATED_PREFIXES):
             _authenticate(request)
+            # Every API call looks at the warehouse, so a start or an idle stop that is due
+            # happens now (a test's fake clock drives them this way).
+            request.app[POWER].refresh()
         response = await handler(request)
     except ApiError as exc:
         response = routes.json_response(error_body(exc.error_code, exc.message), exc.status)

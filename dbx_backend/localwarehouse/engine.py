@@ -100,10 +100,13 @@ class Engine:
             seed_samples(self._db)
         if config.data_dir is not None:
             attach_data_dir(self._db, config.data_dir)
+        lock_down(self._db)
         self._spool_dir = tempfile.TemporaryDirectory(prefix="localwarehouse-")
         self._executor = ThreadPoolExecutor(config.max_running, "localwarehouse")
         self._statements: dict[str, Statement] = {}
         self._interrupters: set[asyncio.Task[None]] = set()
+        # When a statement last arrived or ended: the idle clock of auto-stop starts there.
+        self.last_activity = clock()
 
     # -- lifecycle of statements, called on the event loop --------------------------------
 
@@ -111,6 +114,7 @@ class Engine:
         """Register a PENDING statement; `start` queues it for execution."""
         statement = Statement(str(uuid.uuid4()), request, self._clock())
         self._statements[statement.statement_id] = statement
+        self.last_activity = statement.submitted_at
         return statement
 
     def start(self, statement: Statement) -> None:
@@ -138,6 +142,7 @@ class Engine:
                 statement.cancel_requested.set()  # ends its PENDING delay at once
                 statement.state = CANCELED
                 statement.finished_at = self._clock()
+                self.last_activity = statement.finished_at
                 self._notify(statement)
             elif statement.state == RUNNING:
                 statement.cancel_requested.set()
@@ -178,6 +183,10 @@ class Engine:
     def active_count(self) -> int:
         """Statements not yet terminal (PENDING or RUNNING)."""
         return sum(1 for s in self._statements.values() if s.state not in TERMINAL)
+
+    def active_statements(self) -> list[Statement]:
+        """Statements not yet terminal (PENDING or RUNNING), oldest first."""
+        return [s for s in self._statements.values() if s.state not in TERMINAL]
 
     def close(self) -> None:
         """Cancel everything, stop the workers and free the database and spool files."""
@@ -228,16 +237,26 @@ class Engine:
             self._finish(statement, CANCELED)
         except SqlError as exc:
             self._finish(statement, FAILED, error=exc)
-        except duckdb.Error as exc:
-            self._finish(statement, FAILED, error=sql_error_from_duckdb(exc))
-        except Exception:
-            log.exception("statement %s failed unexpectedly", statement.statement_id)
-            error = SqlError("INTERNAL_ERROR", "The statement failed.", "XX000")
-            self._finish(statement, FAILED, error=error)
+        except Exception as exc:
+            self._finish(statement, FAILED, error=self._failure(statement, exc))
         finally:
             with statement.lock:
                 statement.cursor = None
             cursor.close()
+
+    @staticmethod
+    def _failure(statement: Statement, exc: Exception) -> SqlError:
+        """The error a failed statement reports; a statement always ends, whatever failed."""
+        if isinstance(exc, duckdb.Error):
+            try:
+                return sql_error_from_duckdb(exc)
+            except Exception:
+                log.exception(
+                    "could not classify the error of statement %s", statement.statement_id
+                )
+        else:
+            log.exception("statement %s failed unexpectedly", statement.statement_id)
+        return SqlError("INTERNAL_ERROR", "The statement failed.", "XX000")
 
     def _execute(self, statement: Statement, cursor: duckdb.DuckDBPyConnection) -> None:
         request = statement.request
@@ -319,12 +338,31 @@ class Engine:
             statement.columns = columns or []
             statement.result = result
             statement.finished_at = self._clock()
+            self.last_activity = statement.finished_at
         self._notify(statement)
 
     def _notify(self, statement: Statement) -> None:
         # The loop may be gone when the warehouse is shutting down; nobody waits then.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(statement.done.set)
+
+
+def lock_down(db: duckdb.DuckDBPyConnection) -> None:
+    """Confine DuckDB to the data already loaded: no host files, network or extensions.
+
+    With external access off, every file, directory, URL, ATTACH, COPY, EXPORT, INSTALL and
+    LOAD fails with a PermissionException, whatever function or statement asks; locking the
+    configuration keeps any statement from turning it back on. No spill directory: DuckDB
+    would otherwise allow reads and writes under it (`.tmp` in the working directory). The
+    extension and secret directories are set so that no setting or message shows the host's
+    home directory.
+    """
+    db.execute("SET temp_directory = ''")
+    db.execute("SET extension_directory = '/localwarehouse/extensions'")
+    db.execute("SET secret_directory = '/localwarehouse/secrets'")
+    db.execute("SET allow_community_extensions = false")
+    db.execute("SET enable_external_access = false")
+    db.execute("SET lock_configuration = true")
 
 
 def _use(cursor: duckdb.DuckDBPyConnection, catalog: str | None, schema: str | None) -> None:

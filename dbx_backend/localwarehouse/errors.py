@@ -73,14 +73,49 @@ _TABLE = re.compile(r'Table with name "?(?P<name>[^"!\s]+)"? does not exist')
 _SCHEMA = re.compile(r'schema "?(?P<name>[^"!\s]+)"? does not exist', re.IGNORECASE)
 _FUNCTION = re.compile(r"Function with name (?P<name>\S+) does not exist")
 _COLUMN = re.compile(r'Referenced column "(?P<name>[^"]+)" not found')
+_TABLE_FUNCTION = re.compile(r'Table Function with name "?(?P<name>[^"!\s]+)"? (?:does not|is not)')
 _CAST = re.compile(r"Could not convert string '(?P<value>.*)' to (?P<target>\w+)")
-_DUCKDB_TARGETS = {"INT8": "TINYINT", "INT16": "SMALLINT", "INT32": "INT", "INT64": "BIGINT"}
+# DuckDB's type names (logical and physical) as Databricks spells them, so that no message
+# shows the engine underneath; longest names first.
+_DUCKDB_TYPES = {
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
+    "INTEGER_LITERAL": "INT",
+    "INT128": "DECIMAL(38,0)",
+    "HUGEINT": "DECIMAL(38,0)",
+    "UHUGEINT": "DECIMAL(38,0)",
+    "UBIGINT": "DECIMAL(20,0)",
+    "UINTEGER": "BIGINT",
+    "USMALLINT": "INT",
+    "UTINYINT": "SMALLINT",
+    "UINT64": "DECIMAL(20,0)",
+    "UINT32": "BIGINT",
+    "UINT16": "INT",
+    "UINT8": "SMALLINT",
+    "INT64": "BIGINT",
+    "INT32": "INT",
+    "INT16": "SMALLINT",
+    "INT8": "TINYINT",
+    "INTEGER": "INT",
+    "VARCHAR": "STRING",
+    "BLOB": "BINARY",
+    "TIMESTAMP_NS": "TIMESTAMP_NTZ",
+}
+_TYPE_NAMES = re.compile(r"\b(" + "|".join(map(re.escape, _DUCKDB_TYPES)) + r")\b")
+_SANDBOX = (
+    "The local warehouse does not read or write files, attach databases, load extensions, "
+    "reach the network or change its configuration; only its own tables can be queried."
+)
 
 
 def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
     """The Databricks error class, message and SQLSTATE closest to a DuckDB error."""
     text = str(exc).split("\n", 1)[0]
-    detail = text.split(": ", 1)[-1]
+    detail = _databricks_type_names(text.split(": ", 1)[-1])
+    if isinstance(exc, duckdb.PermissionException | duckdb.IOException | duckdb.HTTPException):
+        # Fixed text: DuckDB's names the path or URL it refused.
+        return SqlError("INSUFFICIENT_PERMISSIONS", _SANDBOX, "42501")
+    if "the configuration has been locked" in text:
+        return SqlError("CONFIG_NOT_AVAILABLE", "This configuration is not available.", "42K0I")
     if isinstance(exc, duckdb.ParserException):
         near = _NEAR.search(text)
         return syntax_error(near["near"] if near else "end of input")
@@ -102,7 +137,7 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
         )
     if isinstance(exc, duckdb.ConversionException):
         if match := _CAST.search(text):
-            target = _DUCKDB_TARGETS.get(match["target"], match["target"])
+            target = _DUCKDB_TYPES.get(match["target"], match["target"])
             return SqlError(
                 "CAST_INVALID_INPUT",
                 f"The value '{match['value']}' of the type \"STRING\" cannot be cast to "
@@ -113,31 +148,42 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
             )
         return SqlError("CAST_INVALID_INPUT", detail, "22018")
     if isinstance(exc, duckdb.OutOfRangeException):
-        return SqlError("ARITHMETIC_OVERFLOW", detail, "22003")
+        return SqlError(
+            "ARITHMETIC_OVERFLOW",
+            f"{detail.removesuffix('!')}. Use 'try_add', 'try_multiply' or a wider type to "
+            "tolerate overflow and return NULL instead.",
+            "22003",
+        )
     if isinstance(exc, duckdb.BinderException):
-        return SqlError("DATATYPE_MISMATCH", detail, "42K09")
+        # DuckDB lists candidate signatures after the first sentence: engine detail, dropped.
+        return SqlError("DATATYPE_MISMATCH", detail.split(". ", 1)[0] + ".", "42K09")
     if isinstance(exc, duckdb.InvalidInputException) and text.startswith("Invalid Input Error:"):
         # DuckDB's error() is what Databricks' raise_error() translates to.
         return SqlError("USER_RAISED_EXCEPTION", detail, "P0001")
     if isinstance(exc, duckdb.ProgrammingError | duckdb.DataError):
-        return SqlError("INVALID_SQL", detail, "42000")
+        return SqlError("INVALID_SQL_SYNTAX", detail, "42000")
     return SqlError("INTERNAL_ERROR", detail, "XX000", error_code="INTERNAL_ERROR")
 
 
+def _databricks_type_names(text: str) -> str:
+    return _TYPE_NAMES.sub(lambda match: _DUCKDB_TYPES[match[1]], text)
+
+
 def _catalog_error(text: str, detail: str) -> SqlError:
-    if "because schema" in text and (match := _SCHEMA.search(text)):
-        return SqlError(
-            "SCHEMA_NOT_FOUND",
-            f"The schema `{match['name']}` cannot be found. Verify the spelling and correctness "
-            "of the schema and catalog.",
-            "42704",
-        )
+    # Databricks names a read of `c.s.t` whose catalog or schema is missing a missing table
+    # (TABLE_OR_VIEW_NOT_FOUND, 42P01), not a missing schema; SCHEMA_NOT_FOUND is for USE.
     if match := _TABLE.search(text):
         return SqlError(
             "TABLE_OR_VIEW_NOT_FOUND",
-            f"The table or view `{match['name']}` cannot be found. Verify the spelling and "
-            "correctness of the schema and catalog.",
+            f"The table or view {_backquoted(match['name'])} cannot be found. Verify the "
+            "spelling and correctness of the schema and catalog.",
             "42P01",
+        )
+    if match := _TABLE_FUNCTION.search(text):
+        return SqlError(
+            "UNRESOLVED_ROUTINE",
+            f"Cannot resolve routine `{match['name']}` on search path.",
+            "42883",
         )
     if match := _FUNCTION.search(text):
         return SqlError(
@@ -149,4 +195,8 @@ def _catalog_error(text: str, detail: str) -> SqlError:
         return SqlError(
             "SCHEMA_NOT_FOUND", f"The schema `{match['name']}` cannot be found.", "42704"
         )
-    return SqlError("TABLE_OR_VIEW_NOT_FOUND", detail, "42P01")
+    return SqlError("TABLE_OR_VIEW_NOT_FOUND", detail.split("!", 1)[0] + ".", "42P01")
+
+
+def _backquoted(dotted: str) -> str:
+    return ".".join(f"`{part}`" for part in dotted.split("."))

@@ -176,7 +176,11 @@ def seed_samples(connection: duckdb.DuckDBPyConnection) -> None:
 
 
 def attach_data_dir(connection: duckdb.DuckDBPyConnection, data_dir: Path) -> list[str]:
-    """Expose each Parquet/CSV file of `data_dir` as a view named after the file; return names."""
+    """Load each Parquet/CSV file of `data_dir` as a table named after the file; return names.
+
+    Tables, not views over the files: once the warehouse is locked down (`engine.lock_down`)
+    no statement may touch a host file, so the data is read here, before that.
+    """
     readers = {".parquet": "read_parquet", ".csv": "read_csv_auto"}
     names: list[str] = []
     for path in sorted(data_dir.iterdir()):
@@ -185,7 +189,7 @@ def attach_data_dir(connection: duckdb.DuckDBPyConnection, data_dir: Path) -> li
             continue
         name = _quote_identifier(path.stem)
         literal = "'" + str(path.resolve()).replace("'", "''") + "'"
-        connection.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {reader}({literal})")
+        connection.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {reader}({literal})")
         names.append(path.stem)
     return names
 

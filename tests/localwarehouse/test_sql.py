@@ -16,7 +16,15 @@ from tests.localwarehouse.conftest import Api, StartWarehouse
         pytest.param("SELECT * FORM t", "PARSE_SYNTAX_ERROR", "42601", id="parse-error-form"),
         pytest.param("SELECT 1; SELECT 2", "PARSE_SYNTAX_ERROR", "42601", id="two-statements"),
         pytest.param("SELECT * FROM nope", "TABLE_OR_VIEW_NOT_FOUND", "42P01", id="no-table"),
-        pytest.param("SELECT * FROM nosuch.t", "SCHEMA_NOT_FOUND", "42704", id="no-schema"),
+        pytest.param("SELECT * FROM nosuch.t", "TABLE_OR_VIEW_NOT_FOUND", "42P01", id="no-schema"),
+        pytest.param(
+            "SELECT * FROM nosuch.s.t", "TABLE_OR_VIEW_NOT_FOUND", "42P01", id="no-catalog"
+        ),
+        pytest.param("SELECT * FROM no_such_fn()", "UNRESOLVED_ROUTINE", "42883", id="no-tvf"),
+        pytest.param(
+            "SELECT 9223372036854775807 + 1", "ARITHMETIC_OVERFLOW", "22003", id="long-overflow"
+        ),
+        pytest.param("SELECT 'a' - 1", "DATATYPE_MISMATCH", "42K09", id="type-mismatch"),
         pytest.param(
             "SELECT nope FROM range(1)",
             "UNRESOLVED_COLUMN.WITH_SUGGESTION",
@@ -164,3 +172,31 @@ async def test_an_unknown_schema_field_fails_with_schema_not_found(samples: Api)
     answer = await samples.execute("SELECT 1", catalog="samples", schema="nope")
 
     assert answer["status"]["error"]["message"].startswith("[SCHEMA_NOT_FOUND]")
+
+
+async def test_a_missing_catalog_or_schema_in_a_table_name_names_the_whole_table(
+    api: Api,
+) -> None:
+    answer = await api.execute("SELECT * FROM nosuch.s.t")
+
+    assert answer["status"]["error"]["message"].startswith(
+        "[TABLE_OR_VIEW_NOT_FOUND] The table or view `nosuch`.`s`.`t` cannot be found."
+    )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        pytest.param("SELECT 170141183460469231731687303715884105727 * 10", id="int128"),
+        pytest.param("SELECT 9223372036854775807 + 1", id="int64"),
+        pytest.param("SELECT CAST(1 AS STRING) + 1", id="binder-candidates"),
+    ],
+)
+async def test_error_messages_use_databricks_type_names_not_duckdb_ones(
+    api: Api, statement: str
+) -> None:
+    answer = await api.execute(statement)
+
+    message = answer["status"]["error"]["message"]
+    for engine_word in ("INT128", "INT64", "HUGEINT", "VARCHAR", "INTEGER_LITERAL", "Candidate"):
+        assert engine_word not in message, message

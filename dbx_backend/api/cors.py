@@ -1,0 +1,71 @@
+"""CORS: the web app's origins may call the API from a browser; a preflight from any other
+origin is refused with an answer that says which variable to change."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp_cors
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from dbx_backend.api.middlewares import REQUEST_ID_HEADER
+
+log = logging.getLogger("dbx_backend.api")
+# An Origin header can be kilobytes long; messages and logs show this much of it.
+SHOWN_ORIGIN_CHARS = 200
+
+
+class OriginNotAllowed(Exception):
+    """A CORS preflight came from an origin that is not in `CORS_ALLOW_ORIGINS`."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        super().__init__(
+            f"the origin {shown(origin)} may not call this API from a browser: "
+            "add it to CORS_ALLOW_ORIGINS (comma-separated) on the service"
+        )
+
+
+def shown(text: str) -> str:
+    """`text` quoted, cut short, with control characters escaped: safe in a message or a log."""
+    cut = text[:SHOWN_ORIGIN_CHARS]
+    return repr(cut) + ("..." if len(text) > len(cut) else "")
+
+
+def preflight_guard(origins: tuple[str, ...]) -> Middleware:
+    """Refuse a preflight from an origin not in `origins` (`*` allows every origin)."""
+    allowed = frozenset(origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if (
+            request.method == hdrs.METH_OPTIONS
+            and origin is not None
+            and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+            and origin not in allowed
+            and "*" not in allowed
+        ):
+            log.warning(
+                "CORS preflight from origin %s refused: it is not in CORS_ALLOW_ORIGINS",
+                shown(origin),
+            )
+            raise OriginNotAllowed(origin)
+        return await handler(request)
+
+    return middleware
+
+
+def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
+    """Allow the web app's origins (preflight included); other origins get no CORS headers."""
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
+        allow_credentials=False,
+        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER, "Idempotency-Key"),
+        expose_headers=(REQUEST_ID_HEADER, "Server-Timing", "Retry-After"),
+        allow_methods=("GET", "POST", "DELETE"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        cors.add(route)
