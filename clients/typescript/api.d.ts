@@ -181,16 +181,38 @@ export interface components {
     schemas: {
         /**
          * ColumnModel
-         * @description One result column.
+         * @description One result column, with how its values are written in this response.
          */
         ColumnModel: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
+             * @enum {string}
+             */
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
             /** Name */
             name: string;
             /**
              * Type
-             * @description The warehouse's type_name, e.g. LONG, DECIMAL, TIMESTAMP_NTZ.
+             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
+             * @enum {string}
              */
-            type: string;
+            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Type Text
              * @description The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.
@@ -206,15 +228,13 @@ export interface components {
             /**
              * Precision
              * @description DECIMAL only.
-             * @default null
              */
-            precision?: number | null;
+            precision?: number;
             /**
              * Scale
              * @description DECIMAL only.
-             * @default null
              */
-            scale?: number | null;
+            scale?: number;
         };
         /**
          * ErrorDetail
@@ -270,6 +290,62 @@ export interface components {
              * @constant
              */
             status: "ok";
+        };
+        /**
+         * JsonField
+         * @description One member of a struct and its shape.
+         */
+        JsonField: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
+             * @enum {string}
+             */
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
+            /** Name */
+            name: string;
+        };
+        /**
+         * JsonShape
+         * @description How values are written in JSON; a nested value describes its parts the same way.
+         */
+        JsonShape: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
+             * @enum {string}
+             */
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
         };
         /**
          * NamedQueryInfo
@@ -564,6 +640,8 @@ export type ColumnModel = components['schemas']['ColumnModel'];
 export type ErrorDetail = components['schemas']['ErrorDetail'];
 export type ErrorResponse = components['schemas']['ErrorResponse'];
 export type HealthResponse = components['schemas']['HealthResponse'];
+export type JsonField = components['schemas']['JsonField'];
+export type JsonShape = components['schemas']['JsonShape'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 SqlTypeName = Annotated[
@@ -141,16 +142,67 @@ class NamedQueryList(BaseModel):
     queries: list[NamedQueryInfo]
 
 
-class ColumnModel(BaseModel):
-    """One result column."""
+def _absent_when_unset(schema: JsonDict) -> None:
+    # The field is left out of the answer rather than sent as null: no default to document.
+    schema.pop("default", None)
+
+
+JsonKind = Literal["number", "string", "boolean", "array", "object", "null", "any"]
+ColumnType = Literal[
+    "ARRAY", "BINARY", "BOOLEAN", "BYTE", "CHAR", "DATE", "DECIMAL", "DOUBLE", "FLOAT",
+    "GEOGRAPHY", "GEOMETRY", "INT", "INTERVAL", "LONG", "MAP", "NULL", "SHORT", "STRING",
+    "STRUCT", "TIMESTAMP", "TIMESTAMP_NTZ", "USER_DEFINED_TYPE", "VARIANT", "UNKNOWN",
+]  # fmt: skip
+
+
+class JsonShape(BaseModel):
+    """How values are written in JSON; a nested value describes its parts the same way."""
+
+    json_type: JsonKind = Field(
+        description="number, string, boolean, array, object, null, or any (VARIANT, and nested "
+        "values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN "
+        'and the infinities as the strings "NaN", "Infinity", "-Infinity".'
+    )
+    items: JsonShape | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="array: the shape of its elements.",
+    )
+    fields: list[JsonField] | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="object from a STRUCT: its members, in order.",
+    )
+    values: JsonShape | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="object from a MAP with string keys: the shape of its values.",
+    )
+
+
+class JsonField(JsonShape):
+    """One member of a struct and its shape."""
 
     name: str
-    type: str = Field(description="The warehouse's type_name, e.g. LONG, DECIMAL, TIMESTAMP_NTZ.")
+
+
+class ColumnModel(JsonShape):
+    """One result column, with how its values are written in this response."""
+
+    name: str
+    type: ColumnType = Field(
+        description="The warehouse's type_name; a type outside this list is UNKNOWN (see "
+        "type_text) and its values are text."
+    )
     type_text: str = Field(description="The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.")
     position: int
     nullable: bool | None = Field(description="Always null: the warehouse does not say.")
-    precision: int | None = Field(default=None, description="DECIMAL only.")
-    scale: int | None = Field(default=None, description="DECIMAL only.")
+    precision: int | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
+    )
+    scale: int | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
+    )
 
 
 class QueryResponse(BaseModel):
