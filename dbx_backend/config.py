@@ -95,6 +95,7 @@ class Settings(BaseModel):
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
     max_body_bytes: int = Field(default=1_048_576, alias="MAX_BODY_BYTES", ge=1024)
+    body_read_timeout_s: float = Field(default=30.0, alias="BODY_READ_TIMEOUT_S", gt=0)
     max_result_rows: int = Field(default=100_000, alias="MAX_RESULT_ROWS", ge=1)
     max_result_bytes: int = Field(default=64 * 1024 * 1024, alias="MAX_RESULT_BYTES", ge=1024)
     external_links_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = Field(

@@ -33,7 +33,7 @@ from aiohttp import web
 from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
 from dbx_backend.api.guards import TooManyQueries, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
-from dbx_backend.api.models import QueryRequest
+from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
 from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
@@ -215,8 +215,11 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int) -> i
     text = request.query.get(name)
     if text is None:
         return default
-    if not re.fullmatch(r"\d{1,18}", text.strip()) or int(text) < minimum:
-        raise InvalidRequest(f"{name} must be an integer >= {minimum}", field=name)
+    # ASCII digits only (`\d` would take any script's), and at most the schema's maximum.
+    if not re.fullmatch(r"[0-9]{1,16}", text.strip()) or not minimum <= int(text) <= MAX_SAFE_INT:
+        raise InvalidRequest(
+            f"{name} must be an integer from {minimum} to {MAX_SAFE_INT}", field=name
+        )
     return int(text)
 
 
