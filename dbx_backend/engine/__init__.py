@@ -1,1 +1,1 @@
-"""The statement engine: the life of a statement, from the gate to normalized rows."""
+"""The statement engine: the life of a statement, written once for every route."""
