@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +98,7 @@ class IdempotencyStore:
         return len(self._entries)
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run `work` in a task the store owns until it ends (or `drain`)."""
+        """Run `work` in a task the store owns until it ends."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -130,10 +130,9 @@ class IdempotencyStore:
             self._entries.popitem(last=False)
         return await asyncio.shield(task)
 
-    async def drain(self) -> None:
-        """Wait for submits and follow-up cancels still running (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    def running(self) -> list[asyncio.Task[Any]]:
+        """Submits still waiting for the warehouse's answer: no caller holds their handle."""
+        return [task for task in self._tasks if not task.done()]
 
     def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
         entry = self._entries.get(key)
@@ -249,25 +248,14 @@ async def submit_statement(request: web.Request) -> web.Response:
             submitted = await asyncio.shield(task)
         except asyncio.CancelledError:
             # The caller left mid-submit and cannot learn the handle: stop what it started.
-            store.spawn(_cancel_when_submitted(operations, task))
+            request.app[QUERY_SERVICE].cancel_when_started(task, _still_running)
             raise
     request[STATEMENT_ID] = submitted.statement_id
     return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
 
 
-async def _cancel_when_submitted(
-    operations: StatementOperations, task: asyncio.Task[Submitted]
-) -> None:
-    try:
-        submitted = await task
-    except (Exception, asyncio.CancelledError):
-        return  # nothing was started, or the submit's own error was already answered
-    if submitted.state in State.TERMINAL:
-        return
-    try:
-        await operations.cancel(submitted.statement_id)
-    except dbx.WarehouseError as exc:
-        log.warning("cancel of abandoned statement %s failed: %s", submitted.statement_id, exc)
+def _still_running(submitted: Submitted) -> str | None:
+    return None if submitted.state in State.TERMINAL else submitted.statement_id
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -339,18 +327,21 @@ def setup_statement_routes(
 ) -> None:
     """Register the statements routes, their handle signer and idempotency store.
 
-    Call after the warehouse's `cleanup_ctx` is appended: ours drains submits before it closes.
+    At shutdown (before clean-up) submits still in flight are handed to the query service,
+    which cancels their statements once the warehouse names them.
     """
     app[HANDLE_SIGNER] = HandleSigner.from_settings(settings, clock)
     # A remembered handle must not outlive its own expiry.
     window_s = min(settings.idempotency_window_s, settings.statement_handle_ttl_s)
     app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic)
 
-    async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await app[IDEMPOTENCY].drain()
+    async def abandon_submits(app: web.Application) -> None:
+        # The process is stopping: nobody will learn the handle of a submit still in flight
+        # (an Idempotency-Key retry included), so each such statement gets its one cancel.
+        for task in app[IDEMPOTENCY].running():
+            app[QUERY_SERVICE].cancel_when_started(task, _still_running)
 
-    app.cleanup_ctx.append(drain_ctx)
+    app.on_shutdown.append(abandon_submits)
     app.router.add_post("/api/statements", submit_statement, name="submit_statement")
     app.router.add_get("/api/statements/{id}", statement_status, name="statement_status")
     app.router.add_get("/api/statements/{id}/rows", statement_rows, name="statement_rows")
