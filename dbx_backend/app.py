@@ -19,6 +19,7 @@ from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import request_context
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
+from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
 from dbx_backend.databricks.auth import TokenProvider
@@ -59,10 +60,12 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources open and close with the app's `cleanup_ctx`."""
     secrets = _secrets(settings)
+    in_flight = InFlight()
     app = web.Application(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            shutdown_middleware(in_flight),
             host_middleware(settings),
             preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
@@ -70,6 +73,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}

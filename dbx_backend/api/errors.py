@@ -53,6 +53,12 @@ class MethodNotAllowed(ApiError):
     """The route exists but not for this method."""
 
 
+class ShuttingDown(ApiError):
+    """The process is stopping and its grace is over; the request's statement was cancelled."""
+
+    retry_after = 1.0  # another replica (or this service, restarted) takes the retry
+
+
 class ErrorRow(NamedTuple):
     """How one exception class answers."""
 
@@ -80,6 +86,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
+    ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
     sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
     ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
