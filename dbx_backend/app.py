@@ -96,7 +96,12 @@ def create_app(
             yield
             await service.drain()
 
+    async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[READINESS].close()  # before the warehouse client closes
+
     app.cleanup_ctx.append(warehouse_ctx)
+    app.cleanup_ctx.append(readiness_ctx)
     setup_health_routes(app)
     setup_openapi_route(app)
     setup_routes(app)

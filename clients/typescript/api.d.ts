@@ -28,7 +28,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: the warehouse answers a cheap statement. */
+        /** Readiness: the last background check of the warehouse and its age; answers at once. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -232,11 +232,12 @@ export interface components {
             request_id: string;
             /**
              * Retryable
-             * @description Whether trying the same request again may succeed.
+             * @description Whether sending the same request again may succeed without running a statement twice (false after a submit that may have run when READ_ONLY=false).
              */
             retryable: boolean;
             /**
              * Statement Id
+             * @description The warehouse's statement id, when the failure has one.
              * @default null
              */
             statement_id?: string | null;
@@ -261,14 +262,14 @@ export interface components {
         };
         /**
          * HealthResponse
-         * @description Body of `GET /health` and `GET /ready`.
+         * @description Body of `GET /health`.
          */
         HealthResponse: {
             /**
              * Status
-             * @enum {string}
+             * @constant
              */
-            status: "ok" | "ready";
+            status: "ok";
         };
         /**
          * NamedQueryInfo
@@ -342,6 +343,28 @@ export interface components {
             params?: {
                 [key: string]: boolean | number | string | null;
             };
+        };
+        /**
+         * NotReadyResponse
+         * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
+         */
+        NotReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
+            error: components["schemas"]["ErrorDetail"];
         };
         /**
          * QueryRequest
@@ -418,6 +441,27 @@ export interface components {
             truncated: boolean;
             /** Statement Id */
             statement_id: string;
+        };
+        /**
+         * ReadyResponse
+         * @description Body of `GET /ready`: the last background check of the warehouse, and its age.
+         */
+        ReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
         };
         /**
          * RowsPage
@@ -524,8 +568,10 @@ export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NotReadyResponse = components['schemas']['NotReadyResponse'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
+export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
@@ -587,7 +633,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HealthResponse"];
+                    "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
@@ -614,7 +660,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["NotReadyResponse"];
                 };
             };
         };

@@ -21,7 +21,7 @@ from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.parameters import InvalidQuery
-from dbx_backend.keys import ERROR_CODE, REQUEST_ID
+from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
 
@@ -57,6 +57,7 @@ class ShuttingDown(ApiError):
     """The process is stopping and its grace is over; the request's statement was cancelled."""
 
     retry_after = 1.0  # another replica (or this service, restarted) takes the retry
+    may_have_run = True  # its statement, if it had one, may have run before the cancel
 
 
 class ErrorRow(NamedTuple):
@@ -144,10 +145,29 @@ def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
     return "; ".join(problems), first_field
 
 
+def is_retryable(exc: BaseException, row: ErrorRow, *, read_only: bool) -> bool:
+    """Whether sending the same request again may succeed without running a write twice.
+
+    In read-only mode a repeat can only read again. Otherwise a failure after a submit that
+    may have started the statement is not retryable: the caller must look (by `statement_id`,
+    in the query history) before trying again.
+    """
+    if not row.retryable:
+        return False
+    may_have_run = isinstance(exc, dbx.WarehouseError | ShuttingDown) and exc.may_have_run
+    return read_only or not may_have_run
+
+
 def error_body(
-    exc: BaseException, row: ErrorRow, request_id: str, secrets: Iterable[str] = ()
+    exc: BaseException,
+    row: ErrorRow,
+    request_id: str,
+    secrets: Iterable[str] = (),
+    *,
+    read_only: bool,
+    statement_id: str | None = None,
 ) -> dict[str, Any]:
-    """The `{"error": {...}}` envelope for `exc`."""
+    """The `{"error": {...}}` envelope for `exc`; `statement_id` when `exc` names none."""
     field = getattr(exc, "field", None)
     if isinstance(exc, queries.ParamError):
         field = f"params.{exc.param}"
@@ -162,15 +182,18 @@ def error_body(
         # A refused origin is named as the caller sent it: it is their header, not our URL.
         "message": redact(message, secrets, urls=not isinstance(exc, OriginNotAllowed)),
         "request_id": request_id,
-        "retryable": row.retryable,
+        "retryable": is_retryable(exc, row, read_only=read_only),
     }
     if isinstance(exc, dbx.WarehouseError):
-        if exc.statement_id:
-            detail["statement_id"] = exc.statement_id
+        statement_id = exc.statement_id or statement_id
         if exc.sql_state and row.expose_message:
             detail["sql_state"] = exc.sql_state
+    if statement_id:
+        detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
+        return {**exc.report.to_json(), "error": detail}
     return {"error": detail}
 
 
@@ -192,7 +215,9 @@ def error_response(
     """Map `exc` to its response and log it once: 5xx with a stack trace, 4xx at INFO."""
     row = response_for(exc) or INTERNAL
     request_id = request.get(REQUEST_ID, "-")
-    body = error_body(exc, row, request_id, secrets)
+    settings = request.app.get(SETTINGS)
+    read_only = settings is not None and settings.read_only
+    body = error_body(exc, row, request_id, secrets, read_only=read_only)
     if row.status >= 500:
         log.error(
             "request %s failed with %s: %s",
@@ -207,7 +232,7 @@ def error_response(
     if row.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="dbx-backend"'
     retry_after = getattr(exc, "retry_after", None)
-    if row.status in (429, 503) and retry_after:
+    if row.status in (429, 503) and retry_after and body["error"]["retryable"]:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     request[ERROR_CODE] = row.code
     return json_response(body, row.status, headers)

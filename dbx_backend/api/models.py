@@ -149,9 +149,19 @@ class QueryResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """Body of `GET /health` and `GET /ready`."""
+    """Body of `GET /health`."""
 
-    status: Literal["ok", "ready"]
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    """Body of `GET /ready`: the last background check of the warehouse, and its age."""
+
+    status: Literal["ready", "not_ready"]
+    checked_at: str | None = Field(
+        description="When the last check ended (ISO 8601, UTC); null until the first one ends."
+    )
+    age_s: float | None = Field(description="Seconds since the last check ended.")
 
 
 class StatementSubmitted(BaseModel):
@@ -193,13 +203,24 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. SQL_ERROR.")
     message: str
     request_id: str
-    retryable: bool = Field(description="Whether trying the same request again may succeed.")
-    statement_id: str | None = None
+    retryable: bool = Field(
+        description="Whether sending the same request again may succeed without running a "
+        "statement twice (false after a submit that may have run when READ_ONLY=false)."
+    )
+    statement_id: str | None = Field(
+        default=None, description="The warehouse's statement id, when the failure has one."
+    )
     sql_state: str | None = None
     field: str | None = Field(default=None, description="The request field at fault, if any.")
 
 
 class ErrorResponse(BaseModel):
     """Every error response: `{"error": {...}}`."""
+
+    error: ErrorDetail
+
+
+class NotReadyResponse(ReadyResponse):
+    """Body of `GET /ready` answering 503: the readiness fields beside the error."""
 
     error: ErrorDetail

@@ -20,8 +20,10 @@ from dbx_backend.api.models import (
     HealthResponse,
     NamedQueryList,
     NamedQueryRequest,
+    NotReadyResponse,
     QueryRequest,
     QueryResponse,
+    ReadyResponse,
     RowsPage,
     StatementStatus,
     StatementSubmitted,
@@ -47,7 +49,8 @@ RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 STREAMS = {
     "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
-    "then {row_count, truncated}; or a final {error} line if the stream fails.",
+    "then {row_count, truncated}; or a final {error} line (with statement_id) if the stream "
+    "fails.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
 }
 
@@ -80,6 +83,8 @@ class Operation:
     secured: bool = True
     ok_media: str = "application/json"
     extra_headers: tuple[str, ...] = field(default=())
+    # Error statuses whose body is not the plain ErrorResponse.
+    error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
 
 _ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
@@ -97,9 +102,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/ready",
         "ready",
-        "Readiness: the warehouse answers a cheap statement.",
-        ok=HealthResponse,
+        "Readiness: the last background check of the warehouse and its age; answers at once.",
+        ok=ReadyResponse,
         errors=(500, 503),
+        error_bodies=((503, NotReadyResponse),),
         secured=False,
     ),
     Operation(
@@ -204,10 +210,10 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             target: {"operationId": target, "parameters": {"id": "$response.body#/statement_id"}}
             for target in ("statement_status", "statement_rows", "cancel_statement")
         }
-    error_schema = {
-        "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
-    }
+    bodies = dict(op.error_bodies)
     for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
+        model = bodies.get(status, ErrorResponse)
+        error_schema = {"application/json": {"schema": _schema_ref(model, refs, "serialization")}}
         description = ERROR_TEXT[status]
         if status in CODES:
             description += f". error.code: {', '.join(CODES[status])}"
@@ -250,6 +256,7 @@ def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     inputs = {op.body for op in OPERATIONS if op.body is not None}
     outputs = {op.ok for op in OPERATIONS if op.ok is not None} | {ErrorResponse}
+    outputs |= {model for op in OPERATIONS for _, model in op.error_bodies}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)
     ]

@@ -252,7 +252,14 @@ async def stream_result(
     )
     if isinstance(writer, NdjsonWriter):
         secrets: tuple[str, ...] = request.app[SECRETS]
-        body = error_body(failure, row, request[REQUEST_ID], secrets)
+        body = error_body(
+            failure,
+            row,
+            request[REQUEST_ID],
+            secrets,
+            read_only=request.app[SETTINGS].read_only,
+            statement_id=statement.statement_id,
+        )
         await response.write(writer.error(body))
     elif request.transport is not None:
         request.transport.close()  # cut the CSV short: the chunked body never ends

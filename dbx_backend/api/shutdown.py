@@ -17,7 +17,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from dbx_backend.api.errors import ShuttingDown
 
-SHUTTING_DOWN_MESSAGE = "the service is shutting down; send the request again"
+SHUTTING_DOWN_MESSAGE = (
+    "the service is shutting down: the request was stopped and its statement, if any, cancelled"
+)
 
 
 class InFlight:

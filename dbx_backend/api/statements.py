@@ -35,7 +35,7 @@ from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.retry import should_retry
+from dbx_backend.databricks.retry import never_ran
 from dbx_backend.databricks.statements import StatementOperations
 from dbx_backend.databricks.wire import State
 from dbx_backend.keys import (
@@ -152,9 +152,8 @@ def _nothing_ran(task: asyncio.Task[Submitted]) -> bool:
     exc = task.exception()  # also marks it retrieved
     if exc is None:
         return False
-    # Refused outright, or an answer that proves it never ran (429, 503, no connection).
-    refused = (TooManyQueries, dbx.WarehouseRejected)
-    return isinstance(exc, refused) or should_retry(exc, idempotent=False)
+    # Refused by us, or an answer that proves it never ran (4xx, 429, 503, no connection).
+    return isinstance(exc, TooManyQueries) or never_ran(exc)
 
 
 HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)

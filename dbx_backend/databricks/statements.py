@@ -23,6 +23,7 @@ from dbx_backend.databricks.errors import (
     ResponseLost,
     StatementClosed,
     StatementTimedOut,
+    WarehouseError,
 )
 from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
 from dbx_backend.databricks.normalize import (
@@ -40,7 +41,7 @@ from dbx_backend.databricks.query_service import (
     execute_request,
     statement_failure,
 )
-from dbx_backend.databricks.retry import Deadline
+from dbx_backend.databricks.retry import Deadline, never_ran
 from dbx_backend.databricks.wire import (
     ExternalLink,
     ResultData,
@@ -129,8 +130,12 @@ class StatementOperations:
                 self.abandon(submit)
             raise StatementTimedOut(
                 f"the warehouse did not take the statement within {options.timeout_s:g} s; "
-                "it is cancelled if it started"
+                "it is cancelled if it started",
+                may_have_run=True,
             ) from None
+        except WarehouseError as exc:
+            exc.may_have_run = not never_ran(exc)
+            raise
         if response.status.state == State.FAILED:
             raise statement_failure(response)
         return StatementInfo(response.statement_id, response.status.state)

@@ -105,6 +105,8 @@ class Engine:
         self._executor = ThreadPoolExecutor(config.max_running, "localwarehouse")
         self._statements: dict[str, Statement] = {}
         self._interrupters: set[asyncio.Task[None]] = set()
+        # When a statement last arrived or ended: the idle clock of auto-stop starts there.
+        self.last_activity = clock()
 
     # -- lifecycle of statements, called on the event loop --------------------------------
 
@@ -112,6 +114,7 @@ class Engine:
         """Register a PENDING statement; `start` queues it for execution."""
         statement = Statement(str(uuid.uuid4()), request, self._clock())
         self._statements[statement.statement_id] = statement
+        self.last_activity = statement.submitted_at
         return statement
 
     def start(self, statement: Statement) -> None:
@@ -139,6 +142,7 @@ class Engine:
                 statement.cancel_requested.set()  # ends its PENDING delay at once
                 statement.state = CANCELED
                 statement.finished_at = self._clock()
+                self.last_activity = statement.finished_at
                 self._notify(statement)
             elif statement.state == RUNNING:
                 statement.cancel_requested.set()
@@ -179,6 +183,10 @@ class Engine:
     def active_count(self) -> int:
         """Statements not yet terminal (PENDING or RUNNING)."""
         return sum(1 for s in self._statements.values() if s.state not in TERMINAL)
+
+    def active_statements(self) -> list[Statement]:
+        """Statements not yet terminal (PENDING or RUNNING), oldest first."""
+        return [s for s in self._statements.values() if s.state not in TERMINAL]
 
     def close(self) -> None:
         """Cancel everything, stop the workers and free the database and spool files."""
@@ -330,6 +338,7 @@ class Engine:
             statement.columns = columns or []
             statement.result = result
             statement.finished_at = self._clock()
+            self.last_activity = statement.finished_at
         self._notify(statement)
 
     def _notify(self, statement: Statement) -> None:

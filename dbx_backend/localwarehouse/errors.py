@@ -161,7 +161,7 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
         # DuckDB's error() is what Databricks' raise_error() translates to.
         return SqlError("USER_RAISED_EXCEPTION", detail, "P0001")
     if isinstance(exc, duckdb.ProgrammingError | duckdb.DataError):
-        return SqlError("INVALID_SQL", detail, "42000")
+        return SqlError("INVALID_SQL_SYNTAX", detail, "42000")
     return SqlError("INTERNAL_ERROR", detail, "XX000", error_code="INTERNAL_ERROR")
 
 
