@@ -84,6 +84,7 @@ class Settings(BaseModel):
     allow_adhoc_sql: bool = Field(default=True, alias="ALLOW_ADHOC_SQL")
     queries_dir: Path | None = Field(default=None, alias="QUERIES_DIR")
     max_concurrent_queries: int = Field(default=32, alias="MAX_CONCURRENT_QUERIES", ge=1)
+    max_open_statements: int = Field(default=64, alias="MAX_OPEN_STATEMENTS", ge=1)
     max_sql_bytes: int = Field(default=64 * 1024, alias="MAX_SQL_BYTES", ge=16)
     statement_handle_secret: OptionalSecret = Field(default=None, alias="STATEMENT_HANDLE_SECRET")
     statement_handle_ttl_s: float = Field(default=3600.0, alias="STATEMENT_HANDLE_TTL_S", gt=0)
@@ -96,6 +97,7 @@ class Settings(BaseModel):
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
     max_body_bytes: int = Field(default=1_048_576, alias="MAX_BODY_BYTES", ge=1024)
+    body_read_timeout_s: float = Field(default=30.0, alias="BODY_READ_TIMEOUT_S", gt=0)
     max_result_rows: int = Field(default=100_000, alias="MAX_RESULT_ROWS", ge=1)
     max_result_bytes: int = Field(default=64 * 1024 * 1024, alias="MAX_RESULT_BYTES", ge=1024)
     external_links_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = Field(

@@ -168,9 +168,10 @@ async def test_sigterm_answers_every_client_cancels_each_statement_once_and_exit
         # Streams that have started: their later chunks are slow to come.
         warehouse.faults.add("get_chunk", Fault.delay(8.0), times=None)
         query, statements = "/api/query", "/api/statements"
+        started = time.monotonic()  # SIGTERM goes out 3 s from here
         handed_out = asyncio.create_task(
             ask(base, statements, {"sql": "SELECT sleep_ms(45000) AS handed_out"})
-        )
+        )  # its 202 comes after the 5 s submit wait: within the grace
         await asyncio.sleep(1.0)
         clients = {
             "buffered": ask(base, query, {"sql": "SELECT sleep_ms(45000) AS buffered"}),
@@ -188,14 +189,14 @@ async def test_sigterm_answers_every_client_cancels_each_statement_once_and_exit
             ),
         }
         tasks = {name: asyncio.create_task(answer) for name, answer in clients.items()}
-        await asyncio.sleep(1.5)
-        # Sent just before SIGTERM: the warehouse holds its submit for SUBMIT_WAIT_TIMEOUT_S
-        # (5 s), so it is still waiting for the statement id when the grace ends.
+        await asyncio.sleep(0.8)
+        # 1.2 s before SIGTERM: its 5 s submit wait outlasts the 3 s grace, so the grace ends
+        # while the service still waits for the statement id.
         tasks["submit_waiting"] = asyncio.create_task(
             ask(base, statements, {"sql": "SELECT sleep_ms(90000) AS submitted"})
         )
-        await wait_until(lambda: len(warehouse.statement_ids()) == 6, 5, "six statements")
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: len(warehouse.statement_ids()) == 6, 1, "six statements")
+        await asyncio.sleep(max(0.0, started + 3.0 - time.monotonic()))
 
         sigterm_at = time.monotonic()
         exiting = asyncio.create_task(exit_after_sigterm(process))
@@ -269,11 +270,12 @@ async def test_dev_stops_service_and_warehouse_in_time_after_cancelling_each_sta
                 ask(base, "/api/query", {"sql": "SELECT sleep_ms(90000)"}, NDJSON)
             ),
         }
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(0.8)
+        # Still waiting for its statement id when the grace ends (see the test above).
         tasks["submit_waiting"] = asyncio.create_task(
             ask(base, "/api/statements", {"sql": "SELECT sleep_ms(90000) AS submitted"})
         )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.2)
         dev.process.send_signal(signal.SIGTERM)
         sigterm_at = time.monotonic()
         answers = {name: await asyncio.wait_for(task, 15) for name, task in tasks.items()}

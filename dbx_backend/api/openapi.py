@@ -16,6 +16,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from dbx_backend import __version__
 from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
 from dbx_backend.api.models import (
+    MAX_SAFE_INT,
     ErrorResponse,
     HealthResponse,
     NamedQueryList,
@@ -36,16 +37,19 @@ ERROR_TEXT = {
     403: "Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an "
     "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
+    408: "The request body did not arrive within BODY_READ_TIMEOUT_S",
     413: "Body or SQL too large",
+    415: "A Content-Encoding other than gzip, deflate or identity",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
     "ALLOWED_HOSTS (DNS rebinding guard)",
-    429: "Too many concurrent queries; see Retry-After",
+    429: "Too many concurrent queries, or (statements) too many open statements for this "
+    "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
     503: "The warehouse is unavailable, or the service is shutting down; see Retry-After",
     504: "The query ran past its timeout and was cancelled",
 }
-RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
+RUN_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 STREAMS = {
     "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
@@ -87,8 +91,8 @@ class Operation:
     error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
 
-_ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
-_LIMIT = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+_ID = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from dbx_backend.api.bodies import read_body
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -51,8 +52,8 @@ Params = Mapping[str, ParamScalar | TypedParam]
 
 
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
-    """Validate a JSON body against `model`; the body limit applies while reading (413)."""
-    body = await request.read()
+    """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
+    body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
     if not body.strip() and empty_ok:
         return model.model_validate({})
     if request.content_type != "application/json":

@@ -444,7 +444,7 @@ class OpenStatement:
         # SUCCEEDED, or CLOSED that still carries its result: a success.
         self.manifest = response.manifest
         self.first_chunk = response.result
-        self.columns = columns_from_manifest(response.manifest)
+        self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
     async def batches(self) -> AsyncIterator[list[list[JsonValue]]]:
         """The result's rows, one normalized list per chunk, in order."""

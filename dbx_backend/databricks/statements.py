@@ -154,7 +154,7 @@ class StatementOperations:
             if state != State.SUCCEEDED:
                 return StatementInfo(response.statement_id, state)
             manifest, first = _result_of(response)
-            columns = columns_from_manifest(manifest)
+            columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
             if first_page_rows > 0 and manifest.total_row_count > 0:
                 converter = RowConverter(columns, normalize)
@@ -195,7 +195,7 @@ class StatementOperations:
             end = min(offset + limit, total)
             if offset >= end:
                 return RowsPage(state, [], offset, total)
-            converter = RowConverter(columns_from_manifest(manifest), normalize)
+            converter = RowConverter(columns_from_manifest(manifest, normalize), normalize)
             if manifest.chunks:
                 rows = await self._rows_by_index(
                     statement_id, manifest, first, converter, offset, end, deadline
