@@ -25,6 +25,7 @@ from dbx_backend.api.middlewares import (
 )
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
+from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
@@ -78,10 +79,12 @@ def create_app(
     secrets = _secrets(settings)
     hide_server_version()
     metrics = Metrics()
+    in_flight = InFlight()
     app = web.Application(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            shutdown_middleware(in_flight),
             host_middleware(settings),
             preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
@@ -95,6 +98,7 @@ def create_app(
         },
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}

@@ -261,6 +261,32 @@ async def test_a_caller_that_goes_away_cancels_the_statement(
     assert count(mocked, "POST", CANCEL) == 1
 
 
+async def test_a_submit_abandoned_by_several_callers_gets_one_cancel(
+    service: QueryService, mocked: aioresponses
+) -> None:
+    mocked.post(CANCEL, body="", repeat=True)
+    submit: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    for _ in range(3):  # e.g. duplicates of one Idempotency-Key, all interrupted at shutdown
+        service.cancel_when_started(submit, lambda started: started)
+    submit.set_result(SID)
+    await service.drain()
+
+    assert count(mocked, "POST", CANCEL) == 1
+
+
+async def test_drain_gives_up_on_cancels_still_waiting_after_its_timeout(
+    service: QueryService, mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    never_answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    service.cancel_when_started(never_answered, lambda started: started)
+
+    await asyncio.wait_for(service.drain(timeout_s=0.05), 5)
+
+    assert count(mocked, "POST", CANCEL) == 0
+    assert "1 cancels did not finish within 0.05 s" in caplog.text
+
+
 async def test_max_rows_caps_the_buffered_result(
     service: QueryService, mocked: aioresponses
 ) -> None:
