@@ -10,12 +10,7 @@ from aiohttp import web, web_response
 
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
-from dbx_backend.api.guards import (
-    QueryLimiter,
-    api_key_middleware,
-    host_middleware,
-    load_api_keys,
-)
+from dbx_backend.api.guards import api_key_middleware, host_middleware, load_api_keys
 from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import (
     ProtocolLog,
@@ -25,11 +20,16 @@ from dbx_backend.api.middlewares import (
 )
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
-from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
+from dbx_backend.api.shutdown import shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
+from dbx_backend.engine.gate import Gate
+from dbx_backend.engine.limiter import QueryLimiter
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
+from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.inflight import InFlight
 from dbx_backend.keys import (
+    IN_FLIGHT,
     LIMITER,
     METRICS,
     QUERIES,
@@ -37,7 +37,7 @@ from dbx_backend.keys import (
     READINESS,
     SECRETS,
     SETTINGS,
-    WAREHOUSE,
+    TASKS,
 )
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
@@ -101,25 +101,27 @@ def create_app(
     app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
-    app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
+    app[QUERIES] = queries = load_queries(settings.queries_dir) if settings.queries_dir else {}
     app[METRICS] = metrics
-    app[READINESS] = Readiness()
+    app[TASKS] = tasks = TaskOwner()
+    app[READINESS] = Readiness(tasks=tasks)
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
         async with WarehouseClient(
             settings, policy=retry_policy, auth=auth, observer=metrics
         ) as client:
-            service = QueryService(
+            app[QUERY_SERVICE] = QueryService(
                 client,
                 schedule=poll_schedule,
                 sleep=sleep,
                 wait_timeout_s=settings.submit_wait_timeout_s,
+                call_timeout_s=settings.query_timeout_s,
+                gate=Gate.from_settings(settings, queries),
+                tasks=tasks,
             )
-            app[WAREHOUSE] = client
-            app[QUERY_SERVICE] = service
             metrics.track(lambda: app[LIMITER].in_flight, lambda: client.auth.refreshes)
             yield
-            await service.drain()
+            await tasks.drain()  # cancels and submits still out, before the client closes
 
     async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

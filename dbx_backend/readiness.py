@@ -2,7 +2,7 @@
 
 `/ready` never waits on the warehouse for long: it starts a check when the last one is stale,
 waits a moment for it, then reports the last known result and its age. One check runs at a
-time, in a task this object owns and cancels on `close()`.
+time, in a task of the process's `TaskOwner`, cancelled on `close()`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dbx_backend.engine.gate import PROBE
 from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.engine.tasks import TaskOwner
 
 log = logging.getLogger("dbx_backend.readiness")
 
@@ -67,12 +69,14 @@ class Readiness:
         timeout_s: float = READY_TIMEOUT_S,
         cache_s: float = READY_CACHE_S,
         wait_s: float = READY_WAIT_S,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.clock = clock
         self.wall_clock = wall_clock
         self.timeout_s = timeout_s
         self.cache_s = cache_s
         self.wait_s = wait_s
+        self.tasks = tasks if tasks is not None else TaskOwner()
         self._ready = False
         self._reason = "the first readiness check has not finished yet"
         self._checked: tuple[float, float] | None = None  # (monotonic, wall) when it ended
@@ -82,7 +86,7 @@ class Readiness:
         """Start a check if the last result is stale, wait up to `wait_s` for it, report."""
         stale = self._checked is None or self.clock() - self._checked[0] >= self.cache_s
         if stale and (self._check is None or self._check.done()):
-            self._check = asyncio.get_running_loop().create_task(self._run_check(service))
+            self._check = self.tasks.spawn(self._run_check(service))
         if self._check is not None and not self._check.done():
             await asyncio.wait({self._check}, timeout=self.wait_s)  # never cancels the check
         return self._last()
@@ -103,9 +107,7 @@ class Readiness:
     async def _run_check(self, service: QueryService) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                await service.execute_query(
-                    "SELECT 1", options=QueryOptions(timeout_s=self.timeout_s)
-                )
+                await service.execute_query(PROBE, options=QueryOptions(timeout_s=self.timeout_s))
         except Exception as exc:  # any failure means not ready; the check must not die loudly
             ready, reason = False, f"the warehouse does not answer ({type(exc).__name__})"
         else:

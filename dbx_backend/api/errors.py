@@ -19,8 +19,17 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
-from dbx_backend.api.open_statements import TooManyStatements
-from dbx_backend.engine.parameters import InvalidQuery, ParamOutOfRange
+from dbx_backend.engine import (
+    AdhocSqlDisabled,
+    IdempotencyKeyReused,
+    InvalidQuery,
+    NotAdmitted,
+    ParamOutOfRange,
+    SqlTooLarge,
+    TooManyQueries,
+    TooManyStatements,
+    UnknownHandle,
+)
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
@@ -89,6 +98,8 @@ class ErrorRow(NamedTuple):
     public_message: str = ""
 
 
+INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
+
 ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     InvalidRequest: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
@@ -98,16 +109,19 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     RequestTimeout: ErrorRow(408, "REQUEST_TIMEOUT", expose_message=True, retryable=True),
     UnsupportedEncoding: ErrorRow(415, "UNSUPPORTED_MEDIA_TYPE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
+    UnknownHandle: ErrorRow(404, "NOT_FOUND", expose_message=True),
+    IdempotencyKeyReused: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
     guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
-    guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    NotAdmitted: INTERNAL,  # a route that went around the gate: a bug, and nothing was sent
     OriginNotAllowed: ErrorRow(403, "ORIGIN_NOT_ALLOWED", expose_message=True),
     sqlpolicy.StatementNotAllowed: ErrorRow(403, "STATEMENT_NOT_ALLOWED", expose_message=True),
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
-    guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
-    guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
+    TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
@@ -144,7 +158,6 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
         502, "WAREHOUSE_ERROR", False, public_message="the warehouse answered with an error"
     ),
 }
-INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
 
 
 def response_for(exc: BaseException) -> ErrorRow | None:

@@ -22,13 +22,18 @@ from dbx_backend.api.errors import (
     json_response,
     response_for,
 )
-from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
-from dbx_backend.engine.normalize import NormalizeOptions
-from dbx_backend.engine.parameters import ParamScalar, TypedParam
-from dbx_backend.engine.query_service import OpenStatement, QueryOptions, QueryResult
+from dbx_backend.engine import (
+    Admitted,
+    NormalizeOptions,
+    OpenStatement,
+    ParamScalar,
+    QueryOptions,
+    QueryResult,
+    TypedParam,
+)
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
@@ -133,9 +138,9 @@ def note_statement(request: web.Request, statement: OpenStatement | QueryResult)
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     body = await read_json(request, QueryRequest)
-    await check_sql(request.app[SETTINGS], body.sql, adhoc=True)
+    statement = await request.app[QUERY_SERVICE].admit(body.sql)
     return await run_statement(
-        request, body.sql, query_params(body), body, catalog=body.catalog, schema=body.schema_
+        request, statement, query_params(body), body, catalog=body.catalog, schema=body.schema_
     )
 
 
@@ -164,31 +169,31 @@ async def run_named_query(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"no named query {name!r}; GET /api/queries lists them")
     body = await read_json(request, NamedQueryRequest, empty_ok=True)
     bound = bind_params(named, body.params)
-    await check_sql(request.app[SETTINGS], named.sql, adhoc=False)
+    statement = await request.app[QUERY_SERVICE].admit_named(named)
     params = {key: TypedParam(value["value"], str(value["type"])) for key, value in bound.items()}
-    return await run_statement(request, named.sql, params, body)
+    return await run_statement(request, statement, params, body)
 
 
 async def run_statement(
     request: web.Request,
-    sql: str,
+    statement: Admitted,
     params: Params,
     body: RunOptions,
     *,
     catalog: str | None = None,
     schema: str | None = None,
 ) -> web.StreamResponse:
-    """Run `sql` within the concurrency limit and answer in the negotiated format."""
+    """Run `statement` within the concurrency limit and answer in the negotiated format."""
     result_format = negotiate(request.headers.get("Accept", ""))
     streaming = result_format != "json"
     options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
     service = request.app[QUERY_SERVICE]
     async with request.app[LIMITER].slot():
         if streaming:
-            async with service.open(sql, params, options) as statement:
-                note_statement(request, statement)
-                return await stream_result(request, statement, result_format)
-        result = await service.execute_query(sql, params, options)
+            async with service.open(statement, params, options) as opened:
+                note_statement(request, opened)
+                return await stream_result(request, opened, result_format)
+        result = await service.execute_query(statement, params, options)
     note_statement(request, result)
     request[ROW_COUNT] = result.row_count
     payload = {
