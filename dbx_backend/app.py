@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import (
@@ -97,5 +98,7 @@ def create_app(
     setup_openapi_route(app)
     setup_routes(app)
     setup_statement_routes(app, settings)
+    if settings.console:
+        setup_console_routes(app)
     setup_cors(app, settings.cors_allow_origins)
     return app

@@ -52,9 +52,11 @@ def run_service(app: web.Application, settings: Settings) -> None:
     )
 
 
-def _settings(overrides: dict[str, str] | None = None) -> Settings | None:
+def _settings(
+    overrides: dict[str, str] | None = None, defaults: dict[str, str] | None = None
+) -> Settings | None:
     try:
-        return load_settings(overrides=overrides)
+        return load_settings(overrides=overrides, defaults=defaults)
     except ConfigError as exc:
         print(f"dbx-backend: {exc}", file=sys.stderr)
         return None
@@ -68,6 +70,10 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     warn_if_exposed(settings)
     log.info("dbx-backend %s listening on http://%s:%d", __version__, settings.host, settings.port)
+    if settings.console:
+        log.info(
+            "the dev console is on (CONSOLE=true): http://%s:%d/", settings.host, settings.port
+        )
     run_service(create_app(settings), settings)
     return 0
 
@@ -103,7 +109,8 @@ def dev(args: argparse.Namespace) -> int:
                 "HOST": args.host,
                 "PORT": str(port),
                 "LOG_FORMAT": "text",
-            }
+            },
+            defaults={"CONSOLE": "true"},  # CONSOLE=false in the environment turns it off
         )
         if settings is None:
             await warehouse.__aexit__(None, None, None)
@@ -118,6 +125,8 @@ def dev(args: argparse.Namespace) -> int:
         app.on_cleanup.append(stop_warehouse)  # after the service's own clean-up
         print(f"local warehouse:  {warehouse.url}  (warehouse id {warehouse.config.warehouse_id})")
         print(f"dbx-backend:      http://localhost:{settings.port}")
+        if settings.console:
+            print(f"console:          http://localhost:{settings.port}/")
         origins = ", ".join(settings.cors_allow_origins) or "none"
         print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
         print("try:")

@@ -212,6 +212,8 @@ async def stream_result(
         headers={
             "Content-Type": f"{writer.content_type}; charset=utf-8",
             "X-Request-ID": request[REQUEST_ID],
+            # Headers leave before the rows: only the wait for the result is known by then.
+            "Server-Timing": f"wait;dur={statement.timings.wait_s * 1000:.1f}",
         }
     )
     if result_format == "csv":
