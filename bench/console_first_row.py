@@ -178,7 +178,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     first_row = result["first_row_on_screen_median_ms"]
     return {
         "benchmark": "dev console, first row of an NDJSON stream on screen",
-        "note": "milliseconds; console marks count from the Run click, bare-fetch marks from fetch()",
+        "note": "milliseconds; console marks from the Run click, bare-fetch marks from fetch()",
         "rows": args.rows,
         "repeats": args.repeats,
         "statement": sql,

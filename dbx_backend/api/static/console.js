@@ -322,10 +322,13 @@ function paramInput(param) {
   input.id = id;
   input.name = param.name;
   wrapper.append(label, input);
-  if (param.description) {
+  // A date field cannot show a placeholder: its default goes in the hint.
+  const notes = [param.description, input.type === "date" && param.default ? `default ${param.default}` : ""];
+  const hintText = notes.filter(Boolean).join(" · ");
+  if (hintText) {
     const hint = document.createElement("small");
     hint.className = "muted";
-    hint.textContent = param.description;
+    hint.textContent = hintText;
     wrapper.append(hint);
   }
   return wrapper;
