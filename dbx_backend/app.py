@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
@@ -17,7 +18,12 @@ from dbx_backend.api.guards import (
     load_api_keys,
 )
 from dbx_backend.api.health import setup_health_routes
-from dbx_backend.api.middlewares import request_context
+from dbx_backend.api.middlewares import (
+    ProtocolLog,
+    access_log,
+    malformed_request_log,
+    request_context,
+)
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
 from dbx_backend.api.statements import setup_statement_routes
@@ -40,6 +46,8 @@ from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
 from dbx_backend.readiness import Readiness
 
+SERVER_NAME = "dbx-backend"
+
 
 def _secrets(settings: Settings) -> list[str]:
     """Strings that must never reach a response body."""
@@ -48,6 +56,15 @@ def _secrets(settings: Settings) -> list[str]:
         if secret is not None:
             values.append(secret.get_secret_value())
     return values
+
+
+def hide_server_version() -> None:
+    """Answer `Server: dbx-backend` instead of aiohttp's `Python/3.x aiohttp/3.x`.
+
+    aiohttp has no setting for it; every response it prepares, including the 400s it writes
+    for HTTP it cannot parse (which no middleware or signal sees), reads this module value.
+    """
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
 def create_app(
@@ -60,6 +77,8 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources open and close with the app's `cleanup_ctx`."""
     secrets = _secrets(settings)
+    hide_server_version()
+    metrics = Metrics()
     app = web.Application(
         middlewares=[
             request_context,
@@ -69,12 +88,18 @@ def create_app(
             api_key_middleware(load_api_keys(settings)),
         ],
         client_max_size=settings.max_body_bytes,
+        handler_args={
+            "auto_decompress": False,  # bodies are decoded where they are read (api/bodies.py)
+            "access_log": access_log,
+            "access_log_class": malformed_request_log(metrics),
+            "logger": ProtocolLog(logging.getLogger("dbx_backend.http")),
+        },
     )
     app[SETTINGS] = settings
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
-    app[METRICS] = metrics = Metrics()
+    app[METRICS] = metrics
     app[READINESS] = Readiness()
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -93,7 +118,12 @@ def create_app(
             yield
             await service.drain()
 
+    async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[READINESS].close()  # before the warehouse client closes
+
     app.cleanup_ctx.append(warehouse_ctx)
+    app.cleanup_ctx.append(readiness_ctx)
     setup_health_routes(app)
     setup_openapi_route(app)
     setup_routes(app)

@@ -12,6 +12,7 @@ from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 
 from dbx_backend.config import Settings, load_settings
+from tests.redisserver import RedisServer
 
 TEST_TOKEN = "dapi-test-secret-token-0123456789"
 TEST_HOST = "https://example.cloud.databricks.com"
@@ -84,3 +85,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own on a free loopback port (never skipped)."""
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server

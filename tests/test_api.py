@@ -76,7 +76,14 @@ async def test_query_returns_columns_and_typed_rows(client: Client, mocked: aior
     assert response.status == 200
     assert body == {
         "columns": [
-            {"name": "n", "type": "LONG", "type_text": "BIGINT", "position": 0, "nullable": None},
+            {
+                "name": "n",
+                "type": "LONG",
+                "type_text": "BIGINT",
+                "position": 0,
+                "nullable": None,
+                "json_type": "number",
+            },
             {
                 "name": "amount",
                 "type": "DECIMAL",
@@ -85,6 +92,7 @@ async def test_query_returns_columns_and_typed_rows(client: Client, mocked: aior
                 "nullable": None,
                 "precision": 10,
                 "scale": 2,
+                "json_type": "string",
             },
         ],
         "rows": [[9007199254740993, "12.50"], [None, "0.00"]],
@@ -105,6 +113,7 @@ async def test_long_as_string_renders_big_integers_as_text(
 
     assert status == 200
     assert body["rows"][0][0] == "9007199254740993"
+    assert body["columns"][0]["json_type"] == "string"
 
 
 async def test_params_and_options_reach_the_warehouse(client: Client, mocked: aioresponses) -> None:

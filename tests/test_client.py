@@ -14,7 +14,7 @@ from dbx_backend import __version__
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.client import WarehouseClient, error_from_response
-from dbx_backend.databricks.retry import NO_WAIT, RetryPolicy, should_retry
+from dbx_backend.databricks.retry import NO_WAIT, RetryPolicy, never_ran, should_retry
 from tests.conftest import TEST_HOST, TEST_TOKEN
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
@@ -158,6 +158,27 @@ def test_should_retry_follows_the_reference_policy(
     exc: dbx.WarehouseError, idempotent: bool, expected: bool
 ) -> None:
     assert should_retry(exc, idempotent=idempotent) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        pytest.param(dbx.RateLimited("x", status=429), True, id="429"),
+        pytest.param(dbx.ServerError("x", status=503), True, id="503"),
+        pytest.param(dbx.ConnectFailed("x"), True, id="never-connected"),
+        pytest.param(dbx.TokenUnavailable("x"), True, id="no-token"),
+        pytest.param(dbx.BadRequest("x", status=400), True, id="400"),
+        pytest.param(dbx.Unauthenticated("x", status=401), True, id="401"),
+        pytest.param(dbx.ServerError("x", status=500), False, id="500"),
+        pytest.param(dbx.ServerError("x", status=502), False, id="502"),
+        pytest.param(dbx.ResponseLost("x"), False, id="lost"),
+        pytest.param(dbx.ProtocolError("x"), False, id="garbled-answer"),
+    ],
+)
+def test_never_ran_only_for_failed_submits_that_prove_it(
+    exc: dbx.WarehouseError, expected: bool
+) -> None:
+    assert never_ran(exc) is expected
 
 
 def test_retry_after_is_honoured_as_given_and_capped() -> None:

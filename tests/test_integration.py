@@ -325,6 +325,78 @@ async def test_every_type_round_trips_through_the_normalizer(service: Client) ->
     ]
 
 
+NESTED_SQL = (
+    "SELECT NAMED_STRUCT('id', CAST(9007199254740993 AS BIGINT), "
+    "'price', CAST(1.10 AS DECIMAL(10,2))) AS s, "
+    "ARRAY(CAST(1.10 AS DECIMAL(4,2)), CAST(2.5 AS DECIMAL(4,2))) AS prices, "
+    "MAP('a', CAST(9007199254740993 AS BIGINT)) AS m, MAP(1, CAST(0.5 AS DECIMAL(3,2))) AS mi, "
+    "ARRAY(X'CAFE') AS blobs"
+)
+NESTED_ROW = [
+    {"id": 9007199254740993, "price": "1.10"},
+    ["1.10", "2.50"],
+    {"a": 9007199254740993},
+    [{"key": 1, "value": "0.50"}],
+    ["yv4="],
+]
+NESTED_CSV = (
+    "s,prices,m,mi,blobs\r\n"
+    '"{""id"":9007199254740993,""price"":""1.10""}","[""1.10"",""2.50""]",'
+    '"{""a"":9007199254740993}","[{""key"":1,""value"":""0.50""}]","[""yv4=""]"\r\n'
+)
+WAREHOUSE_FORMATS = [
+    pytest.param("INLINE", "JSON_ARRAY", id="inline-json-array"),
+    pytest.param("EXTERNAL_LINKS", "JSON_ARRAY", id="links-json-array"),
+    pytest.param("EXTERNAL_LINKS", "ARROW_STREAM", id="links-arrow"),
+]
+
+
+@pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
+async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+) -> None:
+    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
+    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    body = {"sql": NESTED_SQL, "disposition": disposition}
+
+    _, buffered = await query(service, body)
+    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
+    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
+    csv = await service.post("/api/query", json=body, headers={"Accept": "text/csv"})
+
+    assert buffered["rows"] == [NESTED_ROW]
+    assert lines[1] == NESTED_ROW
+    assert lines[0]["columns"] == buffered["columns"]
+    assert await csv.text() == NESTED_CSV
+    assert [c["json_type"] for c in buffered["columns"]] == [
+        "object",
+        "array",
+        "object",
+        "array",
+        "array",
+    ]
+    assert buffered["columns"][0]["fields"] == [
+        {"name": "id", "json_type": "number"},
+        {"name": "price", "json_type": "string"},
+    ]
+
+
+@pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
+async def test_long_as_string_holds_at_every_depth_and_says_so_in_json_type(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+) -> None:
+    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
+    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    body = {"sql": NESTED_SQL, "disposition": disposition, "long_as_string": True}
+
+    _, result = await query(service, body)
+
+    assert result["rows"][0][0] == {"id": "9007199254740993", "price": "1.10"}
+    assert result["rows"][0][2] == {"a": "9007199254740993"}
+    assert result["columns"][0]["fields"][0] == {"name": "id", "json_type": "string"}
+    assert result["columns"][2]["values"] == {"json_type": "string"}
+
+
 async def test_read_only_refusals_never_reach_the_warehouse(
     service: Client, warehouse: LocalWarehouse
 ) -> None:

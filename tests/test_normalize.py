@@ -34,7 +34,8 @@ def as_json(value: JsonValue) -> str:
 
 
 def column(type_: str, *, scale: int | None = None, name: str = "c", position: int = 0) -> Column:
-    return Column(name, type_, type_, position, scale=scale)
+    """A column of the type `type_`, a type name or a whole type text such as `ARRAY<INT>`."""
+    return Column(name, type_.partition("<")[0], type_, position, scale=scale)
 
 
 def convert_cell(
@@ -445,11 +446,13 @@ MANIFEST_COLUMNS = [
 
 @pytest.mark.parametrize(("info", "expected"), MANIFEST_COLUMNS)
 def test_columns_from_manifest(info: dict[str, Any], expected: Column) -> None:
-    assert columns_from_manifest(manifest(info)) == [expected]
+    assert columns_from_manifest(manifest(info), DEFAULT) == [expected]
 
 
 def test_nullable_is_unknown_because_the_api_never_says() -> None:
-    (col,) = columns_from_manifest(manifest({"name": "x", "type_name": "INT", "type_text": "INT"}))
+    (col,) = columns_from_manifest(
+        manifest({"name": "x", "type_name": "INT", "type_text": "INT"}), DEFAULT
+    )
 
     assert col.to_json()["nullable"] is None
     assert "precision" not in col.to_json()
@@ -457,7 +460,8 @@ def test_nullable_is_unknown_because_the_api_never_says() -> None:
 
 def test_type_derived_from_type_text_decides_the_value() -> None:
     columns = columns_from_manifest(
-        manifest({"name": "d", "type_text": "DECIMAL(10,2)"}, {"name": "n", "type_text": "BIGINT"})
+        manifest({"name": "d", "type_text": "DECIMAL(10,2)"}, {"name": "n", "type_text": "BIGINT"}),
+        LONG_AS_STRING,
     )
 
     rows = RowConverter(columns, LONG_AS_STRING).convert_rows([["1.5", "9007199254740993"]])
@@ -591,7 +595,7 @@ PARITY = [
         id="timestamp-millisecond-unit",
     ),
     pytest.param(
-        "STRUCT", None, DEFAULT,
+        "STRUCT<t:TIMESTAMP>", None, DEFAULT,
         [{"t": datetime(2024, 1, 15, 9, 30, 0, 500, UTC)},
          {"t": datetime(2024, 1, 15, tzinfo=UTC)}],
         pa.struct([("t", US_UTC)]),
@@ -632,32 +636,32 @@ PARITY = [
         id="binary",
     ),
     pytest.param(
-        "ARRAY", None, DEFAULT,
+        "ARRAY<STRUCT<a:INT,b:STRING>>", None, DEFAULT,
         [[{"a": 1, "b": "x"}, {"a": None, "b": "ü"}], [], None], ARRAY_OF_STRUCT,
         ['[{"a":1,"b":"x"},{"a":null,"b":"ü"}]', "[]", None],
         [[{"a": 1, "b": "x"}, {"a": None, "b": "ü"}], [], None],
         id="array-of-struct",
     ),
     pytest.param(
-        "MAP", None, DEFAULT,
+        "MAP<STRING,BIGINT>", None, DEFAULT,
         [[("k", 1), ("z", None)], [], None], pa.map_(pa.string(), pa.int64()),
         ['{"k":1,"z":null}', "{}", None],
         [{"k": 1, "z": None}, {}, None],
         id="map-string-keys",
     ),
     pytest.param(
-        "MAP", None, DEFAULT,
+        "MAP<INT,STRING>", None, DEFAULT,
         [[(1, "a")], None], pa.map_(pa.int32(), pa.string()),
         ['[{"key":1,"value":"a"}]', None],
         [[{"key": 1, "value": "a"}], None],
         id="map-other-keys",
     ),
     pytest.param(
-        "STRUCT", None, DEFAULT,
+        "STRUCT<d:DECIMAL(4,2),xs:ARRAY<DOUBLE>,day:DATE>", None, DEFAULT,
         [{"d": Decimal("1.50"), "xs": [1.0, float("nan")], "day": date(1960, 1, 2)}, None],
         STRUCT_NESTED,
         ['{"d":1.50,"xs":[1.0,NaN],"day":"1960-01-02"}', None],
-        [{"d": 1.5, "xs": [1.0, "NaN"], "day": "1960-01-02"}, None],
+        [{"d": "1.50", "xs": [1.0, "NaN"], "day": "1960-01-02"}, None],
         id="struct-nested",
     ),
     pytest.param(
@@ -672,6 +676,121 @@ PARITY = [
     ),
     pytest.param(
         "NULL", None, DEFAULT, [None, None], pa.null(), [None, None], [None, None], id="null"
+    ),
+    # ---- one value rule at every depth: a part of a nested value is written as its type is
+    # at the top of a row, whatever form the JSON text gave it.
+    pytest.param(
+        "STRUCT<id:BIGINT,price:DECIMAL(10,2)>", None, DEFAULT,
+        [{"id": 9007199254740993, "price": Decimal("1.10")}, None],
+        pa.struct([("id", pa.int64()), ("price", pa.decimal128(10, 2))]),
+        ['{"id":9007199254740993,"price":1.10}', None],
+        [{"id": 9007199254740993, "price": "1.10"}, None],
+        id="nested-long-exact-and-decimal-keeps-its-scale",
+    ),
+    pytest.param(
+        "STRUCT<id:BIGINT,price:DECIMAL(10,2)>", None, LONG_AS_STRING,
+        [{"id": 9007199254740993, "price": Decimal("1.1")}],
+        pa.struct([("id", pa.int64()), ("price", pa.decimal128(10, 2))]),
+        ['{"id":9007199254740993,"price":1.1}'],
+        [{"id": "9007199254740993", "price": "1.10"}],
+        id="nested-long-as-string",
+    ),
+    pytest.param(
+        "ARRAY<DECIMAL(38,18)>", None, DEFAULT,
+        [[Decimal("12345678901234567890.123456789012345678"), None, Decimal("-0.5")]],
+        pa.list_(pa.decimal128(38, 18)),
+        ["[12345678901234567890.123456789012345678,null,-0.5]"],
+        [["12345678901234567890.123456789012345678", None, "-0.500000000000000000"]],
+        id="array-of-decimal-38-18-exact",
+    ),
+    pytest.param(
+        "ARRAY<ARRAY<BIGINT>>", None, LONG_AS_STRING,
+        [[[1, -9223372036854775808], []], []], pa.list_(pa.list_(pa.int64())),
+        ["[[1,-9223372036854775808],[]]", "[]"],
+        [[["1", "-9223372036854775808"], []], []],
+        id="array-of-array-of-long-as-string",
+    ),
+    pytest.param(
+        "MAP<STRING,DECIMAL(5,1)>", None, DEFAULT,
+        [[("a", Decimal("2.0")), ("b", None)]], pa.map_(pa.string(), pa.decimal128(5, 1)),
+        ['{"a":2,"b":null}'],
+        [{"a": "2.0", "b": None}],
+        id="map-string-keys-decimal-values",
+    ),
+    pytest.param(
+        "MAP<INT,DECIMAL(4,2)>", None, DEFAULT,
+        [[(1, Decimal("1.5")), (2, None)]], pa.map_(pa.int32(), pa.decimal128(4, 2)),
+        ['{"1":1.5,"2":null}'],
+        [[{"key": 1, "value": "1.50"}, {"key": 2, "value": None}]],
+        id="map-other-keys-from-a-json-object",
+    ),
+    pytest.param(
+        "MAP<BIGINT,STRING>", None, LONG_AS_STRING,
+        [[(9007199254740993, "x")]], pa.map_(pa.int64(), pa.string()),
+        ['[{"key":9007199254740993,"value":"x"}]'],
+        [[{"key": "9007199254740993", "value": "x"}]],
+        id="map-long-keys-as-string",
+    ),
+    pytest.param(
+        "STRUCT<a:INT,b:STRING,c:ARRAY<INT>>", None, DEFAULT,
+        [{"a": 1, "b": None, "c": None}],
+        pa.struct([("a", pa.int32()), ("b", pa.string()), ("c", pa.list_(pa.int32()))]),
+        ['{"a":1}'],
+        [{"a": 1, "b": None, "c": None}],
+        id="struct-fields-left-out-of-the-text-are-null",
+    ),
+    pytest.param(
+        "ARRAY<TIMESTAMP>", None, DEFAULT,
+        [[datetime(2024, 1, 15, 9, 30, 0, 500000, UTC), datetime(2024, 1, 15, tzinfo=UTC)]],
+        pa.list_(US_UTC),
+        ['["2024-01-15 09:30:00.5+00","2024-01-15T00:00:00Z"]'],
+        [["2024-01-15T09:30:00.500Z", "2024-01-15T00:00:00.000Z"]],
+        id="array-of-timestamp",
+    ),
+    pytest.param(
+        "ARRAY<TIMESTAMP_NTZ>", None, DEFAULT,
+        [[datetime(2024, 1, 15, 9, 30, 0, 500)]], pa.list_(pa.timestamp("us")),
+        ['["2024-01-15 09:30:00.0005"]'],
+        [["2024-01-15T09:30:00.000500"]],
+        id="array-of-timestamp-ntz",
+    ),
+    pytest.param(
+        "STRUCT<day:DATE,ok:BOOLEAN,raw:BINARY>", None, DEFAULT,
+        [{"day": date(999, 1, 2), "ok": False, "raw": b"\x00\xff"}],
+        pa.struct([("day", pa.date32()), ("ok", pa.bool_()), ("raw", pa.binary())]),
+        ['{"day":"0999-01-02","ok":false,"raw":"AP8="}'],
+        [{"day": "0999-01-02", "ok": False, "raw": "AP8="}],
+        id="struct-of-date-boolean-binary",
+    ),
+    pytest.param(
+        "ARRAY<FLOAT>", None, DEFAULT,
+        [[0.1, float("nan"), -2.5]], pa.list_(pa.float32()),
+        ["[0.10000000149011612,NaN,-2.5]"],
+        [[0.1, "NaN", -2.5]],
+        id="array-of-float32-shortest-form",
+    ),
+    pytest.param(
+        "ARRAY<DOUBLE>", None, DEFAULT,
+        [[1.0, 2.5, float("-inf")]], pa.list_(pa.float64()),
+        ['[1,2.5,"-Infinity"]'],
+        [[1.0, 2.5, "-Infinity"]],
+        id="array-of-double-integral-and-infinite",
+    ),
+    pytest.param(
+        "STRUCT<`order id`:BIGINT,inner:STRUCT<xs:ARRAY<BIGINT>,m:MAP<STRING,BIGINT>>>", None,
+        LONG_AS_STRING,
+        [{"order id": 2**62, "inner": {"xs": [2**53 + 1], "m": [("k", -(2**60))]}}],
+        pa.struct([
+            ("order id", pa.int64()),
+            ("inner", pa.struct([
+                ("xs", pa.list_(pa.int64())), ("m", pa.map_(pa.string(), pa.int64()))
+            ])),
+        ]),
+        ['{"order id":4611686018427387904,"inner":{"xs":[9007199254740993],'
+         '"m":{"k":-1152921504606846976}}}'],
+        [{"order id": "4611686018427387904",
+          "inner": {"xs": ["9007199254740993"], "m": {"k": "-1152921504606846976"}}}],
+        id="deeply-nested-longs-as-string",
     ),
 ]  # fmt: skip
 
@@ -841,6 +960,16 @@ COLUMNS = [
         "BOOLEAN", None, ["true", "FALSE", None, "True"], [True, False, None, True],
         id="boolean-other-case-among-lower",
     ),
+    pytest.param(
+        "ARRAY<DECIMAL(4,2)>", None, ["[1.5,2]", "[]", None, '["3.25"]'],
+        [["1.50", "2.00"], [], None, ["3.25"]],
+        id="nested-decimals-at-their-scale",
+    ),
+    pytest.param(
+        "MAP<INT,BIGINT>", None, ['{"1":9007199254740993}', '[{"key":2,"value":null}]'],
+        [[{"key": 1, "value": 9007199254740993}], [{"key": 2, "value": None}]],
+        id="nested-map-from-either-text-form",
+    ),
 ]  # fmt: skip
 
 
@@ -876,6 +1005,15 @@ BAD_AMONG_GOOD = [
     pytest.param("DATE", None, "2023-02-29", id="date-no-leap-day"),
     pytest.param("DATE", None, "2024-00-10", id="date-month-0"),
     pytest.param("DATE", None, "2024-01-15\n", id="date-with-newline"),
+    pytest.param("ARRAY<INT>", None, '["1"," x"]', id="nested-int-not-a-number"),
+    pytest.param("ARRAY<INT>", None, "[1.5]", id="nested-int-with-a-fraction"),
+    pytest.param("ARRAY<DATE>", None, '["2023-02-29"]', id="nested-date-no-leap-day"),
+    pytest.param("ARRAY<DECIMAL(4,2)>", None, "[true]", id="nested-decimal-a-boolean"),
+    pytest.param("STRUCT<a:BOOLEAN>", None, '{"a":"yes"}', id="nested-boolean-a-word"),
+    pytest.param("STRUCT<a:BINARY>", None, '{"a":"\\\\x00"}', id="nested-binary-not-base64"),
+    pytest.param("MAP<INT,STRING>", None, '{"one":"a"}', id="nested-map-key-not-an-int"),
+    pytest.param("ARRAY<INT>", None, '{"a":1}', id="nested-array-an-object"),
+    pytest.param("ARRAY<INT>", None, "[1,", id="nested-text-not-json"),
 ]
 
 
@@ -884,9 +1022,11 @@ def test_one_bad_cell_in_a_column_of_good_ones_is_still_a_protocol_error(
     type_: str, scale: int | None, cell: str
 ) -> None:
     good = {"DECIMAL": "1.50", "DATE": "2024-01-15", "TIMESTAMP_NTZ": "2024-01-15T09:30:00.000"}
-    cells = [good.get(type_, "2024-01-15T09:30:00.000Z")] * 3 + [cell]
+    good_nested = {"ARRAY": "[]", "STRUCT": "{}", "MAP": "{}"}
+    kind = type_.partition("<")[0]
+    cells = [good_nested.get(kind) or good.get(type_, "2024-01-15T09:30:00.000Z")] * 3 + [cell]
 
-    with pytest.raises(ProtocolError, match=f"'c' .* {type_}"):
+    with pytest.raises(ProtocolError, match=f"'c' .* {kind}$"):
         RowConverter([column(type_, scale=scale)]).convert_rows([[c] for c in cells])
 
 

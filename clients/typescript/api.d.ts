@@ -28,7 +28,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: the warehouse answers a cheap statement. */
+        /** Readiness: the last background check of the warehouse and its age; answers at once. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -181,16 +181,38 @@ export interface components {
     schemas: {
         /**
          * ColumnModel
-         * @description One result column.
+         * @description One result column, with how its values are written in this response.
          */
         ColumnModel: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
+             * @enum {string}
+             */
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
             /** Name */
             name: string;
             /**
              * Type
-             * @description The warehouse's type_name, e.g. LONG, DECIMAL, TIMESTAMP_NTZ.
+             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
+             * @enum {string}
              */
-            type: string;
+            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Type Text
              * @description The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.
@@ -206,15 +228,13 @@ export interface components {
             /**
              * Precision
              * @description DECIMAL only.
-             * @default null
              */
-            precision?: number | null;
+            precision?: number;
             /**
              * Scale
              * @description DECIMAL only.
-             * @default null
              */
-            scale?: number | null;
+            scale?: number;
         };
         /**
          * ErrorDetail
@@ -232,11 +252,12 @@ export interface components {
             request_id: string;
             /**
              * Retryable
-             * @description Whether trying the same request again may succeed.
+             * @description Whether sending the same request again may succeed without running a statement twice (false after a submit that may have run when READ_ONLY=false).
              */
             retryable: boolean;
             /**
              * Statement Id
+             * @description The warehouse's statement id, when the failure has one.
              * @default null
              */
             statement_id?: string | null;
@@ -261,14 +282,70 @@ export interface components {
         };
         /**
          * HealthResponse
-         * @description Body of `GET /health` and `GET /ready`.
+         * @description Body of `GET /health`.
          */
         HealthResponse: {
             /**
              * Status
+             * @constant
+             */
+            status: "ok";
+        };
+        /**
+         * JsonField
+         * @description One member of a struct and its shape.
+         */
+        JsonField: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
              * @enum {string}
              */
-            status: "ok" | "ready";
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
+            /** Name */
+            name: string;
+        };
+        /**
+         * JsonShape
+         * @description How values are written in JSON; a nested value describes its parts the same way.
+         */
+        JsonShape: {
+            /**
+             * Json Type
+             * @description number, string, boolean, array, object, null, or any (VARIANT, and nested values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
+             * @enum {string}
+             */
+            json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Items
+             * @description array: the shape of its elements.
+             */
+            items?: components["schemas"]["JsonShape"];
+            /**
+             * Fields
+             * @description object from a STRUCT: its members, in order.
+             */
+            fields?: components["schemas"]["JsonField"][];
+            /**
+             * Values
+             * @description object from a MAP with string keys: the shape of its values.
+             */
+            values?: components["schemas"]["JsonShape"];
         };
         /**
          * NamedQueryInfo
@@ -344,6 +421,28 @@ export interface components {
             };
         };
         /**
+         * NotReadyResponse
+         * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
+         */
+        NotReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
+            error: components["schemas"]["ErrorDetail"];
+        };
+        /**
          * QueryRequest
          * @description Body of `POST /api/query` and `POST /api/statements`: one SQL statement.
          */
@@ -379,7 +478,7 @@ export interface components {
             sql: string;
             /**
              * Params
-             * @description Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             * @description Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
              */
             params?: {
                 [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
@@ -418,6 +517,27 @@ export interface components {
             truncated: boolean;
             /** Statement Id */
             statement_id: string;
+        };
+        /**
+         * ReadyResponse
+         * @description Body of `GET /ready`: the last background check of the warehouse, and its age.
+         */
+        ReadyResponse: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "not_ready";
+            /**
+             * Checked At
+             * @description When the last check ended (ISO 8601, UTC); null until the first one ends.
+             */
+            checked_at: string | null;
+            /**
+             * Age S
+             * @description Seconds since the last check ended.
+             */
+            age_s: number | null;
         };
         /**
          * RowsPage
@@ -520,12 +640,16 @@ export type ColumnModel = components['schemas']['ColumnModel'];
 export type ErrorDetail = components['schemas']['ErrorDetail'];
 export type ErrorResponse = components['schemas']['ErrorResponse'];
 export type HealthResponse = components['schemas']['HealthResponse'];
+export type JsonField = components['schemas']['JsonField'];
+export type JsonShape = components['schemas']['JsonShape'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NotReadyResponse = components['schemas']['NotReadyResponse'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
+export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
@@ -587,7 +711,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HealthResponse"];
+                    "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
@@ -614,7 +738,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["NotReadyResponse"];
                 };
             };
         };
@@ -750,8 +874,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -768,7 +910,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -926,8 +1068,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -944,7 +1104,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1043,8 +1203,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1061,7 +1239,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1168,7 +1346,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1272,7 +1450,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1381,7 +1559,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     [name: string]: unknown;

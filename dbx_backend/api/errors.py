@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
+from dbx_backend.api.open_statements import TooManyStatements
 from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.parameters import InvalidQuery
-from dbx_backend.keys import ERROR_CODE, REQUEST_ID
+from dbx_backend.databricks.parameters import InvalidQuery, ParamOutOfRange
+from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
 
@@ -30,6 +31,8 @@ log = logging.getLogger("dbx_backend.api")
 
 class ApiError(Exception):
     """Base of the errors handlers raise on purpose; `field` names the request field at fault."""
+
+    close_connection = False  # True when the connection cannot carry another request
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -43,6 +46,22 @@ class InvalidRequest(ApiError):
 
 class PayloadTooLarge(ApiError):
     """The request body is over the configured limit."""
+
+
+class MalformedBody(InvalidRequest):
+    """The body's framing is broken (e.g. a bad chunk size)."""
+
+    close_connection = True
+
+
+class RequestTimeout(ApiError):
+    """The request body did not arrive within `BODY_READ_TIMEOUT_S`."""
+
+    close_connection = True
+
+
+class UnsupportedEncoding(ApiError):
+    """The body is sent in a `Content-Encoding` the service does not decode."""
 
 
 class NotFoundError(ApiError):
@@ -66,8 +85,11 @@ class ErrorRow(NamedTuple):
 ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     InvalidRequest: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    ParamOutOfRange: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     InvalidQuery: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
+    RequestTimeout: ErrorRow(408, "REQUEST_TIMEOUT", expose_message=True, retryable=True),
+    UnsupportedEncoding: ErrorRow(415, "UNSUPPORTED_MEDIA_TYPE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
@@ -79,6 +101,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
     ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
@@ -137,12 +160,30 @@ def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
     return "; ".join(problems), first_field
 
 
+def is_retryable(exc: BaseException, row: ErrorRow, *, read_only: bool) -> bool:
+    """Whether sending the same request again may succeed without running a write twice.
+
+    In read-only mode a repeat can only read again. Otherwise a failure after a submit that
+    may have started the statement is not retryable: the caller must look (by `statement_id`,
+    in the query history) before trying again.
+    """
+    if not row.retryable:
+        return False
+    return read_only or not (isinstance(exc, dbx.WarehouseError) and exc.may_have_run)
+
+
 def error_body(
-    exc: BaseException, row: ErrorRow, request_id: str, secrets: Iterable[str] = ()
+    exc: BaseException,
+    row: ErrorRow,
+    request_id: str,
+    secrets: Iterable[str] = (),
+    *,
+    read_only: bool,
+    statement_id: str | None = None,
 ) -> dict[str, Any]:
-    """The `{"error": {...}}` envelope for `exc`."""
+    """The `{"error": {...}}` envelope for `exc`; `statement_id` when `exc` names none."""
     field = getattr(exc, "field", None)
-    if isinstance(exc, queries.ParamError):
+    if isinstance(exc, queries.ParamError | ParamOutOfRange):
         field = f"params.{exc.param}"
     if isinstance(exc, ValidationError):
         message, field = _validation_message(exc)
@@ -155,15 +196,18 @@ def error_body(
         # A refused origin is named as the caller sent it: it is their header, not our URL.
         "message": redact(message, secrets, urls=not isinstance(exc, OriginNotAllowed)),
         "request_id": request_id,
-        "retryable": row.retryable,
+        "retryable": is_retryable(exc, row, read_only=read_only),
     }
     if isinstance(exc, dbx.WarehouseError):
-        if exc.statement_id:
-            detail["statement_id"] = exc.statement_id
+        statement_id = exc.statement_id or statement_id
         if exc.sql_state and row.expose_message:
             detail["sql_state"] = exc.sql_state
+    if statement_id:
+        detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
+        return {**exc.report.to_json(), "error": detail}
     return {"error": detail}
 
 
@@ -185,7 +229,9 @@ def error_response(
     """Map `exc` to its response and log it once: 5xx with a stack trace, 4xx at INFO."""
     row = response_for(exc) or INTERNAL
     request_id = request.get(REQUEST_ID, "-")
-    body = error_body(exc, row, request_id, secrets)
+    settings = request.app.get(SETTINGS)
+    read_only = settings is not None and settings.read_only
+    body = error_body(exc, row, request_id, secrets, read_only=read_only)
     if row.status >= 500:
         log.error(
             "request %s failed with %s: %s",
@@ -200,10 +246,13 @@ def error_response(
     if row.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="dbx-backend"'
     retry_after = getattr(exc, "retry_after", None)
-    if row.status in (429, 503) and retry_after:
+    if row.status in (429, 503) and retry_after and body["error"]["retryable"]:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     request[ERROR_CODE] = row.code
-    return json_response(body, row.status, headers)
+    response = json_response(body, row.status, headers)
+    if getattr(exc, "close_connection", False):
+        response.force_close()  # answer, then close: the rest of the body is not read
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiError:

@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dbx_backend.keys import METRICS, QUERY_SERVICE, READINESS
+from dbx_backend.readiness import NotReady
 
 
 async def health(request: web.Request) -> web.Response:
@@ -14,9 +15,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 when the warehouse answers, 503 otherwise."""
-    await request.app[READINESS].check(request.app[QUERY_SERVICE])
-    return web.json_response({"status": "ready"})
+    """Readiness: the last background check's result and age; 200 when ready, 503 otherwise.
+
+    Answers within a second whatever the warehouse does: the check runs in the background.
+    """
+    report = await request.app[READINESS].report(request.app[QUERY_SERVICE])
+    if not report.ready:
+        raise NotReady(report)
+    return web.json_response(report.to_json())
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 SqlTypeName = Annotated[
@@ -29,7 +30,15 @@ Identifier = Annotated[
 
 
 NO_EXTRA_KEYS: JsonDict = {"additionalProperties": False}
-Scalar = bool | int | float | str | None
+# JSON has no NaN or Infinity; a number that overflows to one (1e400) is refused, not passed on.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = bool | int | FiniteFloat | str | None
+
+# The largest integer every JSON reader (JavaScript's included) holds exactly: the bound of
+# `row_limit` and of the statements API's `offset` and `limit`.
+MAX_SAFE_INT = 2**53 - 1
+# A request's deadline is capped by MAX_QUERY_TIMEOUT_S; the schema's own bound is one day.
+MAX_TIMEOUT_S = 86_400.0
 
 
 class TypedParamModel(BaseModel):
@@ -46,9 +55,15 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
-    row_limit: int | None = Field(default=None, ge=1, description="At most this many rows.")
+    row_limit: int | None = Field(
+        default=None, ge=1, le=MAX_SAFE_INT, description="At most this many rows."
+    )
     timeout_s: float | None = Field(
-        default=None, gt=0, description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S)."
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S).",
     )
     long_as_string: bool = Field(
         default=False, description="Render LONG (BIGINT) values as strings, for JavaScript."
@@ -78,8 +93,9 @@ class QueryRequest(RunOptions):
     params: dict[ParamName, Scalar | TypedParamModel] = Field(
         default_factory=dict,
         json_schema_extra=NO_EXTRA_KEYS,
-        description="Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, "
-        "string -> STRING, null -> NULL, or {value, type} for another type.",
+        description="Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), "
+        "float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} "
+        "for another type.",
     )
     catalog: Identifier | None = Field(default=None, description="Default catalog.")
     schema_: Identifier | None = Field(default=None, alias="schema", description="Default schema.")
@@ -126,16 +142,67 @@ class NamedQueryList(BaseModel):
     queries: list[NamedQueryInfo]
 
 
-class ColumnModel(BaseModel):
-    """One result column."""
+def _absent_when_unset(schema: JsonDict) -> None:
+    # The field is left out of the answer rather than sent as null: no default to document.
+    schema.pop("default", None)
+
+
+JsonKind = Literal["number", "string", "boolean", "array", "object", "null", "any"]
+ColumnType = Literal[
+    "ARRAY", "BINARY", "BOOLEAN", "BYTE", "CHAR", "DATE", "DECIMAL", "DOUBLE", "FLOAT",
+    "GEOGRAPHY", "GEOMETRY", "INT", "INTERVAL", "LONG", "MAP", "NULL", "SHORT", "STRING",
+    "STRUCT", "TIMESTAMP", "TIMESTAMP_NTZ", "USER_DEFINED_TYPE", "VARIANT", "UNKNOWN",
+]  # fmt: skip
+
+
+class JsonShape(BaseModel):
+    """How values are written in JSON; a nested value describes its parts the same way."""
+
+    json_type: JsonKind = Field(
+        description="number, string, boolean, array, object, null, or any (VARIANT, and nested "
+        "values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN "
+        'and the infinities as the strings "NaN", "Infinity", "-Infinity".'
+    )
+    items: JsonShape | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="array: the shape of its elements.",
+    )
+    fields: list[JsonField] | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="object from a STRUCT: its members, in order.",
+    )
+    values: JsonShape | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="object from a MAP with string keys: the shape of its values.",
+    )
+
+
+class JsonField(JsonShape):
+    """One member of a struct and its shape."""
 
     name: str
-    type: str = Field(description="The warehouse's type_name, e.g. LONG, DECIMAL, TIMESTAMP_NTZ.")
+
+
+class ColumnModel(JsonShape):
+    """One result column, with how its values are written in this response."""
+
+    name: str
+    type: ColumnType = Field(
+        description="The warehouse's type_name; a type outside this list is UNKNOWN (see "
+        "type_text) and its values are text."
+    )
     type_text: str = Field(description="The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.")
     position: int
     nullable: bool | None = Field(description="Always null: the warehouse does not say.")
-    precision: int | None = Field(default=None, description="DECIMAL only.")
-    scale: int | None = Field(default=None, description="DECIMAL only.")
+    precision: int | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
+    )
+    scale: int | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -149,9 +216,19 @@ class QueryResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """Body of `GET /health` and `GET /ready`."""
+    """Body of `GET /health`."""
 
-    status: Literal["ok", "ready"]
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    """Body of `GET /ready`: the last background check of the warehouse, and its age."""
+
+    status: Literal["ready", "not_ready"]
+    checked_at: str | None = Field(
+        description="When the last check ended (ISO 8601, UTC); null until the first one ends."
+    )
+    age_s: float | None = Field(description="Seconds since the last check ended.")
 
 
 class StatementSubmitted(BaseModel):
@@ -193,13 +270,24 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. SQL_ERROR.")
     message: str
     request_id: str
-    retryable: bool = Field(description="Whether trying the same request again may succeed.")
-    statement_id: str | None = None
+    retryable: bool = Field(
+        description="Whether sending the same request again may succeed without running a "
+        "statement twice (false after a submit that may have run when READ_ONLY=false)."
+    )
+    statement_id: str | None = Field(
+        default=None, description="The warehouse's statement id, when the failure has one."
+    )
     sql_state: str | None = None
     field: str | None = Field(default=None, description="The request field at fault, if any.")
 
 
 class ErrorResponse(BaseModel):
     """Every error response: `{"error": {...}}`."""
+
+    error: ErrorDetail
+
+
+class NotReadyResponse(ReadyResponse):
+    """Body of `GET /ready` answering 503: the readiness fields beside the error."""
 
     error: ErrorDetail

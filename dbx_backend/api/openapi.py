@@ -16,12 +16,15 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from dbx_backend import __version__
 from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
 from dbx_backend.api.models import (
+    MAX_SAFE_INT,
     ErrorResponse,
     HealthResponse,
     NamedQueryList,
     NamedQueryRequest,
+    NotReadyResponse,
     QueryRequest,
     QueryResponse,
+    ReadyResponse,
     RowsPage,
     StatementStatus,
     StatementSubmitted,
@@ -34,20 +37,24 @@ ERROR_TEXT = {
     403: "Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an "
     "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
+    408: "The request body did not arrive within BODY_READ_TIMEOUT_S",
     413: "Body or SQL too large",
+    415: "A Content-Encoding other than gzip, deflate or identity",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
     "ALLOWED_HOSTS (DNS rebinding guard)",
-    429: "Too many concurrent queries; see Retry-After",
+    429: "Too many concurrent queries, or (statements) too many open statements for this "
+    "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
     503: "The warehouse is unavailable; see Retry-After",
     504: "The query ran past its timeout and was cancelled",
 }
-RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
+RUN_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 STREAMS = {
     "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
-    "then {row_count, truncated}; or a final {error} line if the stream fails.",
+    "then {row_count, truncated}; or a final {error} line (with statement_id) if the stream "
+    "fails.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
 }
 
@@ -80,10 +87,12 @@ class Operation:
     secured: bool = True
     ok_media: str = "application/json"
     extra_headers: tuple[str, ...] = field(default=())
+    # Error statuses whose body is not the plain ErrorResponse.
+    error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
 
-_ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
-_LIMIT = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+_ID = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -97,9 +106,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/ready",
         "ready",
-        "Readiness: the warehouse answers a cheap statement.",
-        ok=HealthResponse,
+        "Readiness: the last background check of the warehouse and its age; answers at once.",
+        ok=ReadyResponse,
         errors=(500, 503),
+        error_bodies=((503, NotReadyResponse),),
         secured=False,
     ),
     Operation(
@@ -204,10 +214,10 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             target: {"operationId": target, "parameters": {"id": "$response.body#/statement_id"}}
             for target in ("statement_status", "statement_rows", "cancel_statement")
         }
-    error_schema = {
-        "application/json": {"schema": _schema_ref(ErrorResponse, refs, "serialization")}
-    }
+    bodies = dict(op.error_bodies)
     for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
+        model = bodies.get(status, ErrorResponse)
+        error_schema = {"application/json": {"schema": _schema_ref(model, refs, "serialization")}}
         description = ERROR_TEXT[status]
         if status in CODES:
             description += f". error.code: {', '.join(CODES[status])}"
@@ -250,6 +260,7 @@ def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     inputs = {op.body for op in OPERATIONS if op.body is not None}
     outputs = {op.ok for op in OPERATIONS if op.ok is not None} | {ErrorResponse}
+    outputs |= {model for op in OPERATIONS for _, model in op.error_bodies}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)
     ]

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from dbx_backend.api.bodies import read_body
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -49,8 +50,8 @@ Params = Mapping[str, ParamScalar | TypedParam]
 
 
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
-    """Validate a JSON body against `model`; the body limit applies while reading (413)."""
-    body = await request.read()
+    """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
+    body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
     if not body.strip() and empty_ok:
         return model.model_validate({})
     if request.content_type != "application/json":
@@ -239,7 +240,14 @@ async def stream_result(
         )
         if isinstance(writer, NdjsonWriter):
             secrets: tuple[str, ...] = request.app[SECRETS]
-            body = error_body(exc, row, request[REQUEST_ID], secrets)
+            body = error_body(
+                exc,
+                row,
+                request[REQUEST_ID],
+                secrets,
+                read_only=request.app[SETTINGS].read_only,
+                statement_id=statement.statement_id,
+            )
             await response.write(writer.error(body))
         elif request.transport is not None:
             request.transport.close()  # cut the CSV short: the chunked body never ends

@@ -9,12 +9,15 @@
 `MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
 the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
 `IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
-unless the load balancer is sticky on the header.
+unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
+statements open at once (`open_statements.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -30,12 +33,13 @@ from aiohttp import web
 from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
 from dbx_backend.api.guards import TooManyQueries, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
-from dbx_backend.api.models import QueryRequest
+from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
+from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
 from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.retry import should_retry
+from dbx_backend.databricks.retry import Deadline, never_ran
 from dbx_backend.databricks.statements import StatementOperations
 from dbx_backend.databricks.wire import State
 from dbx_backend.keys import (
@@ -153,13 +157,13 @@ def _nothing_ran(task: asyncio.Task[Submitted]) -> bool:
     exc = task.exception()  # also marks it retrieved
     if exc is None:
         return False
-    # Refused outright, or an answer that proves it never ran (429, 503, no connection).
-    refused = (TooManyQueries, dbx.WarehouseRejected)
-    return isinstance(exc, refused) or should_retry(exc, idempotent=False)
+    # Refused by us, or an answer that proves it never ran (4xx, 429, 503, no connection).
+    return isinstance(exc, (TooManyQueries, TooManyStatements)) or never_ran(exc)
 
 
 HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
 IDEMPOTENCY = web.AppKey("statement_idempotency", IdempotencyStore)
+OPEN_STATEMENTS = web.AppKey("open_statements", OpenStatements)
 
 
 def caller_of(request: web.Request) -> str:
@@ -189,20 +193,33 @@ def _open_handle(request: web.Request) -> tuple[str, HandleClaims]:
 
 
 @contextmanager
-def _statement_scope() -> Iterator[None]:
-    """A statement the warehouse no longer knows (purged after 12 h, §4.1) is a 404 here."""
+def _statement_scope(request: web.Request, claims: HandleClaims) -> Iterator[None]:
+    """A statement the warehouse no longer knows (purged after 12 h, §4.1) is a 404 here.
+    One that ended or is gone gives its caller's open-statement slot back."""
     try:
         yield
     except dbx.NotFound:
+        _observe(request, claims, None)
         raise NotFoundError(UNKNOWN_HANDLE, field="statement_id") from None
+    except (dbx.StatementFailed, dbx.StatementClosed):
+        _observe(request, claims, State.FAILED)
+        raise
+
+
+def _observe(request: web.Request, claims: HandleClaims, state: str | None) -> None:
+    """Tell the open-statements budget what was learned (None: the warehouse forgot it)."""
+    request.app[OPEN_STATEMENTS].observe(caller_of(request), claims.statement_id, state)
 
 
 def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not re.fullmatch(r"\d{1,18}", text.strip()) or int(text) < minimum:
-        raise InvalidRequest(f"{name} must be an integer >= {minimum}", field=name)
+    # ASCII digits only (`\d` would take any script's), and at most the schema's maximum.
+    if not re.fullmatch(r"[0-9]{1,16}", text.strip()) or not minimum <= int(text) <= MAX_SAFE_INT:
+        raise InvalidRequest(
+            f"{name} must be an integer from {minimum} to {MAX_SAFE_INT}", field=name
+        )
     return int(text)
 
 
@@ -230,10 +247,14 @@ async def submit_statement(request: web.Request) -> web.Response:
     )
     operations = _operations(request)
     limiter = request.app[LIMITER]
+    budget = request.app[OPEN_STATEMENTS]
 
     async def submit() -> Submitted:
-        async with limiter.slot():
-            info = await operations.submit(body.sql, query_params(body), options)
+        with budget.reserve(caller) as keep:  # over the budget: refused before any submit
+            async with limiter.slot():
+                info = await operations.submit(body.sql, query_params(body), options)
+            if info.state not in State.TERMINAL:
+                keep(info.statement_id)
         handle = request.app[HANDLE_SIGNER].issue(
             info.statement_id, caller=caller, long_as_string=body.long_as_string
         )
@@ -249,14 +270,17 @@ async def submit_statement(request: web.Request) -> web.Response:
             submitted = await asyncio.shield(task)
         except asyncio.CancelledError:
             # The caller left mid-submit and cannot learn the handle: stop what it started.
-            store.spawn(_cancel_when_submitted(operations, task))
+            release = functools.partial(budget.release, caller)
+            store.spawn(_cancel_when_submitted(operations, task, release))
             raise
     request[STATEMENT_ID] = submitted.statement_id
     return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
 
 
 async def _cancel_when_submitted(
-    operations: StatementOperations, task: asyncio.Task[Submitted]
+    operations: StatementOperations,
+    task: asyncio.Task[Submitted],
+    release: Callable[[str], None],
 ) -> None:
     try:
         submitted = await task
@@ -268,6 +292,7 @@ async def _cancel_when_submitted(
         await operations.cancel(submitted.statement_id)
     except dbx.WarehouseError as exc:
         log.warning("cancel of abandoned statement %s failed: %s", submitted.statement_id, exc)
+    release(submitted.statement_id)
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -275,11 +300,12 @@ async def statement_status(request: web.Request) -> web.Response:
     handle, claims = _open_handle(request)
     limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 0), MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
             info = await _operations(request).status(
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
+    _observe(request, claims, info.state)
     payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
     if info.columns is not None:
         rows = info.rows or []
@@ -301,9 +327,10 @@ async def statement_rows(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0)
     limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 1), MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
             page = await _operations(request).rows(claims.statement_id, offset, limit, normalize)
+    _observe(request, claims, page.state)
     if page.state != State.SUCCEEDED:
         raise InvalidRequest(
             f"the statement is {page.state}: rows can be read once it has SUCCEEDED",
@@ -325,8 +352,10 @@ async def statement_rows(request: web.Request) -> web.Response:
 async def cancel_statement(request: web.Request) -> web.Response:
     """Send a cancel; the statement may still finish first, so poll to learn the outcome."""
     handle, claims = _open_handle(request)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         await _operations(request).cancel(claims.statement_id)
+    # It may still finish first; either way the caller is done with it.
+    request.app[OPEN_STATEMENTS].release(caller_of(request), claims.statement_id)
     return json_response({"statement_id": handle}, 202)
 
 
@@ -337,7 +366,8 @@ def setup_statement_routes(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Register the statements routes, their handle signer and idempotency store.
+    """Register the statements routes, their handle signer, idempotency store and
+    open-statements budget (with its background check).
 
     Call after the warehouse's `cleanup_ctx` is appended: ours drains submits before it closes.
     """
@@ -345,12 +375,33 @@ def setup_statement_routes(
     # A remembered handle must not outlive its own expiry.
     window_s = min(settings.idempotency_window_s, settings.statement_handle_ttl_s)
     app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic)
+    app[OPEN_STATEMENTS] = OpenStatements(
+        settings.max_open_statements, max_age_s=settings.statement_handle_ttl_s, clock=monotonic
+    )
 
     async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[IDEMPOTENCY].drain()
 
+    async def state_of(statement_id: str) -> str | None:
+        timeout_s = app[OPEN_STATEMENTS].policy.lookup_timeout_s
+        try:
+            response = await app[WAREHOUSE].get_statement(
+                statement_id, deadline=Deadline(timeout_s, monotonic)
+            )
+        except dbx.NotFound:
+            return None
+        return response.status.state
+
+    async def open_statements_ctx(app: web.Application) -> AsyncIterator[None]:
+        checks = asyncio.get_running_loop().create_task(app[OPEN_STATEMENTS].run_checks(state_of))
+        yield
+        checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks
+
     app.cleanup_ctx.append(drain_ctx)
+    app.cleanup_ctx.append(open_statements_ctx)
     app.router.add_post("/api/statements", submit_statement, name="submit_statement")
     app.router.add_get("/api/statements/{id}", statement_status, name="statement_status")
     app.router.add_get("/api/statements/{id}/rows", statement_rows, name="statement_rows")

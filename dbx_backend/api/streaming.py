@@ -68,13 +68,12 @@ def _csv_json(value: JsonValue) -> JsonValue:
 
 
 # The csv module writes None as an empty field and numbers and strings as themselves; only
-# these column types need a text form of their own.
+# booleans and nested values (by the JSON shape of their column) need a text form of their own.
 _CSV_CELLS: dict[str, Callable[[JsonValue], JsonValue]] = {
-    "BOOLEAN": _csv_bool,
-    "ARRAY": _csv_json,
-    "MAP": _csv_json,
-    "STRUCT": _csv_json,
-    "VARIANT": _csv_json,
+    "boolean": _csv_bool,
+    "array": _csv_json,
+    "object": _csv_json,
+    "any": _csv_json,
 }
 
 
@@ -94,7 +93,9 @@ class CsvWriter:
     def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
         """The header row: column names. Also decides which columns need a text form."""
         self._cells = [
-            (i, _CSV_CELLS[c.type]) for i, c in enumerate(columns) if c.type in _CSV_CELLS
+            (i, _CSV_CELLS[c.json.json_type])
+            for i, c in enumerate(columns)
+            if c.json.json_type in _CSV_CELLS
         ]
         return self._encode([[c.name for c in columns]])
 

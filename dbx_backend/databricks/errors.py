@@ -12,6 +12,8 @@
   + ProtocolError            the warehouse answered something the protocol does not allow
 
 Messages are safe to log: they never hold a token, a presigned URL or parameter values.
+`may_have_run` is set by the engine when the failure came after a submit that may have started
+the statement: sending the same request again could run it twice.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class WarehouseError(Exception):
         retry_after: float | None = None,
         statement_id: str | None = None,
         sql_state: str | None = None,
+        may_have_run: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -39,6 +42,7 @@ class WarehouseError(Exception):
         self.retry_after = retry_after
         self.statement_id = statement_id
         self.sql_state = sql_state
+        self.may_have_run = may_have_run
 
 
 class WarehouseRejected(WarehouseError):

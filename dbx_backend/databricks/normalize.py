@@ -13,38 +13,63 @@ warehouse's string forms are those of reference §7.3. Choices where the referen
   ignored, not applied: the value has no zone, so converting it would invent one.
 * DECIMAL keeps the digits sent and pads the fraction up to the column's scale; it never rounds
   (a value with more digits than its scale is passed on whole, not silently changed).
-* Inside ARRAY/MAP/STRUCT/VARIANT, values are whatever the JSON text says: decimals become JSON
-  numbers, non-finite floats the strings "NaN"/"Infinity"/"-Infinity", integers stay exact.
-  From Arrow, a MAP with string keys becomes an object, other keys a list of {"key", "value"}.
+* Inside ARRAY/MAP/STRUCT the same rules hold at every depth (`values.py`, which decides
+  each value; this module converts whole columns, with the measured fast paths beside them).
+  VARIANT values, and nested values whose parts `type_text` does not describe, are what their
+  JSON text says: integers exact, decimals numbers, non-finite floats "NaN"/"Infinity"/...
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gc
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from functools import lru_cache, partial
 from math import isfinite
 from operator import is_not, itemgetter
-from typing import TYPE_CHECKING, Any, Literal
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from dbx_backend.databricks.errors import ProtocolError
+from dbx_backend.databricks.sqltypes import (
+    TYPE_NAMES,
+    JsonShape,
+    SqlType,
+    canonical_kind,
+    json_shape,
+    parse_type,
+)
+from dbx_backend.databricks.values import (
+    JsonValue,
+    NormalizeOptions,
+    base64_text,
+    boolean_text,
+    bytes_base64,
+    check_day,
+    date_text,
+    decimal_text,
+    float_json,
+    hex_to_base64,
+    json_text,
+    long_text,
+    nested_text_converter,
+    timestamp_ntz_text,
+    timestamp_text,
+    value_converter,
+)
 from dbx_backend.databricks.wire import ColumnInfo, ResultManifest
 
 if TYPE_CHECKING:
     import pyarrow
 
-JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]
+__all__ = ["Column", "JsonValue", "NormalizeOptions", "RowConverter", "columns_from_manifest"]
+
+
+_DERIVED_TYPE = SqlType("")
+_DEFAULT_OPTIONS = NormalizeOptions()
+_DERIVED_SHAPE = JsonShape("any")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +83,16 @@ class Column:
     nullable: bool | None = None
     precision: int | None = None
     scale: int | None = None
+    # The parsed type and its values' JSON shape; derived from the fields above when not given.
+    sql_type: SqlType = _DERIVED_TYPE
+    json: JsonShape = _DERIVED_SHAPE
+
+    def __post_init__(self) -> None:
+        if self.sql_type is _DERIVED_TYPE:
+            sql_type = parse_type(self.type, self.type_text, self.precision, self.scale)
+            object.__setattr__(self, "sql_type", sql_type)
+        if self.json is _DERIVED_SHAPE:
+            object.__setattr__(self, "json", json_shape(self.sql_type, long_as_string=False))
 
     def to_json(self) -> dict[str, JsonValue]:
         """The API's column object; `precision`/`scale` only when the type has them."""
@@ -72,69 +107,51 @@ class Column:
             out["precision"] = self.precision
         if self.scale is not None:
             out["scale"] = self.scale
+        out |= self.json.to_json()
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class NormalizeOptions:
-    """Client choices about value rendering."""
-
-    long_as_string: bool = False
-    # Reference §7.3: sources disagree on BINARY's text form; base64 is the documented default.
-    binary_input: Literal["base64", "hex"] = "base64"
 
 
 Cells = Sequence[Any]  # one column's cells: str | None from JSON_ARRAY, Python values from Arrow
 ColumnConverter = Callable[[Cells], Sequence[JsonValue]]
 
-# SQL spellings that can lead a `type_text` -> the `type_name` the API uses for them (§7.1).
-_TYPE_ALIASES = {
-    "TINYINT": "BYTE",
-    "SMALLINT": "SHORT",
-    "INTEGER": "INT",
-    "BIGINT": "LONG",
-    "REAL": "FLOAT",
-    "DEC": "DECIMAL",
-    "NUMERIC": "DECIMAL",
-    "VARCHAR": "STRING",
-    "VOID": "NULL",
-    "TIMESTAMP_LTZ": "TIMESTAMP",
-}
 _LEADING_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 _DECIMAL_PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
-def columns_from_manifest(manifest: ResultManifest) -> list[Column]:
-    """The API's columns for a result schema; off-enum type names fall back to `type_text`."""
-    return [_column(info) for info in manifest.schema_.columns]
+def columns_from_manifest(manifest: ResultManifest, options: NormalizeOptions) -> list[Column]:
+    """The API's columns for a result schema, each with the JSON shape `options` give it."""
+    return [_column(info, options) for info in manifest.schema_.columns]
 
 
-def _column(info: ColumnInfo) -> Column:
-    type_ = (info.type_name or _type_from_text(info.type_text)).upper()
+def _column(info: ColumnInfo, options: NormalizeOptions) -> Column:
+    type_ = canonical_kind(info.type_name or _type_from_text(info.type_text))
+    if type_ not in TYPE_NAMES:
+        type_ = "UNKNOWN"  # what it is stays in type_text; its values are text
     precision = scale = None
-    if _TYPE_ALIASES.get(type_, type_) == "DECIMAL":
+    if type_ == "DECIMAL":
         precision, scale = info.type_precision, info.type_scale
         params = _DECIMAL_PARAMS.search(info.type_text)
         if params is not None:
             precision = precision if precision is not None else int(params[1])
             scale = scale if scale is not None else int(params[2] or 0)
-    return Column(info.name, type_, info.type_text, info.position, None, precision, scale)
+    sql_type = parse_type(type_, info.type_text, precision, scale)
+    shape = json_shape(sql_type, long_as_string=options.long_as_string)
+    return Column(
+        info.name, type_, info.type_text, info.position, None, precision, scale, sql_type, shape
+    )
 
 
 def _type_from_text(type_text: str) -> str:
     # "GEOMETRY(4326)" -> "GEOMETRY", "ARRAY<INT>" -> "ARRAY", "INTERVAL DAY TO SECOND" -> ...
     word = _LEADING_WORD.match(type_text)
-    if word is None:
-        return "UNKNOWN"
-    name = word[1].upper()
-    return _TYPE_ALIASES.get(name, name)
+    return "UNKNOWN" if word is None else word[1]
 
 
 class RowConverter:
     """Turns one result's rows into JSON values, with one converter per column chosen once."""
 
     def __init__(
-        self, columns: Sequence[Column], options: NormalizeOptions = NormalizeOptions()
+        self, columns: Sequence[Column], options: NormalizeOptions = _DEFAULT_OPTIONS
     ) -> None:
         self.columns = tuple(columns)
         self.options = options
@@ -258,11 +275,11 @@ CellConverter = Callable[[Any], JsonValue]
 
 def _text_column(column: Column, options: NormalizeOptions) -> ColumnConverter | None:
     """The converter for one column of JSON_ARRAY cells; None when the text is the value."""
-    kind = _TYPE_ALIASES.get(column.type, column.type)
+    kind = canonical_kind(column.type)
     if kind in ("BYTE", "SHORT", "INT") or (kind == "LONG" and not options.long_as_string):
         return _each(int)
     if kind == "LONG":
-        return _each(_long_as_string)
+        return _each(long_text)
     if kind in ("FLOAT", "DOUBLE"):
         return _floats
     if kind == "DECIMAL":
@@ -274,9 +291,11 @@ def _text_column(column: Column, options: NormalizeOptions) -> ColumnConverter |
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ"):
         return partial(_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
     if kind == "BINARY":
-        return _each(_hex_to_base64 if options.binary_input == "hex" else _base64_text)
-    if kind in ("ARRAY", "MAP", "STRUCT", "VARIANT"):
-        return _each(_json_text)
+        return _each(hex_to_base64 if options.binary_input == "hex" else base64_text)
+    if kind in ("ARRAY", "MAP", "STRUCT"):
+        return _each(nested_text_converter(column.sql_type, options))
+    if kind == "VARIANT":
+        return _each(json_text)
     if kind == "NULL":
         return _nulls
     # STRING, CHAR, INTERVAL, USER_DEFINED_TYPE, GEOMETRY, GEOGRAPHY and unknown types.
@@ -306,18 +325,6 @@ def _nulls(cells: Cells) -> list[JsonValue]:
     return [None] * len(cells)
 
 
-def _long_as_string(text: str | int) -> str:
-    return str(int(text))
-
-
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def _float_text(text: str) -> float | str:
-    value = float(text)  # takes NaN, inf, Infinity, +Infinity, -Infinity in any case
-    return value if value - value == 0 else _NON_FINITE[repr(value)]
-
-
 def _floats(cells: Cells) -> list[JsonValue]:
     return _fix_non_finite(_each(float)(cells))
 
@@ -327,17 +334,13 @@ def _fix_non_finite(values: list[JsonValue]) -> list[JsonValue]:
     # us down the exact path); the per-value pass runs only then.
     if isfinite(sum(filter(partial(is_not, None), values))):
         return values
-    return [_float_json(v) if v is not None else None for v in values]
-
-
-def _float_json(value: float) -> float | str:
-    return value if isfinite(value) else _NON_FINITE[repr(value)]
+    return [float_json(v) if v is not None else None for v in values]
 
 
 def _decimals(cells: Cells, scale: int | None) -> Sequence[JsonValue]:
     if scale is not None and _decimals_plain(_present(cells), scale):
         return cells
-    return _each(partial(_decimal_text, scale=scale))(cells)
+    return _each(partial(decimal_text, scale=scale))(cells)
 
 
 def _decimals_plain(texts: Cells, scale: int) -> bool:
@@ -368,51 +371,14 @@ def _decimals_plain(texts: Cells, scale: int) -> bool:
     )
 
 
-def _decimal_text(text: str, scale: int | None) -> str:
-    # Plain text already at the scale is the value: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, checked
-    # with string methods (ASCII only: str.isdigit also takes other scripts' digits).
-    whole, dot, fraction = text.partition(".")
-    digits = whole[1:] if whole[:1] == "-" else whole
-    if (
-        (scale is None or len(fraction) == scale)
-        and text.isascii()
-        and digits.isdigit()
-        and (digits[0] != "0" or len(digits) == 1)
-        and (not dot or fraction.isdigit())
-    ):
-        return text
-    return _render_decimal(Decimal(text), scale)
-
-
-def _render_decimal(value: Decimal, scale: int | None) -> str:
-    if not value.is_finite():
-        raise ValueError("not a finite decimal")
-    text = format(value, "f")  # plain notation, exact: no context precision involved
-    if scale:
-        digits = len(text) - text.index(".") - 1 if "." in text else -1
-        if digits < scale:
-            text += ("." if digits < 0 else "") + "0" * (scale - max(digits, 0))
-    return text
-
-
-_BOOLEANS = {"true": True, "false": False}
 _BOOLEAN_CELLS: dict[str | None, bool | None] = {"true": True, "false": False, None: None}
-
-
-def _boolean_text(text: str) -> bool:
-    return _BOOLEANS[text.lower()]
 
 
 def _booleans(cells: Cells) -> list[JsonValue]:
     try:
         return list(map(_BOOLEAN_CELLS.__getitem__, cells))  # the warehouse's lower case
     except KeyError:
-        return _each(_boolean_text)(cells)
-
-
-def _date_text(text: str) -> str:
-    day = date.fromisoformat(text)  # also takes "20240115" and week dates: rendered plain
-    return text if len(text) == 10 and text[7] == "-" else day.isoformat()
+        return _each(boolean_text)(cells)
 
 
 def _dates(cells: Cells) -> Sequence[JsonValue]:
@@ -426,73 +392,22 @@ def _dates(cells: Cells) -> Sequence[JsonValue]:
     ):
         try:
             for day in set(texts):  # a result repeats its days: each is checked once, cached
-                _check_day(day)
+                check_day(day)
         except ValueError:
             pass
         else:
             return cells  # every text is YYYY-MM-DD of a real day: its own output form
-    return _each(_date_text)(cells)
+    return _each(date_text)(cells)
 
 
 # Every ASCII digit -> "0", so that one comparison checks the shape of a whole column.
 _DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 
 
-_TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
-)
-_UTC_OFFSETS = frozenset({None, "Z", "z", "+00:00", "+0000", "+00", "-00:00", "-0000", "-00"})
-
-
-@lru_cache(maxsize=4096)
-def _check_day(text: str) -> None:
-    date.fromisoformat(text)  # the pattern checked the shape and the time of day
-
-
-def _timestamp_text(text: str) -> str:
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
-        raise ValueError("not a timestamp")
-    fraction, offset = match.groups()
-    # The pattern validates the time of day and the day is checked on its own (cached: real
-    # data repeats its days); the fraction stays text so nanoseconds survive.
-    _check_day(text[:10])
-    if offset in _UTC_OFFSETS:
-        wall = f"{text[:10]}T{text[11:19]}"
-    else:
-        hours, minutes = int(offset[1:3]), (int(offset[-2:]) if len(offset) > 3 else 0)
-        if hours > 18 or minutes > 59:
-            raise ValueError("not a UTC offset")
-        shift = timedelta(hours=hours, minutes=minutes)
-        moment = datetime.fromisoformat(text[:19])
-        wall = (moment - shift if offset[0] == "+" else moment + shift).isoformat()
-    return f"{wall}{_fraction(fraction)}Z"
-
-
-def _timestamp_ntz_text(text: str) -> str:
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
-        raise ValueError("not a timestamp")
-    _check_day(text[:10])
-    return f"{text[:10]}T{text[11:19]}{_fraction(match[1])}"
-
-
-def _fraction(digits: str | None) -> str:
-    """Fraction digits as 3, 6 or 9 of them: the fewest that hold every non-zero digit."""
-    if digits is None:
-        return ".000"
-    if len(digits) == 3:
-        return "." + digits
-    needed = len(digits.rstrip("0"))
-    width = 3 if needed <= 3 else 6 if needed <= 6 else 9
-    return "." + digits[:width].ljust(width, "0")
-
-
 def _timestamps(cells: Cells, suffix: str) -> Sequence[JsonValue]:
     if _timestamps_rendered(_present(cells), suffix):
         return cells
-    return _each(_timestamp_text if suffix else _timestamp_ntz_text)(cells)
+    return _each(timestamp_text if suffix else timestamp_ntz_text)(cells)
 
 
 def _timestamps_rendered(texts: Cells, suffix: str) -> bool:
@@ -540,38 +455,9 @@ _HOUR_OF = itemgetter(slice(0, 13))
 @lru_cache(maxsize=4096)
 def _check_hour(text: str) -> None:
     # `YYYY-MM-DDTHH`, digits where the digits go: a real day, and an hour of it.
-    _check_day(text[:10])
+    check_day(text[:10])
     if text[11:] > "23":
         raise ValueError("not an hour")
-
-
-def _base64_text(text: str) -> str:
-    return base64.b64encode(base64.b64decode(text, validate=True)).decode("ascii")
-
-
-def _hex_to_base64(text: str) -> str:
-    return base64.b64encode(binascii.unhexlify(text)).decode("ascii")
-
-
-# orjson reads integers beyond 64 bits as floats, silently: such texts go through `json`.
-_LONG_INTEGER = re.compile(r"[0-9]{19}")
-
-
-def _json_text(text: str) -> JsonValue:
-    if _LONG_INTEGER.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass  # NaN/Infinity literals, or truly bad JSON: the exact parser decides
-    return json.loads(text, parse_float=_nested_float, parse_constant=_nested_constant)
-
-
-def _nested_float(text: str) -> float | str:
-    return _float_json(float(text))
-
-
-def _nested_constant(text: str) -> str:
-    return {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}[text]
 
 
 # ---- Arrow --------------------------------------------------------------------------------
@@ -585,7 +471,7 @@ def _arrow_converter(
     import pyarrow.compute as pc
 
     types = pa.types
-    kind = _TYPE_ALIASES.get(column.type, column.type)
+    kind = canonical_kind(column.type)
     text_converter = _text_column(column, options) or _as_is
 
     def pylist(array: Any) -> list[Any]:
@@ -615,11 +501,13 @@ def _arrow_converter(
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
         return partial(_arrow_timestamps, suffix="Z" if kind == "TIMESTAMP" else "")
     if kind == "BINARY" and _is_arrow_bytes(arrow_type):
-        return lambda array: _each(_bytes_json)(pylist(array))
+        return lambda array: _each(bytes_base64)(pylist(array))
     if kind in _SCALAR_KINDS:
         raise ProtocolError(f"column {column.name!r} ({column.type}) arrived as Arrow {arrow_type}")
-    # Nested types, and text types that Arrow carries natively (intervals, geo as binary, ...).
-    nested = _nested_converter(arrow_type)
+    # Nested types, and text types that Arrow carries natively (intervals, geo as binary, ...):
+    # the value rules of the column's type, with the parts `type_text` left out read from Arrow.
+    sql_type = column.sql_type if column.sql_type.known else _sql_type_of(arrow_type, kind)
+    nested = value_converter(sql_type, options)
     return lambda array: _each(nested)(pylist(array))
 
 
@@ -693,7 +581,7 @@ def _arrow_doubles(array: Any) -> list[JsonValue]:
 
     values: list[JsonValue] = array.to_pylist()
     if pc.all(pc.is_finite(array)).as_py() is False:  # nulls skipped; all-null gives None
-        return [_float_json(v) if v is not None else None for v in values]
+        return [float_json(v) if v is not None else None for v in values]
     return values
 
 
@@ -735,64 +623,41 @@ def _is_arrow_bytes(arrow_type: Any) -> bool:
     )
 
 
-def _bytes_json(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
+_ARROW_INTEGERS = {8: "BYTE", 16: "SHORT", 32: "INT", 64: "LONG"}
 
 
-def _nested_converter(arrow_type: Any) -> Callable[[Any], JsonValue]:
-    """A per-value converter for one Arrow type, composed once for the nested type's shape."""
+def _sql_type_of(arrow_type: Any, kind: str) -> SqlType:
+    """The SQL type an Arrow type carries; `kind` when Arrow cannot tell (text, intervals)."""
     import pyarrow as pa
 
     types = pa.types
-    if (
-        types.is_list(arrow_type)
-        or types.is_large_list(arrow_type)
-        or types.is_fixed_size_list(arrow_type)
-    ):
-        item = _nested_converter(arrow_type.value_type)
-        return lambda values: [None if v is None else item(v) for v in values]
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+        return SqlType("ARRAY", element=_sql_type_of(arrow_type.value_type, "UNKNOWN"))
+    if types.is_fixed_size_list(arrow_type):
+        return SqlType("ARRAY", element=_sql_type_of(arrow_type.value_type, "UNKNOWN"))
     if types.is_map(arrow_type):
-        key, value = _nested_converter(arrow_type.key_type), _nested_converter(arrow_type.item_type)
-        if _is_arrow_text(arrow_type.key_type):
-            return lambda pairs: {k: None if v is None else value(v) for k, v in pairs}
-        return lambda pairs: [
-            {"key": key(k), "value": None if v is None else value(v)} for k, v in pairs
-        ]
+        key = _sql_type_of(arrow_type.key_type, "UNKNOWN")
+        return SqlType("MAP", key=key, value=_sql_type_of(arrow_type.item_type, "UNKNOWN"))
     if types.is_struct(arrow_type):
-        fields = [
-            (arrow_type.field(i).name, _nested_converter(arrow_type.field(i).type))
+        fields = tuple(
+            (arrow_type.field(i).name, _sql_type_of(arrow_type.field(i).type, "UNKNOWN"))
             for i in range(arrow_type.num_fields)
-        ]
-        return lambda record: {
-            name: None if record[name] is None else convert(record[name])
-            for name, convert in fields
-        }
+        )
+        return SqlType("STRUCT", fields=fields)
+    if types.is_integer(arrow_type):
+        return SqlType(_ARROW_INTEGERS.get(arrow_type.bit_width, "LONG"))
     if types.is_floating(arrow_type):
-        return _float_json
+        return SqlType("FLOAT" if arrow_type.bit_width < 64 else "DOUBLE")
     if types.is_decimal(arrow_type):
-        return _nested_decimal
-    if _is_arrow_bytes(arrow_type):
-        return _bytes_json
+        return SqlType("DECIMAL", arrow_type.precision, arrow_type.scale)
+    if types.is_boolean(arrow_type):
+        return SqlType("BOOLEAN")
     if types.is_date(arrow_type):
-        return lambda value: value.isoformat()
+        return SqlType("DATE")
     if types.is_timestamp(arrow_type):
-        return partial(_nested_timestamp, suffix="" if arrow_type.tz is None else "Z")
-    if types.is_integer(arrow_type) or types.is_boolean(arrow_type) or _is_arrow_text(arrow_type):
-        return _identity
-    return str  # other Arrow types (intervals, durations, times): their text
-
-
-def _identity(value: JsonValue) -> JsonValue:
-    return value
-
-
-def _nested_decimal(value: Decimal) -> int | float:
-    # What the JSON text of a nested decimal gives: a JSON number (an integer at scale 0).
-    exponent = value.as_tuple().exponent
-    return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
-
-
-def _nested_timestamp(value: datetime, suffix: str) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return f"{value:%Y-%m-%dT%H:%M:%S}{_fraction(f'{value.microsecond:06d}')}{suffix}"
+        return SqlType("TIMESTAMP" if arrow_type.tz is not None else "TIMESTAMP_NTZ")
+    if _is_arrow_bytes(arrow_type):
+        return SqlType("BINARY")
+    if _is_arrow_text(arrow_type):
+        return SqlType("STRING")
+    return SqlType(kind)

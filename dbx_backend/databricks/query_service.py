@@ -41,7 +41,7 @@ from dbx_backend.databricks.normalize import (
     columns_from_manifest,
 )
 from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.databricks.retry import Deadline
+from dbx_backend.databricks.retry import Deadline, never_ran
 from dbx_backend.databricks.wire import (
     ResultData,
     ResultManifest,
@@ -339,6 +339,7 @@ class OpenStatement:
                 f"the query did not finish within {self.options.timeout_s:g} s; "
                 "a cancel was sent to the warehouse",
                 statement_id=self.statement_id or None,
+                may_have_run=True,
             ) from None
         except asyncio.CancelledError:
             # The caller went away (client disconnect, shutdown): stop the warehouse work too.
@@ -349,6 +350,9 @@ class OpenStatement:
             self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
+            # Once the warehouse named the statement it exists; before, only some failures
+            # prove that the submit started nothing.
+            exc.may_have_run = bool(self.statement_id) or not never_ran(exc)
             self._abandon(submit)
             raise
         return response
@@ -405,7 +409,7 @@ class OpenStatement:
         # SUCCEEDED, or CLOSED that still carries its result: a success.
         self.manifest = response.manifest
         self.first_chunk = response.result
-        self.columns = columns_from_manifest(response.manifest)
+        self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
     async def batches(self) -> AsyncIterator[list[list[JsonValue]]]:
         """The result's rows, one normalized list per chunk, in order."""
@@ -424,7 +428,14 @@ class OpenStatement:
             raise StatementTimedOut(
                 f"the result was not read within {self.options.timeout_s:g} s",
                 statement_id=self.statement_id,
+                may_have_run=True,
             ) from None
+        except WarehouseError as exc:
+            # The statement has run: whatever failed while reading its result, sending the
+            # request again would run it again.
+            exc.may_have_run = True
+            exc.statement_id = exc.statement_id or self.statement_id
+            raise
         if expected_offset != self.manifest.total_row_count:
             raise ProtocolError(
                 f"read {expected_offset} rows, the warehouse announced "

@@ -14,7 +14,9 @@ from dbx_backend.databricks.errors import (
     ConnectFailed,
     RateLimited,
     ServerError,
+    TokenUnavailable,
     WarehouseError,
+    WarehouseRejected,
     WarehouseUnavailable,
 )
 
@@ -58,6 +60,15 @@ def should_retry(exc: BaseException, *, idempotent: bool) -> bool:
     # POST /statements is not idempotent: retry only answers that prove it did not run
     # (429, 503), never a 500 or a lost response (reference §8.5).
     return isinstance(exc, RateLimited) or (isinstance(exc, ServerError) and exc.status == 503)
+
+
+def never_ran(exc: BaseException) -> bool:
+    """True when a failed submit proves no statement was started: the warehouse refused it
+    (4xx), throttled it or was unavailable (429, 503), no connection was made, or no token was
+    had to send it with. A 500 or a lost response proves nothing (reference §8.5)."""
+    return isinstance(exc, (WarehouseRejected, TokenUnavailable)) or should_retry(
+        exc, idempotent=False
+    )
 
 
 def delays(policy: RetryPolicy) -> Generator[float, BaseException | None, None]:

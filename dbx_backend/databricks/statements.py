@@ -23,6 +23,7 @@ from dbx_backend.databricks.errors import (
     ResponseLost,
     StatementClosed,
     StatementTimedOut,
+    WarehouseError,
 )
 from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
 from dbx_backend.databricks.normalize import (
@@ -40,7 +41,7 @@ from dbx_backend.databricks.query_service import (
     execute_request,
     statement_failure,
 )
-from dbx_backend.databricks.retry import Deadline
+from dbx_backend.databricks.retry import Deadline, never_ran
 from dbx_backend.databricks.wire import (
     ExternalLink,
     ResultData,
@@ -129,8 +130,12 @@ class StatementOperations:
                 self.abandon(submit)
             raise StatementTimedOut(
                 f"the warehouse did not take the statement within {options.timeout_s:g} s; "
-                "it is cancelled if it started"
+                "it is cancelled if it started",
+                may_have_run=True,
             ) from None
+        except WarehouseError as exc:
+            exc.may_have_run = not never_ran(exc)
+            raise
         if response.status.state == State.FAILED:
             raise statement_failure(response)
         return StatementInfo(response.statement_id, response.status.state)
@@ -149,7 +154,7 @@ class StatementOperations:
             if state != State.SUCCEEDED:
                 return StatementInfo(response.statement_id, state)
             manifest, first = _result_of(response)
-            columns = columns_from_manifest(manifest)
+            columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
             if first_page_rows > 0 and manifest.total_row_count > 0:
                 converter = RowConverter(columns, normalize)
@@ -190,7 +195,7 @@ class StatementOperations:
             end = min(offset + limit, total)
             if offset >= end:
                 return RowsPage(state, [], offset, total)
-            converter = RowConverter(columns_from_manifest(manifest), normalize)
+            converter = RowConverter(columns_from_manifest(manifest, normalize), normalize)
             if manifest.chunks:
                 rows = await self._rows_by_index(
                     statement_id, manifest, first, converter, offset, end, deadline

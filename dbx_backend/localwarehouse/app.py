@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Handler, Middleware
 
 from dbx_backend.hosts import allowlist_for
-from dbx_backend.localwarehouse import download, oidc, routes
+from dbx_backend.localwarehouse import download, oidc, routes, warehouses
 from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.engine import Engine
 from dbx_backend.localwarehouse.errors import ApiError
@@ -27,6 +27,7 @@ from dbx_backend.localwarehouse.keys import (
     CONFIG,
     ENGINE,
     FAULTS,
+    POWER,
     SEEN,
     SIGNER,
     TOKENS,
@@ -34,6 +35,7 @@ from dbx_backend.localwarehouse.keys import (
 )
 from dbx_backend.localwarehouse.links import LinkSigner
 from dbx_backend.localwarehouse.oauth import TokenStore
+from dbx_backend.localwarehouse.power import Power
 from dbx_backend.localwarehouse.responses import error_body
 
 SWEEP_INTERVAL_S = 30.0
@@ -48,6 +50,9 @@ def create_warehouse_app(
     seen: list[SeenRequest] | None = None,
 ) -> web.Application:
     """The local warehouse as an aiohttp application; the engine starts with the app."""
+    # `Server` names no versions: aiohttp has no setting for its `Python/3.x aiohttp/3.x`, and
+    # every response it prepares (its own 400s for unparseable HTTP too) reads this value.
+    web_response.SERVER_SOFTWARE = "dbx-backend"  # type: ignore[attr-defined]
     app = web.Application(
         middlewares=[_host_middleware(config), _warehouse_middleware],
         client_max_size=17 * 1024**2,
@@ -60,6 +65,7 @@ def create_warehouse_app(
     app[SIGNER] = LinkSigner(config.link_expiry_s, clock)
     app.cleanup_ctx.append(_engine_ctx)
     routes.add_routes(app)
+    warehouses.add_routes(app)
     download.add_routes(app)
     oidc.add_routes(app)
     if config.admin_enabled:
@@ -68,8 +74,10 @@ def create_warehouse_app(
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = await asyncio.to_thread(Engine, app[CONFIG], asyncio.get_running_loop(), app[CLOCK])
+    loop = asyncio.get_running_loop()
+    engine = await asyncio.to_thread(Engine, app[CONFIG], loop, app[CLOCK])
     app[ENGINE] = engine
+    app[POWER] = power = Power(app[CONFIG], engine, loop, app[CLOCK])
 
     async def sweep_forever() -> None:
         while True:
@@ -83,6 +91,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        power.close()
         await asyncio.to_thread(engine.close)
 
 
@@ -170,6 +179,9 @@ async def _warehouse_middleware(request: web.Request, handler: Handler) -> web.S
     try:
         if request.path.startswith(_AUTHENTICATED_PREFIXES):
             _authenticate(request)
+            # Every API call looks at the warehouse, so a start or an idle stop that is due
+            # happens now (a test's fake clock drives them this way).
+            request.app[POWER].refresh()
         response = await handler(request)
     except ApiError as exc:
         response = routes.json_response(error_body(exc.error_code, exc.message), exc.status)

@@ -32,7 +32,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated Host names answered besides loopback ones (bound to loopback)",
     )
     parser.add_argument(
-        "--admin", action="store_true", help="enable the fault-injection route /_admin/faults"
+        "--admin",
+        action="store_true",
+        help="enable the admin routes /_admin/faults (fault injection) and /_admin/stop",
+    )
+    parser.add_argument(
+        "--auto-stop-s",
+        type=_seconds,
+        default=defaults.auto_stop_s,
+        metavar="N",
+        help="idle seconds before the warehouse stops (0: never, the default)",
+    )
+    parser.add_argument(
+        "--start-s",
+        type=_seconds,
+        default=defaults.start_s,
+        metavar="N",
+        help="how long a start lasts (STARTING), in seconds (default 0)",
+    )
+    parser.add_argument(
+        "--stop-s",
+        type=_seconds,
+        default=defaults.stop_s,
+        metavar="N",
+        help="how long a stop lasts (STOPPING), in seconds (default 0)",
+    )
+    parser.add_argument(
+        "--stopped",
+        action="store_true",
+        help="begin STOPPED: the first statement (or a start call) starts the warehouse",
     )
     parser.add_argument(
         "--oauth-client",
@@ -41,6 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID:SECRET",
         help="an OAuth M2M client accepted by /oidc/v1/token (repeatable)",
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be 0 or more")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> WarehouseConfig:
@@ -61,6 +99,10 @@ def config_from_args(args: argparse.Namespace) -> WarehouseConfig:
         chunk_rows=args.chunk_rows,
         data_dir=args.data,
         admin_enabled=args.admin,
+        auto_stop_s=args.auto_stop_s,
+        start_s=args.start_s,
+        stop_s=args.stop_s,
+        start_stopped=args.stopped,
         allowed_hosts=tuple(name.strip() for name in args.allowed_hosts.split(",") if name.strip()),
         oauth_clients=clients,
     )

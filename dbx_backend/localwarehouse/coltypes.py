@@ -88,12 +88,25 @@ def column_info(name: str, position: int, duckdb_type: Any) -> dict[str, Any]:
     return info
 
 
+def needs_narrowing(duckdb_type: Any) -> bool:
+    """True for HUGEINT, which reports as BIGINT: its values must fit BIGINT."""
+    return str(duckdb_type.id) == "hugeint"
+
+
+def narrowed_expression(ref: str, duckdb_type: Any) -> str:
+    """DuckDB SQL giving column `ref` the type it reports: a HUGEINT value outside BIGINT then
+    fails the statement, as an overflow does on Databricks, instead of reaching a client as a
+    LONG that no JSON reader holds."""
+    return f"CAST({ref} AS BIGINT)" if needs_narrowing(duckdb_type) else ref
+
+
 def string_expression(ref: str, duckdb_type: Any) -> str:
     """DuckDB SQL rendering column `ref` (e.g. `#1`) as its JSON_ARRAY string form, NULL kept."""
     type_id = str(duckdb_type.id)
     if type_id in _NESTED:
-        # Nested values are JSON text with nested numbers as JSON numbers (reference §7.3).
-        return f"CAST(to_json({ref}) AS VARCHAR)"
+        # Nested values are JSON text with nested numbers as JSON numbers (reference §7.3),
+        # and nested BINARY as base64, as at the top (DuckDB's own JSON would escape bytes).
+        return f"CAST(to_json({_blobs_as_base64(ref, duckdb_type)}) AS VARCHAR)"
     if type_id in _FLOATS:
         return (
             f"CASE WHEN isnan({ref}) THEN 'NaN' WHEN {ref} = 'infinity' THEN 'Infinity' "
@@ -108,6 +121,48 @@ def string_expression(ref: str, duckdb_type: Any) -> str:
     if type_id == "varchar":
         return ref
     return f"CAST({ref} AS VARCHAR)"
+
+
+def _blobs_as_base64(ref: str, duckdb_type: Any, depth: int = 0) -> str:
+    """`ref` with every BLOB inside it replaced by its base64 text; NULLs stay NULL."""
+    type_id = str(duckdb_type.id)
+    if type_id == "blob":
+        return f"to_base64({ref})"
+    if not _holds_blob(duckdb_type):
+        return ref
+    item = f"e{depth}"
+    if type_id in ("list", "array"):
+        child = _blobs_as_base64(item, dict(duckdb_type.children)["child"], depth + 1)
+        return f"list_transform({ref}, lambda {item}: {child})"
+    if type_id == "map":
+        parts = dict(duckdb_type.children)
+        key = _blobs_as_base64(f"{item}.key", parts["key"], depth + 1)
+        value = _blobs_as_base64(f"{item}.value", parts["value"], depth + 1)
+        entry = f"struct_pack(key := {key}, value := {value})"
+        return f"map_from_entries(list_transform(map_entries({ref}), lambda {item}: {entry}))"
+    fields = ", ".join(
+        f"{_quoted(name)} := {_blobs_as_base64(_field(ref, name), child, depth + 1)}"
+        for name, child in duckdb_type.children
+    )
+    return f"CASE WHEN {ref} IS NULL THEN NULL ELSE struct_pack({fields}) END"
+
+
+def _holds_blob(duckdb_type: Any) -> bool:
+    type_id = str(duckdb_type.id)
+    if type_id == "blob":
+        return True
+    if type_id not in _NESTED:
+        return False
+    return any(_holds_blob(child) for _, child in duckdb_type.children)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _field(ref: str, name: str) -> str:
+    literal = "'" + name.replace("'", "''") + "'"
+    return f"struct_extract({ref}, {literal})"
 
 
 def _timestamp_text(ref: str, suffix: str) -> str:

@@ -42,3 +42,9 @@ class WarehouseConfig:
     max_running: int = 8  # statements executing at once; later ones wait in PENDING
     pending_delay_s: float = 0.0  # time every statement spends in PENDING before it runs
     wait_timeout_scale: float = 1.0  # tests shrink `wait_timeout` waits (5 s -> 50 ms at 0.01)
+    # Cold starts, as the SQL Warehouses API shows them: idle seconds before the warehouse
+    # stops (0 = never), how long STARTING and STOPPING last, and whether it begins STOPPED.
+    auto_stop_s: float = 0.0
+    start_s: float = 0.0
+    stop_s: float = 0.0
+    start_stopped: bool = False

@@ -23,7 +23,12 @@ from typing import Any
 import duckdb
 
 from dbx_backend.localwarehouse import results
-from dbx_backend.localwarehouse.coltypes import column_info, string_expression
+from dbx_backend.localwarehouse.coltypes import (
+    column_info,
+    narrowed_expression,
+    needs_narrowing,
+    string_expression,
+)
 from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.dialect import translate
 from dbx_backend.localwarehouse.errors import (
@@ -32,7 +37,7 @@ from dbx_backend.localwarehouse.errors import (
     not_found,
     sql_error_from_duckdb,
 )
-from dbx_backend.localwarehouse.request import ExecuteRequest
+from dbx_backend.localwarehouse.request import INT64_MAX, ExecuteRequest
 from dbx_backend.localwarehouse.samples import attach_data_dir, seed_samples
 
 log = logging.getLogger(__name__)
@@ -105,6 +110,8 @@ class Engine:
         self._executor = ThreadPoolExecutor(config.max_running, "localwarehouse")
         self._statements: dict[str, Statement] = {}
         self._interrupters: set[asyncio.Task[None]] = set()
+        # When a statement last arrived or ended: the idle clock of auto-stop starts there.
+        self.last_activity = clock()
 
     # -- lifecycle of statements, called on the event loop --------------------------------
 
@@ -112,6 +119,7 @@ class Engine:
         """Register a PENDING statement; `start` queues it for execution."""
         statement = Statement(str(uuid.uuid4()), request, self._clock())
         self._statements[statement.statement_id] = statement
+        self.last_activity = statement.submitted_at
         return statement
 
     def start(self, statement: Statement) -> None:
@@ -139,6 +147,7 @@ class Engine:
                 statement.cancel_requested.set()  # ends its PENDING delay at once
                 statement.state = CANCELED
                 statement.finished_at = self._clock()
+                self.last_activity = statement.finished_at
                 self._notify(statement)
             elif statement.state == RUNNING:
                 statement.cancel_requested.set()
@@ -179,6 +188,10 @@ class Engine:
     def active_count(self) -> int:
         """Statements not yet terminal (PENDING or RUNNING)."""
         return sum(1 for s in self._statements.values() if s.state not in TERMINAL)
+
+    def active_statements(self) -> list[Statement]:
+        """Statements not yet terminal (PENDING or RUNNING), oldest first."""
+        return [s for s in self._statements.values() if s.state not in TERMINAL]
 
     def close(self) -> None:
         """Cancel everything, stop the workers and free the database and spool files."""
@@ -291,8 +304,16 @@ class Engine:
             return []
         names, types = list(relation.columns), list(relation.types)
         columns = [column_info(n, i, t) for i, (n, t) in enumerate(zip(names, types, strict=True))]
+        if any(needs_narrowing(t) for t in types):
+            relation = relation.project(
+                ", ".join(
+                    f"{narrowed_expression(f'#{i + 1}', t)} AS {_quote(n)}"
+                    for i, (n, t) in enumerate(zip(names, types, strict=True))
+                )
+            )
         if request.row_limit is not None:
-            relation = relation.limit(request.row_limit + 1)  # one more row reveals truncation
+            # One more row reveals truncation (DuckDB's LIMIT is an int64 too).
+            relation = relation.limit(min(request.row_limit + 1, INT64_MAX))
         encoder: Any
         if request.format == "ARROW_STREAM":
             reader = relation.to_arrow_reader(results.BATCH_ROWS)
@@ -330,6 +351,7 @@ class Engine:
             statement.columns = columns or []
             statement.result = result
             statement.finished_at = self._clock()
+            self.last_activity = statement.finished_at
         self._notify(statement)
 
     def _notify(self, statement: Statement) -> None:

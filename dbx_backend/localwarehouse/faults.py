@@ -11,7 +11,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-ENDPOINTS = frozenset({"execute", "get_statement", "get_chunk", "cancel", "download", "token"})
+ENDPOINTS = frozenset(
+    {
+        "execute",
+        "get_statement",
+        "get_chunk",
+        "cancel",
+        "download",
+        "token",
+        "warehouse_get",
+        "warehouse_start",
+        "warehouse_stop",
+    }
+)
 
 # The error_code a real gateway or service pairs with each status (reference §8.2).
 _DEFAULT_CODES = {

@@ -13,6 +13,7 @@ from dbx_backend.localwarehouse.engine import Engine
 from dbx_backend.localwarehouse.faults import FaultInjector
 from dbx_backend.localwarehouse.links import LinkSigner
 from dbx_backend.localwarehouse.oauth import TokenStore
+from dbx_backend.localwarehouse.power import Power
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class SeenRequest:
 CONFIG = web.AppKey("config", WarehouseConfig)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 ENGINE = web.AppKey("engine", Engine)
+POWER = web.AppKey("power", Power)
 FAULTS = web.AppKey("faults", FaultInjector)
 TOKENS = web.AppKey("tokens", TokenStore)
 SIGNER = web.AppKey("signer", LinkSigner)

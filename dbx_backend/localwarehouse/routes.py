@@ -10,7 +10,7 @@ from aiohttp import web
 
 from dbx_backend.localwarehouse.engine import SUCCEEDED, Statement
 from dbx_backend.localwarehouse.errors import ApiError, invalid
-from dbx_backend.localwarehouse.keys import CONFIG, ENGINE, SIGNER
+from dbx_backend.localwarehouse.keys import CONFIG, ENGINE, POWER, SIGNER
 from dbx_backend.localwarehouse.request import parse_execute_request
 from dbx_backend.localwarehouse.responses import (
     STATEMENTS_PATH,
@@ -50,7 +50,8 @@ async def execute(request: web.Request) -> web.Response:
         )
     engine = request.app[ENGINE]
     statement = engine.submit(body)
-    engine.start(statement)
+    # A stopped warehouse is started by the statement, which stays PENDING until it runs.
+    request.app[POWER].run(statement)
     if body.wait_timeout_s == 0:
         return json_response(
             {"statement_id": statement.statement_id, "status": {"state": "PENDING"}}

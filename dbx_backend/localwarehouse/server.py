@@ -13,7 +13,8 @@ from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.engine import Engine
 from dbx_backend.localwarehouse.errors import ApiError
 from dbx_backend.localwarehouse.faults import FaultInjector
-from dbx_backend.localwarehouse.keys import ENGINE, SeenRequest
+from dbx_backend.localwarehouse.keys import ENGINE, POWER, SeenRequest
+from dbx_backend.localwarehouse.power import Power
 
 
 class LocalWarehouse:
@@ -64,6 +65,20 @@ class LocalWarehouse:
     def engine(self) -> Engine:
         """The running engine (valid inside the `async with` block)."""
         return self._app[ENGINE]
+
+    @property
+    def power(self) -> Power:
+        """The warehouse's own state: STOPPED, STARTING, RUNNING or STOPPING."""
+        return self._app[POWER]
+
+    @property
+    def state(self) -> str:
+        """The warehouse's state as the Warehouses API reports it now."""
+        return self.power.state
+
+    def stop(self) -> None:
+        """Stop the warehouse at once, cancelling its statements (the admin stop)."""
+        self.power.stop(at_once=True)
 
     def statement_state(self, statement_id: str) -> str:
         """The current state of a statement; KeyError if unknown or purged."""

@@ -44,6 +44,27 @@ def test_options_reach_the_configuration(tmp_path: Path) -> None:
     assert dict(config.oauth_clients) == {"app": "s3cret"}
 
 
+def test_cold_start_options_reach_the_configuration() -> None:
+    config = config_from_args(
+        parse("--auto-stop-s", "600", "--start-s", "2.5", "--stop-s", "1", "--stopped")
+    )
+
+    assert (config.auto_stop_s, config.start_s, config.stop_s) == (600, 2.5, 1)
+    assert config.start_stopped is True
+
+
+def test_by_default_the_warehouse_runs_and_never_stops() -> None:
+    config = config_from_args(parse())
+
+    assert (config.auto_stop_s, config.start_s, config.start_stopped) == (0, 0, False)
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_seconds_options_refuse_what_is_not_a_duration(value: str) -> None:
+    with pytest.raises(SystemExit):
+        parse("--start-s", value)
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -158,7 +158,7 @@ async def test_a_statement_id_never_issued_is_404(api: Api, method: str, path: s
 
 
 async def test_an_unknown_route_is_404_endpoint_not_found(api: Api) -> None:
-    status, answer = await api.request("GET", "/api/2.0/sql/warehouses")
+    status, answer = await api.request("GET", "/api/2.0/sql/dashboards")
 
     assert (status, answer["error_code"]) == (404, "ENDPOINT_NOT_FOUND")
 

@@ -59,6 +59,13 @@ from tests.localwarehouse.conftest import Api, StartWarehouse
             id="struct",
         ),
         pytest.param("map('k', 1)", "MAP", "MAP<STRING,INT>", '{"k":1}', id="map"),
+        pytest.param(
+            "named_struct('b', array(X'CAFE', NULL), 'm', map(1, X'00'))",
+            "STRUCT",
+            "STRUCT<b:ARRAY<BINARY>,m:MAP<INT,BINARY>>",
+            '{"b":["yv4=",null],"m":{"1":"AA=="}}',
+            id="nested-binary-base64",
+        ),
         pytest.param("INTERVAL 1 DAY", "INTERVAL", "INTERVAL", "1 day", id="interval"),
         pytest.param("NULL", "NULL", "VOID", None, id="null"),
     ],
