@@ -116,7 +116,7 @@ async def measure(base_url: str, sql: str, repeats: int) -> dict[str, Any]:
     """Alternate console runs and bare fetches in one page; summaries of each mark."""
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
     if chromium is None:
-        raise SystemExit("Chromium is missing: run scripts/install-chromium")
+        raise SystemExit("Chromium is missing: run scripts/bootstrap dev as root")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium, args=CHROMIUM_ARGS, headless=True

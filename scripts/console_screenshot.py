@@ -73,7 +73,7 @@ async def shoot(url: str, chromium: str) -> None:
 def main() -> int:
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
     if chromium is None:
-        raise SystemExit("Chromium is missing: run scripts/install-chromium")
+        raise SystemExit("Chromium is missing: run scripts/bootstrap dev as root")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
     env |= {"QUERIES_DIR": str(ROOT / "queries"), "LOG_LEVEL": "WARNING"}
