@@ -91,6 +91,8 @@ class Settings(BaseModel):
     idempotency_window_s: float = Field(default=600.0, alias="IDEMPOTENCY_WINDOW_S", gt=0)
     submit_wait_timeout_s: int = Field(default=5, alias="SUBMIT_WAIT_TIMEOUT_S", ge=0, le=50)
     slow_query_s: float = Field(default=10.0, alias="SLOW_QUERY_S", gt=0)
+    # On SIGTERM/SIGINT, requests in flight get this long; the process is gone 5 s later.
+    shutdown_grace_s: float = Field(default=20.0, alias="SHUTDOWN_GRACE_S", ge=0, le=3600)
 
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)

@@ -20,9 +20,9 @@ from playwright.async_api import Browser, ConsoleMessage, Page, Route
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.browser import chromium
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

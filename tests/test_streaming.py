@@ -18,7 +18,7 @@ from aioresponses import aioresponses
 from dbx_backend.api.streaming import negotiate
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

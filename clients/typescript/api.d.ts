@@ -732,7 +732,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -937,7 +937,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1131,7 +1131,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1266,7 +1266,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1373,7 +1373,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1477,7 +1477,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1586,7 +1586,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
