@@ -127,6 +127,16 @@ async def test_non_finite_numbers_are_400_naming_the_field(
     assert answer["error"]["field"] == field
 
 
+@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b" \x0c\n"])
+async def test_a_body_of_non_json_whitespace_is_not_an_empty_body(
+    service: Client, body: bytes
+) -> None:
+    status, answer = await post_json(service, "/api/queries/one", body)
+
+    assert status == 400
+    assert answer["error"]["code"] == "INVALID_REQUEST"
+
+
 @pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson"])
 async def test_the_largest_row_limit_is_accepted(service: Client, accept: str) -> None:
     response = await service.post(
@@ -422,7 +432,7 @@ async def test_a_client_that_leaves_mid_body_is_a_499_line_not_an_error(
 ) -> None:
     assert service.port is not None
     caplog.set_level(logging.INFO)
-    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(POST_HEAD + b'Content-Length: 100\r\n\r\n{"sql": "SEL')
     await writer.drain()
     writer.close()
