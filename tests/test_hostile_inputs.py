@@ -23,10 +23,10 @@ from dbx_backend.api.models import MAX_SAFE_INT
 from dbx_backend.api.openapi import openapi_document
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
 from dbx_backend.logs import TextFormatter
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-hostile-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]
