@@ -48,17 +48,20 @@ log = logging.getLogger("dbx_backend.api")
 THREAD_ENCODE_ROWS = 10_000
 SERVICE_NAME = "dbx-backend"
 _Model = TypeVar("_Model", bound=BaseModel)
+# What JSON calls whitespace (RFC 8259); bytes.strip() would also take \f and \v, which are not.
+JSON_WHITESPACE = b" \t\n\r"
 Params = Mapping[str, ParamScalar | TypedParam]
 
 
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
     """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
     body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
-    if not body.strip() and empty_ok:
+    blank = not body.strip(JSON_WHITESPACE)
+    if blank and empty_ok:
         return model.model_validate({})
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
-    if not body.strip():
+    if blank:
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     return model.model_validate_json(body)
 
