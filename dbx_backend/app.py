@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web, web_response
 
+from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import (
@@ -25,14 +26,12 @@ from dbx_backend.api.middlewares import (
 )
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
+from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
-from dbx_backend.databricks.auth import TokenProvider
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
-from dbx_backend.databricks.retry import RetryPolicy
 from dbx_backend.engine.cache_store import MemoryStore
 from dbx_backend.engine.coalesce import Coalescer
+from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.result_cache import ResultCache
 from dbx_backend.engine.shared_state import LocalState, SharedState
@@ -53,6 +52,9 @@ from dbx_backend.keys import (
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
 from dbx_backend.readiness import Readiness
+from dbx_backend.warehouse.auth import TokenProvider
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import RetryPolicy
 
 SERVER_NAME = "dbx-backend"
 
@@ -87,10 +89,12 @@ def create_app(
     secrets = _secrets(settings)
     hide_server_version()
     metrics = Metrics()
+    in_flight = InFlight()
     app = web.Application(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            shutdown_middleware(in_flight),
             host_middleware(settings),
             preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
@@ -104,6 +108,7 @@ def create_app(
         },
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
@@ -173,5 +178,7 @@ def create_app(
     setup_openapi_route(app)
     setup_routes(app)
     setup_statement_routes(app, settings)
+    if settings.console:
+        setup_console_routes(app)
     setup_cors(app, settings.cors_allow_origins)
     return app

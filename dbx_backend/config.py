@@ -91,6 +91,8 @@ class Settings(BaseModel):
     idempotency_window_s: float = Field(default=600.0, alias="IDEMPOTENCY_WINDOW_S", gt=0)
     submit_wait_timeout_s: int = Field(default=5, alias="SUBMIT_WAIT_TIMEOUT_S", ge=0, le=50)
     slow_query_s: float = Field(default=10.0, alias="SLOW_QUERY_S", gt=0)
+    # On SIGTERM/SIGINT, requests in flight get this long; the process is gone 5 s later.
+    shutdown_grace_s: float = Field(default=20.0, alias="SHUTDOWN_GRACE_S", ge=0, le=3600)
 
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
@@ -102,6 +104,9 @@ class Settings(BaseModel):
         default="ARROW_STREAM", alias="EXTERNAL_LINKS_FORMAT"
     )
     download_window: int = Field(default=4, alias="DOWNLOAD_WINDOW", ge=1, le=32)
+    # The dev console at `/` (static page; its API calls need a key when API_KEYS is set).
+    # Off for `serve` unless asked for; `dbx-backend dev` turns it on.
+    console: bool = Field(default=False, alias="CONSOLE")
 
     # The result cache, coalescing and cold starts (see README, "Caching and cold starts").
     cache_ttl_s: float = Field(default=60.0, alias="CACHE_TTL_S", ge=0)
@@ -264,13 +269,15 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = Path(".env"),
     overrides: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge `env_file` under the environment (the environment wins) and validate all at once.
 
-    `overrides` win over both; `dbx-backend dev` uses them to point at the local warehouse.
+    `overrides` win over both and `defaults` yield to both; `dbx-backend dev` uses them to point
+    at the local warehouse and to turn the console on unless `CONSOLE` says otherwise.
     Raises ConfigError listing every missing or malformed variable, one per line.
     """
-    values: dict[str, str | None] = {}
+    values: dict[str, str | None] = dict(defaults or {})
     if env_file is not None and env_file.is_file():
         values.update(dotenv_values(env_file))  # read, never written into os.environ
     values.update(os.environ if environ is None else environ)

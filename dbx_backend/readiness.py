@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dbx_backend.databricks.query_service import QueryOptions, QueryService
-from dbx_backend.databricks.wire import WarehouseState
+from dbx_backend.engine.query_service import QueryOptions, QueryService
 from dbx_backend.engine.warehouse_state import UNKNOWN, WarehouseStatus, WarehouseTracker
+from dbx_backend.warehouse.wire import WarehouseState
 
 log = logging.getLogger("dbx_backend.readiness")
 

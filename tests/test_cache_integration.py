@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import RESULT_CACHE, WAREHOUSE_TRACKER
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
 from dbx_backend.logs import JsonFormatter
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-cache-integration-0123456789"
 Client = TestClient[web.Request, web.Application]

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from dbx_backend.databricks.errors import StatementFailed
 from dbx_backend.engine.cache_store import CacheEntry, MemoryStore
 from dbx_backend.engine.coalesce import Coalescer, decode_failure, encode_failure
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import LocalState
+from dbx_backend.warehouse.errors import StatementFailed
 from tests.redisserver import RedisServer
 
 

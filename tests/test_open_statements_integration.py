@@ -16,9 +16,9 @@ from dbx_backend.api.open_statements import CheckPolicy
 from dbx_backend.api.statements import OPEN_STATEMENTS
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-local-open-statements"
 Client = TestClient[web.Request, web.Application]

@@ -24,8 +24,8 @@ from dbx_backend.api.statements import (
 )
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings, load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_ENV, TEST_HOST
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

@@ -12,15 +12,15 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from dbx_backend.config import Settings, load_settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.retry import NO_WAIT
 from dbx_backend.engine.cache_store import MemoryStore
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.warehouse_state import WarehouseStatus, WarehouseTracker
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
 from dbx_backend.localwarehouse.faults import Fault
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST
 from tests.redisserver import RedisServer
 

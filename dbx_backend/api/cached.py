@@ -17,12 +17,12 @@ from aiohttp import web
 
 from dbx_backend.api.guards import caller_identity
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat
-from dbx_backend.databricks.normalize import Column
-from dbx_backend.databricks.parameters import to_statement_parameters
-from dbx_backend.databricks.query_service import OpenStatement, QueryOptions, QueryResult
 from dbx_backend.engine.cache_control import parse_cache_control
 from dbx_backend.engine.cache_key import CacheKeyParts, cache_key
 from dbx_backend.engine.cache_store import CacheEntry, strong_etag
+from dbx_backend.engine.normalize import Column
+from dbx_backend.engine.parameters import to_statement_parameters
+from dbx_backend.engine.query_service import OpenStatement, QueryOptions, QueryResult
 from dbx_backend.engine.result_cache import Answer, CachePolicy, Produced, warehouse_note
 from dbx_backend.engine.sqlfacts import sql_facts
 from dbx_backend.keys import CACHE_STATUS, LIMITER, QUERY_SERVICE, RESULT_CACHE, ROW_COUNT, SETTINGS

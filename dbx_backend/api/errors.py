@@ -20,9 +20,8 @@ from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
 from dbx_backend.api.open_statements import TooManyStatements
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.parameters import InvalidQuery, ParamOutOfRange
 from dbx_backend.engine.cache_control import InvalidCacheControl
+from dbx_backend.engine.parameters import InvalidQuery, ParamOutOfRange
 from dbx_backend.engine.result_cache import NotCached
 from dbx_backend.engine.warehouse_state import (
     WarehouseNotRunning,
@@ -32,6 +31,7 @@ from dbx_backend.engine.warehouse_state import (
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
+from dbx_backend.warehouse import errors as dbx
 
 log = logging.getLogger("dbx_backend.api")
 
@@ -79,6 +79,13 @@ class MethodNotAllowed(ApiError):
     """The route exists but not for this method."""
 
 
+class ShuttingDown(ApiError):
+    """The process is stopping and its grace is over; the request's statement was cancelled."""
+
+    retry_after = 1.0  # another replica (or this service, restarted) takes the retry
+    may_have_run = True  # its statement, if it had one, may have run before the cancel
+
+
 class ErrorRow(NamedTuple):
     """How one exception class answers."""
 
@@ -114,6 +121,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
+    ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
     sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
     ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
@@ -180,7 +188,8 @@ def is_retryable(exc: BaseException, row: ErrorRow, *, read_only: bool) -> bool:
     """
     if not row.retryable:
         return False
-    return read_only or not (isinstance(exc, dbx.WarehouseError) and exc.may_have_run)
+    may_have_run = isinstance(exc, dbx.WarehouseError | ShuttingDown) and exc.may_have_run
+    return read_only or not may_have_run
 
 
 def error_body(

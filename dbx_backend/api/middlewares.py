@@ -11,7 +11,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -139,28 +138,13 @@ def malformed_request_log(metrics: Metrics) -> type[AbstractAccessLogger]:
 
 
 class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's connection log. HTTP it cannot parse is the client's mistake, logged at DEBUG
-    without a stack trace; anything else stays an ERROR with one."""
+    """aiohttp's connection log. HTTP it cannot parse is the client's mistake: one DEBUG line
+    naming the problem's kind, without a stack trace (nor the bytes it quotes); anything else
+    is logged as aiohttp asks (an unexpected failure stays an ERROR with its trace)."""
 
-    def exception(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = True,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-        **kwargs: object,
-    ) -> None:
-        if isinstance(exc_info, _CLIENT_FAULTS):
-            self.debug("refused a malformed request: %s", type(exc_info).__name__)
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        fault = kwargs.get("exc_info")
+        if isinstance(fault, _CLIENT_FAULTS):
+            super().log(logging.DEBUG, "refused a malformed request: %s", type(fault).__name__)
             return
-        super().exception(
-            msg,
-            *args,
-            exc_info=exc_info,
-            stack_info=stack_info,
-            stacklevel=stacklevel,
-            extra=extra,
-            **kwargs,
-        )
+        super().log(level, msg, *args, **kwargs)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import re
@@ -37,11 +36,8 @@ from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
 from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.retry import Deadline, never_ran
-from dbx_backend.databricks.statements import StatementOperations
-from dbx_backend.databricks.wire import State
+from dbx_backend.engine.normalize import NormalizeOptions
+from dbx_backend.engine.statements import StatementOperations
 from dbx_backend.keys import (
     LIMITER,
     QUERY_SERVICE,
@@ -50,6 +46,9 @@ from dbx_backend.keys import (
     STATEMENT_ID,
     WAREHOUSE,
 )
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import State
 
 log = logging.getLogger("dbx_backend.api")
 
@@ -102,7 +101,7 @@ class IdempotencyStore:
         return len(self._entries)
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run `work` in a task the store owns until it ends (or `drain`)."""
+        """Run `work` in a task the store owns until it ends."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -134,10 +133,9 @@ class IdempotencyStore:
             self._entries.popitem(last=False)
         return await asyncio.shield(task)
 
-    async def drain(self) -> None:
-        """Wait for submits and follow-up cancels still running (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    def running(self) -> list[asyncio.Task[Any]]:
+        """Submits still waiting for the warehouse's answer: no caller holds their handle."""
+        return [task for task in self._tasks if not task.done()]
 
     def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
         entry = self._entries.get(key)
@@ -265,30 +263,20 @@ async def submit_statement(request: web.Request) -> web.Response:
         try:
             submitted = await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The caller left mid-submit and cannot learn the handle: stop what it started.
-            release = functools.partial(budget.release, caller)
-            store.spawn(_cancel_when_submitted(operations, task, release))
+            # The caller left mid-submit and cannot learn the handle: stop what it started;
+            # its place in the caller's budget is free again.
+            def abandoned(submitted: Submitted) -> str | None:
+                budget.release(caller, submitted.statement_id)
+                return _still_running(submitted)
+
+            request.app[QUERY_SERVICE].cancel_when_started(task, abandoned)
             raise
     request[STATEMENT_ID] = submitted.statement_id
     return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
 
 
-async def _cancel_when_submitted(
-    operations: StatementOperations,
-    task: asyncio.Task[Submitted],
-    release: Callable[[str], None],
-) -> None:
-    try:
-        submitted = await task
-    except (Exception, asyncio.CancelledError):
-        return  # nothing was started, or the submit's own error was already answered
-    if submitted.state in State.TERMINAL:
-        return
-    try:
-        await operations.cancel(submitted.statement_id)
-    except dbx.WarehouseError as exc:
-        log.warning("cancel of abandoned statement %s failed: %s", submitted.statement_id, exc)
-    release(submitted.statement_id)
+def _still_running(submitted: Submitted) -> str | None:
+    return None if submitted.state in State.TERMINAL else submitted.statement_id
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -365,7 +353,8 @@ def setup_statement_routes(
     """Register the statements routes, their handle signer, idempotency store and
     open-statements budget (with its background check).
 
-    Call after the warehouse's `cleanup_ctx` is appended: ours drains submits before it closes.
+    At shutdown (before clean-up) submits still in flight are handed to the query service,
+    which cancels their statements once the warehouse names them.
     """
     app[HANDLE_SIGNER] = HandleSigner.from_settings(settings, clock)
     # A remembered handle must not outlive its own expiry.
@@ -375,9 +364,11 @@ def setup_statement_routes(
         settings.max_open_statements, max_age_s=settings.statement_handle_ttl_s, clock=monotonic
     )
 
-    async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await app[IDEMPOTENCY].drain()
+    async def abandon_submits(app: web.Application) -> None:
+        # The process is stopping: nobody will learn the handle of a submit still in flight
+        # (an Idempotency-Key retry included), so each such statement gets its one cancel.
+        for task in app[IDEMPOTENCY].running():
+            app[QUERY_SERVICE].cancel_when_started(task, _still_running)
 
     async def state_of(statement_id: str) -> str | None:
         timeout_s = app[OPEN_STATEMENTS].policy.lookup_timeout_s
@@ -396,7 +387,7 @@ def setup_statement_routes(
         with contextlib.suppress(asyncio.CancelledError):
             await checks
 
-    app.cleanup_ctx.append(drain_ctx)
+    app.on_shutdown.append(abandon_submits)
     app.cleanup_ctx.append(open_statements_ctx)
     app.router.add_post("/api/statements", submit_statement, name="submit_statement")
     app.router.add_get("/api/statements/{id}", statement_status, name="statement_status")

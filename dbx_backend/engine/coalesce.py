@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from dbx_backend.databricks import errors as warehouse_errors
-from dbx_backend.databricks.errors import WarehouseError
 from dbx_backend.engine.cache_store import CacheEntry
 from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.warehouse import errors as warehouse_errors
+from dbx_backend.warehouse.errors import WarehouseError
 
 log = logging.getLogger(__name__)
 

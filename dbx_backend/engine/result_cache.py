@@ -24,12 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from dbx_backend.databricks.errors import (
-    StatementTimedOut,
-    WarehouseError,
-    WarehouseUnavailable,
-)
-from dbx_backend.databricks.wire import WarehouseState
 from dbx_backend.engine.cache_control import CacheRequest
 from dbx_backend.engine.cache_store import CacheEntry
 from dbx_backend.engine.coalesce import Coalescer
@@ -41,6 +35,12 @@ from dbx_backend.engine.warehouse_state import (
     WarehouseStopped,
     WarehouseTracker,
 )
+from dbx_backend.warehouse.errors import (
+    StatementTimedOut,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from dbx_backend.warehouse.wire import WarehouseState
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from dbx_backend.databricks.errors import WarehouseError
-from dbx_backend.databricks.wire import WarehouseInfo, WarehouseState
 from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.warehouse.errors import WarehouseError
+from dbx_backend.warehouse.wire import WarehouseInfo, WarehouseState
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,24 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.errors import (
+from dbx_backend.engine.external import THREAD_DECODE_BYTES, decode_chunk
+from dbx_backend.engine.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
+from dbx_backend.engine.query_service import (
+    THREAD_CONVERT_ROWS,
+    QueryOptions,
+    choose_wait_timeout,
+    execute_request,
+    statement_failure,
+)
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.errors import (
     LinkExpired,
     ProtocolError,
     ResponseLost,
@@ -25,24 +41,8 @@ from dbx_backend.databricks.errors import (
     StatementTimedOut,
     WarehouseError,
 )
-from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
-from dbx_backend.databricks.normalize import (
-    Column,
-    JsonValue,
-    NormalizeOptions,
-    RowConverter,
-    columns_from_manifest,
-)
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.databricks.query_service import (
-    THREAD_CONVERT_ROWS,
-    QueryOptions,
-    choose_wait_timeout,
-    execute_request,
-    statement_failure,
-)
-from dbx_backend.databricks.retry import Deadline, never_ran
-from dbx_backend.databricks.wire import (
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import (
     ExternalLink,
     ResultData,
     ResultManifest,

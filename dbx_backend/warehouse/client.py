@@ -24,8 +24,9 @@ from yarl import URL
 
 from dbx_backend import __version__
 from dbx_backend.config import Settings
-from dbx_backend.databricks.auth import TokenProvider, token_provider_for
-from dbx_backend.databricks.errors import (
+from dbx_backend.redaction import redact
+from dbx_backend.warehouse.auth import TokenProvider, token_provider_for
+from dbx_backend.warehouse.errors import (
     BadRequest,
     ConnectFailed,
     LinkExpired,
@@ -38,15 +39,14 @@ from dbx_backend.databricks.errors import (
     Unauthenticated,
     WarehouseError,
 )
-from dbx_backend.databricks.retry import Deadline, RetryPolicy, delays, should_retry
-from dbx_backend.databricks.wire import (
+from dbx_backend.warehouse.retry import Deadline, RetryPolicy, delays, should_retry
+from dbx_backend.warehouse.wire import (
     ErrorBody,
     ExternalLink,
     ResultData,
     StatementResponse,
     WarehouseInfo,
 )
-from dbx_backend.redaction import redact
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", StatementResponse, ResultData, WarehouseInfo)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dbx_backend.databricks.wire import StatementParameter
+from dbx_backend.warehouse.wire import StatementParameter
 
 ParamScalar = str | int | float | bool | None
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
