@@ -7,6 +7,9 @@ from aiohttp import web
 from dbx_backend.api.guards import QueryLimiter
 from dbx_backend.config import Settings
 from dbx_backend.engine.query_service import QueryService
+from dbx_backend.engine.result_cache import ResultCache
+from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.engine.warehouse_state import WarehouseTracker
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import NamedQuery
 from dbx_backend.readiness import Readiness
@@ -21,6 +24,11 @@ LIMITER = web.AppKey("limiter", QueryLimiter)
 QUERIES = web.AppKey("queries", dict[str, NamedQuery])
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
+# The result cache with coalescing and cold starts, the state it keeps (in process or Redis),
+# and what the service knows of the warehouse's own state.
+RESULT_CACHE = web.AppKey("result_cache", ResultCache)
+SHARED_STATE: web.AppKey[SharedState] = web.AppKey("shared_state")
+WAREHOUSE_TRACKER = web.AppKey("warehouse_tracker", WarehouseTracker)
 
 # What a request carries for the access log and the error envelope.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -29,3 +37,4 @@ ROW_COUNT = web.RequestKey("row_count", int)
 RETRIES = web.RequestKey("retries", int)
 WAREHOUSE_MS = web.RequestKey("warehouse_ms", float)
 ERROR_CODE = web.RequestKey("error_code", str)
+CACHE_STATUS = web.RequestKey("cache_status", str)  # hit, miss, stale, coalesced, bypass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -120,3 +121,11 @@ class QueryLimiter:
             yield
         finally:
             self.in_flight -= 1
+
+
+def caller_identity(settings: Settings, authorization: str) -> str:
+    """Who is asking: a digest of the API key when keys are required, else everyone is one."""
+    if not (settings.api_keys or settings.api_keys_file):
+        return ""
+    _, _, presented = authorization.partition(" ")
+    return hashlib.sha256(presented.strip().encode()).hexdigest()

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
-from dbx_backend.api.guards import TooManyQueries, check_sql
+from dbx_backend.api.guards import TooManyQueries, caller_identity, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
 from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
 from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
@@ -166,11 +166,7 @@ OPEN_STATEMENTS = web.AppKey("open_statements", OpenStatements)
 
 def caller_of(request: web.Request) -> str:
     """Who is asking: a digest of the API key when keys are required, else everyone is one."""
-    settings = request.app[SETTINGS]
-    if not (settings.api_keys or settings.api_keys_file):
-        return ""
-    _, _, presented = request.headers.get("Authorization", "").partition(" ")
-    return hashlib.sha256(presented.strip().encode()).hexdigest()
+    return caller_identity(request.app[SETTINGS], request.headers.get("Authorization", ""))
 
 
 def _operations(request: web.Request) -> StatementOperations:

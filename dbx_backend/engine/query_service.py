@@ -217,8 +217,13 @@ class QueryService:
         options: QueryOptions | None = None,
     ) -> QueryResult:
         """Run `sql` and return its whole result (capped at `options.max_rows`)."""
-        options = options or QueryOptions()
-        async with self.open(sql, params, options) as statement:
+        return await self.collect(self.open(sql, params, options))
+
+    async def collect(self, statement: OpenStatement) -> QueryResult:
+        """Run an opened statement and return its whole result (capped at `max_rows`); the
+        caller may read `statement.statement_id` meanwhile (e.g. when it gives up)."""
+        options = statement.options
+        async with statement:
             rows: list[list[JsonValue]] = []
             cap = options.max_rows
             truncated = statement.truncated
