@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web, web_response
 
+from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import api_key_middleware, host_middleware, load_api_keys
@@ -23,10 +24,16 @@ from dbx_backend.api.routes import setup_routes
 from dbx_backend.api.shutdown import shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
+from dbx_backend.engine.cache_store import MemoryStore
+from dbx_backend.engine.coalesce import Coalescer
 from dbx_backend.engine.gate import Gate
 from dbx_backend.engine.limiter import QueryLimiter
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
+from dbx_backend.engine.redis_state import RedisState
+from dbx_backend.engine.result_cache import ResultCache
+from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.engine.warehouse_state import WarehouseTracker
 from dbx_backend.inflight import InFlight
 from dbx_backend.keys import (
     IN_FLIGHT,
@@ -35,9 +42,12 @@ from dbx_backend.keys import (
     QUERIES,
     QUERY_SERVICE,
     READINESS,
+    RESULT_CACHE,
     SECRETS,
     SETTINGS,
+    SHARED_STATE,
     TASKS,
+    WAREHOUSE_TRACKER,
 )
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
@@ -123,15 +133,54 @@ def create_app(
             yield
             await tasks.drain()  # cancels and submits still out, before the client closes
 
+    async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+        local = LocalState(MemoryStore(settings.cache_max_bytes, settings.cache_max_entry_bytes))
+        state: SharedState = local
+        if settings.cache_url is not None:
+            state = RedisState(
+                settings.cache_url.get_secret_value(),
+                local,
+                timeout_s=settings.cache_redis_timeout_s,
+                on_failure=metrics.cache_backend_failed,
+            )
+        tracker = WarehouseTracker(
+            app[QUERY_SERVICE].client,  # the Warehouses API: state and start
+            state,
+            warehouse_id=settings.warehouse_id,
+            auto_start=settings.warehouse_auto_start,
+            estimate_s=settings.warehouse_start_estimate_s,
+            on_start=metrics.warehouse_start_issued,
+        )
+        cache = ResultCache(
+            state,
+            Coalescer(state, max_result_bytes=settings.cache_max_entry_bytes),
+            tracker,
+            stale_if_error_s=settings.cache_stale_if_error_s,
+            flight_timeout_s=settings.max_query_timeout_s,
+            observer=metrics,
+        )
+        app[SHARED_STATE], app[WAREHOUSE_TRACKER], app[RESULT_CACHE] = state, tracker, cache
+        metrics.track_cache(
+            lambda: local.store.stats.bytes_held,
+            lambda: local.store.stats.evictions,
+            lambda: tracker.last_state,
+        )
+        yield
+        await cache.drain()
+        await state.close()
+
     async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[READINESS].close()  # before the warehouse client closes
 
     app.cleanup_ctx.append(warehouse_ctx)
+    app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(readiness_ctx)
     setup_health_routes(app)
     setup_openapi_route(app)
     setup_routes(app)
     setup_statement_routes(app, settings)
+    if settings.console:
+        setup_console_routes(app)
     setup_cors(app, settings.cors_allow_origins)
     return app

@@ -37,9 +37,11 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def _settings(overrides: dict[str, str] | None = None) -> Settings | None:
+def _settings(
+    overrides: dict[str, str] | None = None, defaults: dict[str, str] | None = None
+) -> Settings | None:
     try:
-        return load_settings(overrides=overrides)
+        return load_settings(overrides=overrides, defaults=defaults)
     except ConfigError as exc:
         print(f"dbx-backend: {exc}", file=sys.stderr)
         return None
@@ -63,6 +65,10 @@ async def _serve(settings: Settings) -> int:
         log.info(
             "dbx-backend %s listening on http://%s:%d", __version__, settings.host, settings.port
         )
+        if settings.console:
+            log.info(
+                "the dev console is on (CONSOLE=true): http://%s:%d/", settings.host, settings.port
+            )
 
     return await _run(app, settings, stop, ready)
 
@@ -119,7 +125,8 @@ def dev(args: argparse.Namespace) -> int:
                     "HOST": args.host,
                     "PORT": str(port),
                     "LOG_FORMAT": "text",
-                }
+                },
+                defaults={"CONSOLE": "true"},  # CONSOLE=false in the environment turns it off
             )
             if settings is None:
                 return 2
@@ -129,6 +136,8 @@ def dev(args: argparse.Namespace) -> int:
             def banner() -> None:
                 print(f"local warehouse:  {warehouse.url}  (warehouse id {config.warehouse_id})")
                 print(f"dbx-backend:      http://localhost:{settings.port}")
+                if settings.console:
+                    print(f"console:          http://localhost:{settings.port}/")
                 origins = ", ".join(settings.cors_allow_origins) or "none"
                 print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
                 print("try:")

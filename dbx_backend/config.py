@@ -104,6 +104,9 @@ class Settings(BaseModel):
         default="ARROW_STREAM", alias="EXTERNAL_LINKS_FORMAT"
     )
     download_window: int = Field(default=4, alias="DOWNLOAD_WINDOW", ge=1, le=32)
+    # The dev console at `/` (static page; its API calls need a key when API_KEYS is set).
+    # Off for `serve` unless asked for; `dbx-backend dev` turns it on.
+    console: bool = Field(default=False, alias="CONSOLE")
 
     # The result cache, coalescing and cold starts (see README, "Caching and cold starts").
     cache_ttl_s: float = Field(default=60.0, alias="CACHE_TTL_S", ge=0)
@@ -266,13 +269,15 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = Path(".env"),
     overrides: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge `env_file` under the environment (the environment wins) and validate all at once.
 
-    `overrides` win over both; `dbx-backend dev` uses them to point at the local warehouse.
+    `overrides` win over both and `defaults` yield to both; `dbx-backend dev` uses them to point
+    at the local warehouse and to turn the console on unless `CONSOLE` says otherwise.
     Raises ConfigError listing every missing or malformed variable, one per line.
     """
-    values: dict[str, str | None] = {}
+    values: dict[str, str | None] = dict(defaults or {})
     if env_file is not None and env_file.is_file():
         values.update(dotenv_values(env_file))  # read, never written into os.environ
     values.update(os.environ if environ is None else environ)

@@ -11,7 +11,10 @@ from dbx_backend.engine.idempotency import IdempotencyStore
 from dbx_backend.engine.limiter import QueryLimiter
 from dbx_backend.engine.open_statements import OpenStatements
 from dbx_backend.engine.query_service import QueryService
+from dbx_backend.engine.result_cache import ResultCache
+from dbx_backend.engine.shared_state import SharedState
 from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.engine.warehouse_state import WarehouseTracker
 from dbx_backend.inflight import InFlight
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import NamedQuery
@@ -32,6 +35,11 @@ TASKS = web.AppKey("tasks", TaskOwner)
 HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
 IDEMPOTENCY = web.AppKey("statement_idempotency", IdempotencyStore)
 OPEN_STATEMENTS = web.AppKey("open_statements", OpenStatements)
+# The result cache with coalescing and cold starts, the state it keeps (in process or Redis),
+# and what the service knows of the warehouse's own state.
+RESULT_CACHE = web.AppKey("result_cache", ResultCache)
+SHARED_STATE: web.AppKey[SharedState] = web.AppKey("shared_state")
+WAREHOUSE_TRACKER = web.AppKey("warehouse_tracker", WarehouseTracker)
 
 # What a request carries for the access log and the error envelope.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -40,3 +48,4 @@ ROW_COUNT = web.RequestKey("row_count", int)
 RETRIES = web.RequestKey("retries", int)
 WAREHOUSE_MS = web.RequestKey("warehouse_ms", float)
 ERROR_CODE = web.RequestKey("error_code", str)
+CACHE_STATUS = web.RequestKey("cache_status", str)  # hit, miss, stale, coalesced, bypass

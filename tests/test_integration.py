@@ -227,7 +227,7 @@ def polled_ids(warehouse: LocalWarehouse) -> list[str]:
     return [
         r.path.split("/")[5]
         for r in warehouse.requests
-        if r.method == "GET" and "/chunks/" not in r.path
+        if r.method == "GET" and "/sql/statements/" in r.path and "/chunks/" not in r.path
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -175,3 +176,17 @@ async def test_errors_before_the_first_byte_are_ordinary_error_responses(
 
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "SQL_ERROR"
+
+
+async def test_a_stream_says_in_server_timing_how_long_the_result_took(
+    client: Client, mocked: aioresponses
+) -> None:
+    serve(mocked)
+
+    response = await client.post(
+        "/api/query", json=INLINE, headers={"Accept": "application/x-ndjson"}
+    )
+
+    await response.read()
+    # Headers leave before the rows, so they carry the wait for the result only.
+    assert re.fullmatch(r"wait;dur=\d+\.\d", response.headers["Server-Timing"])

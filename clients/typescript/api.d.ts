@@ -272,6 +272,11 @@ export interface components {
              * @default null
              */
             field?: string | null;
+            /**
+             * @description WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it has been starting.
+             * @default null
+             */
+            warehouse?: components["schemas"]["WarehouseInfo"] | null;
         };
         /**
          * ErrorResponse
@@ -348,8 +353,18 @@ export interface components {
             values?: components["schemas"]["JsonShape"];
         };
         /**
+         * NamedQueryCache
+         * @description A named query's own cache policy (its `-- cache:` line); a `ttl_s` of 0 is `off`.
+         */
+        NamedQueryCache: {
+            /** Ttl S */
+            ttl_s: number;
+            /** Stale S */
+            stale_s: number;
+        };
+        /**
          * NamedQueryInfo
-         * @description A named query as `GET /api/queries` lists it.
+         * @description A named query as `GET /api/queries` lists it; `cache` null: the service's policy.
          */
         NamedQueryInfo: {
             /** Name */
@@ -358,6 +373,7 @@ export interface components {
             description: string | null;
             /** Params */
             params: components["schemas"]["NamedQueryParam"][];
+            cache: components["schemas"]["NamedQueryCache"] | null;
         };
         /**
          * NamedQueryList
@@ -440,6 +456,8 @@ export interface components {
              * @description Seconds since the last check ended.
              */
             age_s: number | null;
+            /** @description The warehouse's state (read without starting it) and its ETA. */
+            warehouse: components["schemas"]["WarehouseInfo"];
             error: components["schemas"]["ErrorDetail"];
         };
         /**
@@ -538,6 +556,8 @@ export interface components {
              * @description Seconds since the last check ended.
              */
             age_s: number | null;
+            /** @description The warehouse's state (read without starting it) and its ETA. */
+            warehouse: components["schemas"]["WarehouseInfo"];
         };
         /**
          * RowsPage
@@ -629,6 +649,28 @@ export interface components {
              */
             type: string;
         };
+        /**
+         * WarehouseInfo
+         * @description The warehouse's state as the service last read it, and when it should be running.
+         */
+        WarehouseInfo: {
+            /**
+             * State
+             * @description RUNNING, STARTING, STOPPED, STOPPING, DELETING, DELETED or UNKNOWN.
+             */
+            state: string;
+            /**
+             * Eta S
+             * @description Seconds until it is expected to be RUNNING.
+             */
+            eta_s: number | null;
+            /**
+             * Starting For S
+             * @description Seconds since its start began, while STARTING.
+             * @default null
+             */
+            starting_for_s?: number | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -642,6 +684,7 @@ export type ErrorResponse = components['schemas']['ErrorResponse'];
 export type HealthResponse = components['schemas']['HealthResponse'];
 export type JsonField = components['schemas']['JsonField'];
 export type JsonShape = components['schemas']['JsonShape'];
+export type NamedQueryCache = components['schemas']['NamedQueryCache'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
@@ -654,6 +697,7 @@ export type RowsPage = components['schemas']['RowsPage'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
 export type TypedParamModel = components['schemas']['TypedParamModel'];
+export type WarehouseInfo = components['schemas']['WarehouseInfo'];
 export type $defs = Record<string, never>;
 export interface operations {
     health: {
@@ -732,7 +776,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -937,7 +981,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -946,7 +990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1131,7 +1175,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1140,7 +1184,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1266,7 +1310,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1275,7 +1319,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1373,7 +1417,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1382,7 +1426,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1477,7 +1521,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1486,7 +1530,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -1586,7 +1630,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1595,7 +1639,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     [name: string]: unknown;

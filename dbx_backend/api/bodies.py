@@ -36,6 +36,10 @@ async def read_body(request: web.Request, *, timeout_s: float) -> bytes:
         ) from None
     except web.RequestPayloadError:
         raise MalformedBody("the request body is malformed", field="body") from None
+    except ConnectionError:
+        # The client left mid-body: nobody waits for an answer. End the request as aiohttp
+        # ends one whose client disconnects (the access log says 499).
+        raise asyncio.CancelledError from None
     return decode_body(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
 
 

@@ -61,8 +61,22 @@ def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     """Allow the web app's origins (preflight included); other origins get no CORS headers."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
         allow_credentials=False,
-        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER, "Idempotency-Key"),
-        expose_headers=(REQUEST_ID_HEADER, "Server-Timing", "Retry-After"),
+        allow_headers=(
+            "Content-Type",
+            "Authorization",
+            REQUEST_ID_HEADER,
+            "Idempotency-Key",
+            "Cache-Control",
+            "If-None-Match",
+        ),
+        expose_headers=(
+            REQUEST_ID_HEADER,
+            "Server-Timing",
+            "Retry-After",
+            "ETag",
+            "Age",
+            "Cache-Control",
+        ),
         allow_methods=("GET", "POST", "DELETE"),
         max_age=600,
     )

@@ -22,13 +22,18 @@ from dbx_backend.api.cors import OriginNotAllowed
 from dbx_backend.engine import (
     AdhocSqlDisabled,
     IdempotencyKeyReused,
+    InvalidCacheControl,
     InvalidQuery,
     NotAdmitted,
+    NotCached,
     ParamOutOfRange,
     SqlTooLarge,
     TooManyQueries,
     TooManyStatements,
     UnknownHandle,
+    WarehouseNotRunning,
+    WarehouseStarting,
+    WarehouseStopped,
 )
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
@@ -105,6 +110,10 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ParamOutOfRange: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     InvalidQuery: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    InvalidCacheControl: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    NotCached: ErrorRow(504, "NOT_CACHED", expose_message=True),
+    WarehouseStarting: ErrorRow(503, "WAREHOUSE_STARTING", True, retryable=True),
+    WarehouseStopped: ErrorRow(503, "WAREHOUSE_STOPPED", True, retryable=True),
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
     RequestTimeout: ErrorRow(408, "REQUEST_TIMEOUT", expose_message=True, retryable=True),
     UnsupportedEncoding: ErrorRow(415, "UNSUPPORTED_MEDIA_TYPE", expose_message=True),
@@ -205,6 +214,8 @@ def error_body(
 ) -> dict[str, Any]:
     """The `{"error": {...}}` envelope for `exc`; `statement_id` when `exc` names none."""
     field = getattr(exc, "field", None)
+    if isinstance(exc, InvalidCacheControl):
+        field = "Cache-Control"
     if isinstance(exc, queries.ParamError | ParamOutOfRange):
         field = f"params.{exc.param}"
     if isinstance(exc, ValidationError):
@@ -228,6 +239,8 @@ def error_body(
         detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, WarehouseNotRunning):  # what the front end shows while it starts
+        detail["warehouse"] = exc.warehouse.to_json()
     if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
         return {**exc.report.to_json(), "error": detail}
     return {"error": detail}

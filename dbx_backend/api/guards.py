@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 
@@ -60,3 +61,11 @@ def host_middleware(settings: Settings) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def caller_identity(settings: Settings, authorization: str) -> str:
+    """Who is asking: a digest of the API key when keys are required, else everyone is one."""
+    if not (settings.api_keys or settings.api_keys_file):
+        return ""
+    _, _, presented = authorization.partition(" ")
+    return hashlib.sha256(presented.strip().encode()).hexdigest()

@@ -11,7 +11,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from dbx_backend.keys import (
+    CACHE_STATUS,
     ERROR_CODE,
     METRICS,
     REQUEST_ID,
@@ -61,12 +61,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         _observe(request, status, time.perf_counter() - started, response)
+        cache = request.get(CACHE_STATUS)
         access_log.info(
-            "%s %s %s %.1fms",
+            "%s %s %s %.1fms%s",
             request.method,
             request.path,
             status,
             (time.perf_counter() - started) * 1000,
+            f" cache={cache}" if cache else "",
             extra={
                 "request_id": request_id,
                 "method": request.method,
@@ -79,6 +81,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "retries": request.get(RETRIES),
                 "warehouse_ms": request.get(WAREHOUSE_MS),
                 "error_code": request.get(ERROR_CODE),
+                "cache": cache,
             },
         )
 
@@ -135,28 +138,13 @@ def malformed_request_log(metrics: Metrics) -> type[AbstractAccessLogger]:
 
 
 class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's connection log. HTTP it cannot parse is the client's mistake, logged at DEBUG
-    without a stack trace; anything else stays an ERROR with one."""
+    """aiohttp's connection log. HTTP it cannot parse is the client's mistake: one DEBUG line
+    naming the problem's kind, without a stack trace (nor the bytes it quotes); anything else
+    is logged as aiohttp asks (an unexpected failure stays an ERROR with its trace)."""
 
-    def exception(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = True,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-        **kwargs: object,
-    ) -> None:
-        if isinstance(exc_info, _CLIENT_FAULTS):
-            self.debug("refused a malformed request: %s", type(exc_info).__name__)
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        fault = kwargs.get("exc_info")
+        if isinstance(fault, _CLIENT_FAULTS):
+            super().log(logging.DEBUG, "refused a malformed request: %s", type(fault).__name__)
             return
-        super().exception(
-            msg,
-            *args,
-            exc_info=exc_info,
-            stack_info=stack_info,
-            stacklevel=stacklevel,
-            extra=extra,
-            **kwargs,
-        )
+        super().log(level, msg, *args, **kwargs)

@@ -128,12 +128,20 @@ class NamedQueryParam(BaseModel):
     description: str | None
 
 
+class NamedQueryCache(BaseModel):
+    """A named query's own cache policy (its `-- cache:` line); a `ttl_s` of 0 is `off`."""
+
+    ttl_s: float
+    stale_s: float
+
+
 class NamedQueryInfo(BaseModel):
-    """A named query as `GET /api/queries` lists it."""
+    """A named query as `GET /api/queries` lists it; `cache` null: the service's policy."""
 
     name: str
     description: str | None
     params: list[NamedQueryParam]
+    cache: NamedQueryCache | None
 
 
 class NamedQueryList(BaseModel):
@@ -221,6 +229,18 @@ class HealthResponse(BaseModel):
     status: Literal["ok"]
 
 
+class WarehouseInfo(BaseModel):
+    """The warehouse's state as the service last read it, and when it should be running."""
+
+    state: str = Field(
+        description="RUNNING, STARTING, STOPPED, STOPPING, DELETING, DELETED or UNKNOWN."
+    )
+    eta_s: int | None = Field(description="Seconds until it is expected to be RUNNING.")
+    starting_for_s: int | None = Field(
+        default=None, description="Seconds since its start began, while STARTING."
+    )
+
+
 class ReadyResponse(BaseModel):
     """Body of `GET /ready`: the last background check of the warehouse, and its age."""
 
@@ -229,6 +249,9 @@ class ReadyResponse(BaseModel):
         description="When the last check ended (ISO 8601, UTC); null until the first one ends."
     )
     age_s: float | None = Field(description="Seconds since the last check ended.")
+    warehouse: WarehouseInfo = Field(
+        description="The warehouse's state (read without starting it) and its ETA."
+    )
 
 
 class StatementSubmitted(BaseModel):
@@ -279,6 +302,11 @@ class ErrorDetail(BaseModel):
     )
     sql_state: str | None = None
     field: str | None = Field(default=None, description="The request field at fault, if any.")
+    warehouse: WarehouseInfo | None = Field(
+        default=None,
+        description="WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it "
+        "has been starting.",
+    )
 
 
 class ErrorResponse(BaseModel):

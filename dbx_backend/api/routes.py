@@ -8,11 +8,11 @@ import logging
 from collections.abc import Mapping
 from typing import TypeVar
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
 from dbx_backend.api.bodies import read_body
+from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -27,6 +27,7 @@ from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
 from dbx_backend.engine import (
     Admitted,
+    CachePolicy,
     NormalizeOptions,
     OpenStatement,
     ParamScalar,
@@ -53,17 +54,20 @@ log = logging.getLogger("dbx_backend.api")
 THREAD_ENCODE_ROWS = 10_000
 SERVICE_NAME = "dbx-backend"
 _Model = TypeVar("_Model", bound=BaseModel)
+# What JSON calls whitespace (RFC 8259); bytes.strip() would also take \f and \v, which are not.
+JSON_WHITESPACE = b" \t\n\r"
 Params = Mapping[str, ParamScalar | TypedParam]
 
 
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
     """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
     body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
-    if not body.strip() and empty_ok:
+    blank = not body.strip(JSON_WHITESPACE)
+    if blank and empty_ok:
         return model.model_validate({})
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
-    if not body.strip():
+    if blank:
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     return model.model_validate_json(body)
 
@@ -154,6 +158,7 @@ async def list_queries(request: web.Request) -> web.Response:
                     "name": q.name,
                     "description": q.description,
                     "params": [dataclasses.asdict(p) for p in q.params],
+                    "cache": None if q.cache is None else dataclasses.asdict(q.cache),
                 }
                 for q in queries.values()
             ]
@@ -171,7 +176,8 @@ async def run_named_query(request: web.Request) -> web.StreamResponse:
     bound = bind_params(named, body.params)
     statement = await request.app[QUERY_SERVICE].admit_named(named)
     params = {key: TypedParam(value["value"], str(value["type"])) for key, value in bound.items()}
-    return await run_statement(request, statement, params, body)
+    policy = None if named.cache is None else CachePolicy(named.cache.ttl_s, named.cache.stale_s)
+    return await run_statement(request, statement, params, body, cache_policy=policy)
 
 
 async def run_statement(
@@ -182,33 +188,34 @@ async def run_statement(
     *,
     catalog: str | None = None,
     schema: str | None = None,
+    cache_policy: CachePolicy | None = None,
 ) -> web.StreamResponse:
-    """Run `statement` within the concurrency limit and answer in the negotiated format."""
+    """Answer from the result cache, or run `statement` (coalesced with identical runs, within
+    the concurrency limit) and answer in the negotiated format."""
     result_format = negotiate(request.headers.get("Accept", ""))
     streaming = result_format != "json"
     options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
-    service = request.app[QUERY_SERVICE]
-    async with request.app[LIMITER].slot():
-        if streaming:
-            async with service.open(statement, params, options) as opened:
-                note_statement(request, opened)
-                return await stream_result(request, opened, result_format)
-        result = await service.execute_query(statement, params, options)
-    note_statement(request, result)
-    request[ROW_COUNT] = result.row_count
-    payload = {
-        "columns": [c.to_json() for c in result.columns],
-        "rows": result.rows,
-        "row_count": result.row_count,
-        "truncated": result.truncated,
-        "statement_id": result.statement_id,
-    }
-    headers = {"Server-Timing": server_timing(result)}
-    if result.row_count < THREAD_ENCODE_ROWS:
-        return json_response(payload, headers=headers)
-    # Encoding a large answer takes long enough to stall other requests: off the loop.
-    encoded = await asyncio.to_thread(orjson.dumps, payload)
-    return web.Response(body=encoded, content_type="application/json", headers=headers)
+    if streaming:
+        # A stream is answered from a fresh entry when there is one, else run as a stream.
+        hit = await lookup_cached(request, statement, params, options, body.row_limit, cache_policy)
+        if hit is not None:
+            return cached_response(request, hit, result_format, None)
+        service = request.app[QUERY_SERVICE]
+        async with (
+            request.app[LIMITER].slot(),
+            service.open(statement, params, options) as opened,
+        ):
+            note_statement(request, opened)
+            return await stream_result(request, opened, result_format)
+    answer = await answer_cached(
+        request, statement, params, options, row_limit=body.row_limit, policy=cache_policy
+    )
+    request[STATEMENT_ID] = answer.entry.statement_id
+    timing = None
+    if answer.produced is not None and isinstance(answer.produced.details, QueryResult):
+        note_statement(request, answer.produced.details)
+        timing = server_timing(answer.produced.details)
+    return cached_response(request, answer, "json", timing)
 
 
 async def stream_result(
@@ -220,6 +227,8 @@ async def stream_result(
         headers={
             "Content-Type": f"{writer.content_type}; charset=utf-8",
             "X-Request-ID": request[REQUEST_ID],
+            # Headers leave before the rows: only the wait for the result is known by then.
+            "Server-Timing": f"wait;dur={statement.timings.wait_s * 1000:.1f}",
         }
     )
     if result_format == "csv":

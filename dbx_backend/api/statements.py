@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from dbx_backend.api.errors import InvalidRequest, json_response
+from dbx_backend.api.guards import caller_identity
 from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
@@ -61,11 +62,7 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as in
 
 def caller_of(request: web.Request) -> str:
     """Who is asking: a digest of the API key when keys are required, else everyone is one."""
-    settings = request.app[SETTINGS]
-    if not (settings.api_keys or settings.api_keys_file):
-        return ""
-    _, _, presented = request.headers.get("Authorization", "").partition(" ")
-    return hashlib.sha256(presented.strip().encode()).hexdigest()
+    return caller_identity(request.app[SETTINGS], request.headers.get("Authorization", ""))
 
 
 def _open_handle(request: web.Request) -> tuple[str, HandleClaims]:

@@ -284,8 +284,13 @@ class QueryService:
         options: QueryOptions | None = None,
     ) -> QueryResult:
         """Run `statement` and return its whole result (capped at `options.max_rows`)."""
-        options = options or QueryOptions()
-        async with self.open(statement, params, options) as opened:
+        return await self.collect(self.open(statement, params, options))
+
+    async def collect(self, opened: OpenStatement) -> QueryResult:
+        """Run an opened statement and return its whole result (capped at `max_rows`); the
+        caller may read `opened.statement_id` meanwhile (e.g. when it gives up)."""
+        options = opened.options
+        async with opened:
             rows: Rows = []
             cap = options.max_rows
             truncated = opened.truncated
