@@ -180,7 +180,7 @@ async function runStream(path, body, label) {
     setStatus("done", `Done: ${rows} rows in ${took}`);
   } else if (outcome.state === "cancelled") {
     $("row-count").textContent = `${rows} (cancelled)`;
-    setStatus("cancelled", `Cancelled after ${took}: the service cancels the statement when the request goes away`);
+    setStatus("cancelled", `Cancelled after ${took}: request aborted; a statement still running is cancelled`);
   } else {
     if (grid.rowCount) $("row-count").textContent = `${rows} (incomplete)`;
     setStatus("failed", `Failed after ${took}`);
