@@ -143,7 +143,7 @@ async def dashboard(sport: int, pid: int, wpid: int) -> dict[str, Any]:
     requests = VIEWERS * VIEWS * QUERIES
     return {
         "requests": requests,
-        "statuses": dict(statuses),
+        "statuses": {str(code): count for code, count in sorted(statuses.items())},
         "warehouse_statements": statements,
         "requests_per_s": round(requests / elapsed, 1),
         "wall_s": round(elapsed, 2),
