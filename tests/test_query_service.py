@@ -156,6 +156,27 @@ async def test_fewer_rows_than_announced_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        pytest.param([[1, "a"]], "column 'id'", id="a-number-where-text-is-sent"),
+        pytest.param([["1", 2]], "column 'name'", id="a-number-in-a-text-column"),
+        pytest.param([["1", ["a"]]], "column 'name'", id="an-array-in-a-text-column"),
+        pytest.param([{"id": "1"}], "row 0", id="a-row-that-is-an-object"),
+        pytest.param(["1a"], "row 0", id="a-row-that-is-text"),
+        pytest.param([["1"]], "row 0", id="a-row-too-short"),
+    ],
+)
+async def test_inline_rows_that_are_not_arrays_of_text_are_refused(
+    service: QueryService, mocked: aioresponses, rows: list[Any], problem: str
+) -> None:
+    """The wire model leaves each cell to the normalizer, which checks what it converts."""
+    mocked.post(STATEMENTS, payload=succeeded(rows))
+
+    with pytest.raises(dbx.ProtocolError, match=problem):
+        await service.execute_query("SELECT *")
+
+
+@pytest.mark.parametrize(
     ("message", "sql_state"),
     [
         pytest.param(

@@ -477,14 +477,6 @@ class QueryService:
         except WarehouseError as exc:
             log.warning("cancel of statement %s failed: %s", statement_id, exc)
 
-    def cancel_in_background(self, statement_id: str) -> asyncio.Task[None]:
-        """Cancel in a task that outlives its caller; `drain()` waits for it."""
-        return self.tasks.spawn(self.cancel_quietly(statement_id))
-
-    def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
-        """The caller left while the submit was in flight: cancel once the statement has an id."""
-        self.cancel_when_started(submit, _running_statement)
-
     def cancel_when_started(
         self, start: asyncio.Future[_Started], running_id: Callable[[_Started], str | None]
     ) -> None:
