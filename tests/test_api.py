@@ -418,7 +418,8 @@ def test_a_request_interrupted_by_shutdown_is_logged_as_a_warning_not_an_error(
     from dbx_backend.api.errors import ShuttingDown, error_response
 
     with caplog.at_level(logging.INFO, logger="dbx_backend.api"):
-        response = error_response(ShuttingDown("stopping"), make_mocked_request("GET", "/"))
+        request = make_mocked_request("GET", "/", app=web.Application())
+        response = error_response(ShuttingDown("stopping"), request)
 
     assert response.status == 503
     levels = {r.levelname for r in caplog.records if "SHUTTING_DOWN" in r.getMessage()}
