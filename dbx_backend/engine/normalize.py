@@ -29,7 +29,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from math import isfinite
-from operator import is_not, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from dbx_backend.engine.sqltypes import (
@@ -354,14 +354,17 @@ def _nulls(cells: Cells) -> list[JsonValue]:
     return [None] * len(cells)
 
 
-def _floats(cells: Cells) -> list[JsonValue]:
-    return _fix_non_finite(_each(float)(cells))
+def _floats(cells: Cells) -> Sequence[JsonValue]:
+    if None in cells:
+        return _fix_non_finite([None if cell is None else float(cell) for cell in cells])
+    return _fix_non_finite(list(map(float, cells)))
 
 
-def _fix_non_finite(values: list[JsonValue]) -> list[JsonValue]:
+def _fix_non_finite(values: list[float | None]) -> Sequence[JsonValue]:
     # One C-speed pass finds whether any NaN/inf is there (a finite sum overflowing only sends
-    # us down the exact path); the per-value pass runs only then.
-    if isfinite(sum(filter(partial(is_not, None), values))):
+    # us down the exact path); the per-value pass runs only then. Zeros and nulls, dropped by
+    # `filter(None, ...)`, add nothing to the sum.
+    if isfinite(sum(filter(None, values))):
         return values
     return [float_json(v) if v is not None else None for v in values]
 
@@ -605,10 +608,10 @@ def _arrow_dates(array: Any) -> list[JsonValue]:
     return list(map(texts.__getitem__, encoded.indices.to_pylist()))
 
 
-def _arrow_doubles(array: Any) -> list[JsonValue]:
+def _arrow_doubles(array: Any) -> Sequence[JsonValue]:
     import pyarrow.compute as pc
 
-    values: list[JsonValue] = array.to_pylist()
+    values: list[float | None] = array.to_pylist()
     if pc.all(pc.is_finite(array)).as_py() is False:  # nulls skipped; all-null gives None
         return [float_json(v) if v is not None else None for v in values]
     return values
