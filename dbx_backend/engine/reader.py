@@ -285,8 +285,8 @@ class ResultReader:
             rows.extend(decoded)
         return rows
 
-    async def _inline_rows(self, cells: list[list[Any]]) -> Rows:
-        convert = partial(self.converter.convert_rows, cells)
+    async def _inline_rows(self, cells: list[Any]) -> Rows:
+        convert = partial(self.converter.convert_rows, cells, check_cells=True)
         return await self._convert(convert, rows=len(cells), nbytes=0)
 
     async def _convert(self, work: Callable[[], Rows], *, rows: int, nbytes: int) -> Rows:
