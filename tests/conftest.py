@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -50,19 +51,28 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         yield mock
 
 
-class FakeClock:
-    """A monotonic clock that only moves when the code under test sleeps."""
+# Where wall clocks start in tests (a plausible epoch time); monotonic clocks start at 1000.
+WALL_CLOCK_START = 1_700_000_000.0
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+
+class FakeClock:
+    """The one fake clock: it moves only when a test moves it (`advance`) or when the code
+    under test sleeps (`sleep`, which records each delay), so no test waits for real time."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+        await asyncio.sleep(0)  # a sleep still lets other tasks run, as a real one does
 
 
 @pytest.fixture

@@ -21,25 +21,11 @@ from dbx_backend.localwarehouse.faults import Fault
 from dbx_backend.warehouse import errors as dbx
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST
+from tests.conftest import TEST_HOST, WALL_CLOCK_START, FakeClock
 from tests.redisserver import RedisServer
 
 TOKEN = "dapi-warehouse-state-0123456789"
 WAREHOUSE = f"{TEST_HOST}/api/2.0/sql/warehouses/wh123"
-
-
-class Clock:
-    """One wall clock for the local warehouse and the tracker; sleeping moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 # -- the transport's two calls, unit-tested on the wire ----------------------------------
@@ -82,7 +68,7 @@ async def test_start_is_not_repeated_after_an_answer_that_may_have_reached_it(
 class Setup:
     warehouse: LocalWarehouse
     client: WarehouseClient
-    clock: Clock
+    clock: FakeClock
 
     def tracker(self, state: SharedState | None = None, **options: Any) -> WarehouseTracker:
         return WarehouseTracker(
@@ -104,7 +90,7 @@ MakeSetup = Callable[..., Awaitable[Setup]]
 @pytest.fixture
 async def setup() -> AsyncIterator[MakeSetup]:
     opened: list[tuple[LocalWarehouse, WarehouseClient]] = []
-    clock = Clock()
+    clock = FakeClock(WALL_CLOCK_START)
 
     async def make(**config: Any) -> Setup:
         warehouse = LocalWarehouse(

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from tests.conftest import WALL_CLOCK_START, FakeClock
 
 TOKEN = "dapi-local-test"
 STATEMENTS = "/api/2.0/sql/statements"
@@ -20,19 +21,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 BASE_CONFIG = WarehouseConfig(
     token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.05
 )
-
-
-class FakeClock:
-    """A clock the test moves by hand (retention, purge, link and token expiry)."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -90,7 +78,7 @@ StartWarehouse = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(WALL_CLOCK_START)  # retention, purge, link and token expiry: wall time
 
 
 @pytest.fixture
