@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import RESULT_CACHE, WAREHOUSE_TRACKER
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.logs import JsonFormatter
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import WALL_CLOCK_START, FakeClock
+from tests.conftest import WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 
 TOKEN = "dapi-cache-integration-0123456789"
 Client = TestClient[web.Request, web.Application]
@@ -32,10 +32,8 @@ COUNT = "SELECT count(*) AS n FROM range(10)"
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.02)
 
 
 MakeService = Callable[..., Awaitable[Client]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +17,10 @@ from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import READINESS
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.readiness import READY_WAIT_S, Readiness
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-local-ready"
 Client = TestClient[web.Request, web.Application]
@@ -33,10 +34,8 @@ ANSWER_BOUND_S = READY_WAIT_S + 2.5
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.01)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.01)
 
 
 def make_app(url: str, http_path: str, readiness: Readiness) -> web.Application:

@@ -16,12 +16,12 @@ from dbx_backend.engine.cache_store import MemoryStore
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.warehouse_state import WarehouseStatus, WarehouseTracker
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.localwarehouse.faults import Fault
 from dbx_backend.warehouse import errors as dbx
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST, WALL_CLOCK_START, FakeClock
+from tests.conftest import TEST_HOST, WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 from tests.redisserver import RedisServer
 
 TOKEN = "dapi-warehouse-state-0123456789"
@@ -88,15 +88,14 @@ MakeSetup = Callable[..., Awaitable[Setup]]
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[MakeSetup]:
-    opened: list[tuple[LocalWarehouse, WarehouseClient]] = []
+async def setup(local_warehouse: StartLocalWarehouse) -> AsyncIterator[MakeSetup]:
+    opened: list[WarehouseClient] = []
     clock = FakeClock(WALL_CLOCK_START)
 
     async def make(**config: Any) -> Setup:
-        warehouse = LocalWarehouse(
-            WarehouseConfig(token=TOKEN, seed_samples=False, **config), clock=clock
+        warehouse = await local_warehouse(
+            clock=clock, **{"token": TOKEN, "wait_timeout_scale": 1.0, **config}
         )
-        await warehouse.__aenter__()
         settings = load_settings(
             {
                 "DATABRICKS_HOST": warehouse.url,
@@ -106,13 +105,12 @@ async def setup() -> AsyncIterator[MakeSetup]:
             env_file=None,
         )
         client = await WarehouseClient(settings, policy=NO_WAIT).__aenter__()
-        opened.append((warehouse, client))
+        opened.append(client)
         return Setup(warehouse, client, clock)
 
     yield make
-    for warehouse, client in opened:
+    for client in opened:
         await client.__aexit__(None, None, None)
-        await warehouse.__aexit__(None, None, None)
 
 
 async def test_a_running_warehouse_reads_running_and_is_trusted(setup: MakeSetup) -> None:

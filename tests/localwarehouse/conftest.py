@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
-from tests.conftest import WALL_CLOCK_START, FakeClock
+from tests.conftest import WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 
 TOKEN = "dapi-local-test"
 STATEMENTS = "/api/2.0/sql/statements"
@@ -82,17 +82,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def start_warehouse() -> AsyncIterator[StartWarehouse]:
-    """Start a warehouse with config overrides and return a client for it."""
+async def start_warehouse(local_warehouse: StartLocalWarehouse) -> AsyncIterator[StartWarehouse]:
+    """Start a warehouse (BASE_CONFIG with overrides) and return a client for it."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Api:
-            config = replace(BASE_CONFIG, **overrides)
-            kwargs = {} if clock is None else {"clock": clock}
-            warehouse = await stack.enter_async_context(LocalWarehouse(config, **kwargs))
+            warehouse = await local_warehouse(BASE_CONFIG, clock=clock, **overrides)
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
-                    warehouse.url, headers={"Authorization": f"Bearer {config.token}"}
+                    warehouse.url, headers={"Authorization": f"Bearer {warehouse.config.token}"}
                 )
             )
             return Api(session, warehouse)
