@@ -134,25 +134,24 @@ async def test_ready_answers_when_nothing_listens_at_the_warehouse_address(
 
 
 async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
-    aiohttp_client: MakeClient,
+    aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
 ) -> None:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, auto_stop_s=0.3)
+    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=0.3, wait_timeout_scale=1.0)
     readiness = Readiness(cache_s=0.0)
-    async with LocalWarehouse(config) as warehouse:
-        client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
+    client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
 
-        seen = []
-        for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
-            status, body, _ = await get_ready(client)
-            seen.append((status, body["warehouse"]["state"]))
-            if warehouse.state == "STOPPED":
-                break
-            await asyncio.sleep(0.05)
+    seen = []
+    for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
+        status, body, _ = await get_ready(client)
+        seen.append((status, body["warehouse"]["state"]))
+        if warehouse.state == "STOPPED":
+            break
+        await asyncio.sleep(0.05)
 
-        assert warehouse.state == "STOPPED"
-        assert executes(warehouse) == 0
-        assert seen[0] == (200, "RUNNING")
-        assert {status for status, _ in seen} == {200}
+    assert warehouse.state == "STOPPED"
+    assert executes(warehouse) == 0
+    assert seen[0] == (200, "RUNNING")
+    assert {status for status, _ in seen} == {200}
 
 
 async def test_ready_runs_a_statement_only_when_the_warehouses_api_refuses_us(
