@@ -158,6 +158,7 @@ def create_app(
             stale_if_error_s=settings.cache_stale_if_error_s,
             flight_timeout_s=settings.max_query_timeout_s,
             observer=metrics,
+            tasks=tasks,
         )
         app[SHARED_STATE], app[WAREHOUSE_TRACKER], app[RESULT_CACHE] = state, tracker, cache
         metrics.track_cache(

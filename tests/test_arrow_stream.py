@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,18 +13,15 @@ import orjson
 import pyarrow as pa
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from dbx_backend.app import create_app
-from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import Client, StartLocalWarehouse, StartService, warehouse_settings
 
-TOKEN = "dapi-arrow-0123456789abcdef"
 ARROW = "application/vnd.apache.arrow.stream"
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[[web.Application], Awaitable[Client]]
 FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.1)
 
 EVERY_TYPE_SQL = (
@@ -75,26 +71,18 @@ CHUNKS = 100
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(
-        token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.02
-    )
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(chunk_rows=1000, wait_timeout_scale=0.02)
 
 
 def make_app(warehouse: LocalWarehouse, **env: str) -> web.Application:
-    settings = load_settings(
-        {
-            "DATABRICKS_HOST": warehouse.url,
-            "DATABRICKS_HTTP_PATH": warehouse.http_path,
-            "DATABRICKS_TOKEN": TOKEN,
-            "DOWNLOAD_WINDOW": "2",
-            **env,
-        },
-        env_file=None,
-    )
+    settings = warehouse_settings(warehouse, DOWNLOAD_WINDOW="2", **env)
     return create_app(settings, retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
+
+
+async def start(start_service: StartService, warehouse: LocalWarehouse, **env: str) -> Client:
+    settings = warehouse_settings(warehouse, DOWNLOAD_WINDOW="2", **env)
+    return await start_service(settings, poll_schedule=FAST_POLL)
 
 
 async def arrow_query(
@@ -123,9 +111,9 @@ def downloads(warehouse: LocalWarehouse) -> int:
 
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
 async def test_every_type_arrives_in_its_documented_arrow_type_with_its_type_text(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
+    client = await start(start_service, warehouse, EXTERNAL_LINKS_FORMAT=fmt)
 
     response, body = await arrow_query(client, {"sql": EVERY_TYPE_SQL, "disposition": disposition})
     table = pa.ipc.open_stream(body).read_all()
@@ -140,9 +128,9 @@ async def test_every_type_arrives_in_its_documented_arrow_type_with_its_type_tex
 
 
 async def test_a_multi_chunk_result_streams_in_order_with_its_statement_in_the_schema(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse))
+    client = await start(start_service, warehouse)
 
     response, body = await arrow_query(client, {"sql": "SELECT id FROM range(5500) t(id)"})
     reader = pa.ipc.open_stream(body)
@@ -159,9 +147,9 @@ async def test_a_multi_chunk_result_streams_in_order_with_its_statement_in_the_s
 
 
 async def test_an_empty_result_is_a_schema_and_no_rows(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse))
+    client = await start(start_service, warehouse)
 
     _, body = await arrow_query(
         client, {"sql": "SELECT id, CAST(id AS DECIMAL(5,1)) AS d FROM range(3) t(id) WHERE id > 5"}
@@ -173,9 +161,9 @@ async def test_an_empty_result_is_a_schema_and_no_rows(
 
 
 async def test_arrow_values_equal_the_json_answer_of_the_same_query(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse))
+    client = await start(start_service, warehouse)
     sql = "SELECT id, CAST(id AS DOUBLE) * 1.5 AS x, CAST(id AS STRING) AS s FROM range(3000) t(id)"
 
     json_answer = await (await client.post("/api/query", json={"sql": sql})).json()
@@ -186,12 +174,12 @@ async def test_arrow_values_equal_the_json_answer_of_the_same_query(
 
 
 async def test_a_named_query_answers_arrow(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient, tmp_path: Path
+    warehouse: LocalWarehouse, start_service: StartService, tmp_path: Path
 ) -> None:
     (tmp_path / "ids.sql").write_text(
         "-- param: n INT required\nSELECT id FROM range(10) t(id) WHERE id < :n\n"
     )
-    client = await aiohttp_client(make_app(warehouse, QUERIES_DIR=str(tmp_path)))
+    client = await start(start_service, warehouse, QUERIES_DIR=str(tmp_path))
 
     response, body = await arrow_query(client, {"params": {"n": 4}}, path="/api/queries/ids")
 
@@ -200,9 +188,9 @@ async def test_a_named_query_answers_arrow(
 
 
 async def test_a_cached_result_answers_arrow_with_the_same_table(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse))
+    client = await start(start_service, warehouse)
     body = {"sql": EVERY_TYPE_SQL}
     _, fresh = await arrow_query(client, body, **{"Cache-Control": "no-store"})
     stored = await client.post("/api/query", json=body)
@@ -218,9 +206,9 @@ async def test_a_cached_result_answers_arrow_with_the_same_table(
 
 
 async def test_an_error_before_the_first_byte_is_the_json_error_envelope(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    client = await aiohttp_client(make_app(warehouse))
+    client = await start(start_service, warehouse)
 
     response, body = await arrow_query(client, {"sql": "SELECT * FROM no_such_table"})
 

@@ -111,10 +111,12 @@ class ArrowBatches:
 
     # -- the reader's ChunkForm -------------------------------------------------------------
 
-    def from_cells(self, cells: list[list[Any]]) -> list[pa.RecordBatch]:
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> list[pa.RecordBatch]:
         """JSON_ARRAY rows: normalized, then built column by column."""
         return [
-            self._from_rows(self._rows.convert_rows(cells[start : start + _BATCH_ROWS]))
+            self._from_rows(
+                self._rows.convert_rows(cells[start : start + _BATCH_ROWS], check_cells=check_cells)
+            )
             for start in range(0, len(cells), _BATCH_ROWS)
         ]
 
@@ -309,63 +311,66 @@ def _json_array(values: Sequence[JsonValue], sql_type: SqlType, target: pa.DataT
         # Their JSON text is Arrow's own text form of the value: one cast parses the column.
         return pc.cast(pa.array(values, pa.string()), target, safe=True)
     if kind in ("FLOAT", "DOUBLE") and any(type(v) is str for v in values):
-        return pa.array([_float(v) for v in values], target)
-    if kind == "BINARY":
-        return pa.array([None if v is None else base64.b64decode(v) for v in values], target)
-    if kind in ("ARRAY", "MAP", "STRUCT"):
+        return pa.array([None if v is None else _float(v) for v in values], target)
+    if kind in ("BINARY", "ARRAY", "MAP", "STRUCT"):
         convert = _python_converter(sql_type)
         return pa.array([None if v is None else convert(v) for v in values], target)
     return pa.array(values, target)
 
 
-def _float(value: JsonValue) -> float | None:
-    if isinstance(value, str):
-        if value not in _NON_FINITE_TEXTS:
-            raise ValueError("not a float")
-        return float(value)
-    return None if value is None else float(value)
-
-
-_NON_FINITE_TEXTS = frozenset(NON_FINITE.values())
-PythonValue = Any
+PythonValue = Any  # what pyarrow builds a value from: int, Decimal, datetime, bytes, ...
 ToPython = Callable[[JsonValue], PythonValue]
+_NON_FINITE_TEXTS = frozenset(NON_FINITE.values())
+
+
+def _float(value: JsonValue) -> float:
+    if isinstance(value, str) and value in _NON_FINITE_TEXTS:
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError("not a float")
+
+
+def _text(value: JsonValue) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError("not text")
+
+
+def _decimal(value: JsonValue) -> Decimal:
+    return Decimal(_text(value))
+
+
+def _date(value: JsonValue) -> date:
+    return date.fromisoformat(_text(value))
+
+
+def _bytes(value: JsonValue) -> bytes:
+    return base64.b64decode(_text(value), validate=True)
 
 
 @functools.lru_cache(maxsize=256)
 def _python_converter(sql_type: SqlType) -> ToPython:
-    """A nested value's part, from its JSON value to the Python value pyarrow builds from."""
+    """One value (or a nested value's part), from its JSON value to what pyarrow builds from."""
     kind = sql_type.kind
     if kind in ("FLOAT", "DOUBLE"):
         return _float
     if kind == "DECIMAL":
-        return Decimal
+        return _decimal
     if kind == "DATE":
-        return date.fromisoformat
+        return _date
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ"):
         return functools.partial(_datetime, zoned=kind == "TIMESTAMP")
     if kind == "BINARY":
-        return base64.b64decode
+        return _bytes
     if kind == "ARRAY" and sql_type.element is not None:
-        item = _python_converter(sql_type.element)
-        return lambda values: [None if v is None else item(v) for v in values]
+        return functools.partial(_list, item=_python_converter(sql_type.element))
     if kind == "STRUCT" and sql_type.fields is not None:
-        fields = [(name, _python_converter(part)) for name, part in sql_type.fields]
-        return lambda record: {
-            name: None if (v := record.get(name)) is None else convert(v)
-            for name, convert in fields
-        }
+        fields = tuple((name, _python_converter(part)) for name, part in sql_type.fields)
+        return functools.partial(_record, fields=fields)
     if kind == "MAP" and sql_type.key is not None and sql_type.value is not None:
         key, value = _python_converter(sql_type.key), _python_converter(sql_type.value)
-
-        def entries(pairs: JsonValue) -> list[tuple[PythonValue, PythonValue]]:
-            items = (
-                pairs.items()
-                if isinstance(pairs, dict)
-                else ((entry["key"], entry["value"]) for entry in pairs)
-            )
-            return [(key(k), None if v is None else value(v)) for k, v in items]
-
-        return entries
+        return functools.partial(_entries, key=key, value=value)
     return _same
 
 
@@ -373,7 +378,37 @@ def _same(value: JsonValue) -> PythonValue:
     return value
 
 
-def _datetime(text: str, *, zoned: bool) -> datetime:
+def _list(values: JsonValue, item: ToPython) -> list[PythonValue]:
+    if not isinstance(values, list):
+        raise TypeError("not an array")
+    return [None if v is None else item(v) for v in values]
+
+
+def _record(record: JsonValue, fields: tuple[tuple[str, ToPython], ...]) -> dict[str, PythonValue]:
+    if not isinstance(record, dict):
+        raise TypeError("not a struct")
+    return {
+        name: None if (v := record.get(name)) is None else convert(v) for name, convert in fields
+    }
+
+
+def _entries(
+    pairs: JsonValue, key: ToPython, value: ToPython
+) -> list[tuple[PythonValue, PythonValue]]:
+    # The JSON answer's two forms of a map: an object (STRING keys), or [{"key", "value"}].
+    if isinstance(pairs, dict):
+        items = list(pairs.items())
+    elif isinstance(pairs, list):
+        items = [(entry["key"], entry["value"]) for entry in pairs if isinstance(entry, dict)]
+        if len(items) != len(pairs):
+            raise TypeError("not a map entry")
+    else:
+        raise TypeError("not a map")
+    return [(key(k), None if v is None else value(v)) for k, v in items]
+
+
+def _datetime(value: JsonValue, *, zoned: bool) -> datetime:
+    text = _text(value)
     match = TIMESTAMP.fullmatch(text)
     if match is None or len(fraction_digits(match[1])) > len(".000000"):
         raise ValueError("not a timestamp in microseconds")

@@ -44,6 +44,7 @@ from dbx_backend.warehouse.errors import (
     StatementFailed,
     StatementTimedOut,
     WarehouseError,
+    WarehouseUnavailable,
 )
 from dbx_backend.warehouse.retry import Deadline, never_ran
 from dbx_backend.warehouse.wire import (
@@ -477,14 +478,6 @@ class QueryService:
         except WarehouseError as exc:
             log.warning("cancel of statement %s failed: %s", statement_id, exc)
 
-    def cancel_in_background(self, statement_id: str) -> asyncio.Task[None]:
-        """Cancel in a task that outlives its caller; `drain()` waits for it."""
-        return self.tasks.spawn(self.cancel_quietly(statement_id))
-
-    def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
-        """The caller left while the submit was in flight: cancel once the statement has an id."""
-        self.cancel_when_started(submit, _running_statement)
-
     def cancel_when_started(
         self, start: asyncio.Future[_Started], running_id: Callable[[_Started], str | None]
     ) -> None:
@@ -570,18 +563,16 @@ class OpenStatement:
                 self.statement_id = response.statement_id
                 return await self._poll(response)
         except TimeoutError:
-            self._finish("TIMED_OUT")
-            raise StatementTimedOut(
-                f"the query did not finish within {self.options.timeout_s:g} s; "
-                "a cancel was sent to the warehouse",
-                statement_id=self.statement_id or None,
-                may_have_run=True,
-            ) from None
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             # The caller went away (client disconnect, shutdown): its cancel is on its way.
             self._finish("ABANDONED")
             raise
         except WarehouseError as exc:
+            if isinstance(exc, WarehouseUnavailable) and self.deadline.expired:
+                # A warehouse call's own timeout is cut to the deadline and may fire first:
+                # that is the deadline passing, not the warehouse failing.
+                raise self._timed_out() from None
             self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
@@ -589,6 +580,15 @@ class OpenStatement:
             # prove that the submit started nothing.
             exc.may_have_run = bool(self.statement_id) or not never_ran(exc)
             raise
+
+    def _timed_out(self) -> StatementTimedOut:
+        self._finish("TIMED_OUT")
+        return StatementTimedOut(
+            f"the query did not finish within {self.options.timeout_s:g} s; "
+            "a cancel was sent to the warehouse",
+            statement_id=self.statement_id or None,
+            may_have_run=True,
+        )
 
     async def _poll(self, response: StatementResponse) -> StatementResponse:
         """GET the status with a growing interval until it is terminal or the deadline passes."""

@@ -53,8 +53,9 @@ Part = TypeVar("Part")
 class ChunkForm(Protocol[Part]):
     """What a chunk is decoded into for one response format; the one seam a format plugs into."""
 
-    def from_cells(self, cells: list[list[Any]]) -> Part:
-        """JSON_ARRAY rows (strings and nulls, reference §7.2)."""
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Part:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2); `check_cells` as for
+        `RowConverter.convert_rows` (INLINE data, which no wire model checked)."""
         ...
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Part:
@@ -76,9 +77,9 @@ class JsonRows:
     def __init__(self, converter: RowConverter) -> None:
         self.converter = converter
 
-    def from_cells(self, cells: list[list[Any]]) -> Rows:
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Rows:
         """JSON_ARRAY rows, normalized."""
-        return self.converter.convert_rows(cells)
+        return self.converter.convert_rows(cells, check_cells=check_cells)
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Rows:
         """An Arrow batch's rows, normalized."""
@@ -223,7 +224,8 @@ class ResultReader:
         chunk: ResultData | None = self.first_chunk
         while chunk is not None:
             cells = chunk.data_array or []
-            yield chunk.row_offset, await self._convert(partial(form.from_cells, cells), len(cells))
+            convert = partial(form.from_cells, cells, check_cells=True)
+            yield chunk.row_offset, await self._convert(convert, len(cells))
             chunk = await self._next(chunk)
 
     async def _linked_chunks(self, form: ChunkForm[Part]) -> AsyncGenerator[tuple[int, Part], None]:
@@ -299,7 +301,8 @@ class ResultReader:
             rows = JsonRows(self.converter)
             return (await self._linked_part(chunk.external_links, rows))[lo:hi]
         cells = (chunk.data_array or [])[lo:hi]
-        return await self._convert(partial(self.converter.convert_rows, cells), len(cells))
+        convert = partial(self.converter.convert_rows, cells, check_cells=True)
+        return await self._convert(convert, len(cells))
 
     # -- fetching and converting ----------------------------------------------------------
 
