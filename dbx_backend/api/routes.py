@@ -12,6 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from dbx_backend.api.answers import model_response
 from dbx_backend.api.bodies import read_body
 from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached
 from dbx_backend.api.errors import (
@@ -20,10 +21,18 @@ from dbx_backend.api.errors import (
     NotFoundError,
     ShuttingDown,
     error_body,
-    json_response,
     response_for,
 )
-from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
+from dbx_backend.api.models import (
+    NamedQueryCache,
+    NamedQueryInfo,
+    NamedQueryList,
+    NamedQueryParam,
+    NamedQueryRequest,
+    QueryRequest,
+    RunOptions,
+    TypedParamModel,
+)
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
 from dbx_backend.engine import (
@@ -152,18 +161,20 @@ async def query(request: web.Request) -> web.StreamResponse:
 async def list_queries(request: web.Request) -> web.Response:
     """The named queries and their declared parameters."""
     queries = request.app[QUERIES]
-    return json_response(
-        {
-            "queries": [
-                {
-                    "name": q.name,
-                    "description": q.description,
-                    "params": [dataclasses.asdict(p) for p in q.params],
-                    "cache": None if q.cache is None else dataclasses.asdict(q.cache),
-                }
+    return model_response(
+        NamedQueryList(
+            queries=[
+                NamedQueryInfo(
+                    name=q.name,
+                    description=q.description,
+                    params=[NamedQueryParam(**dataclasses.asdict(p)) for p in q.params],
+                    cache=None
+                    if q.cache is None
+                    else NamedQueryCache(**dataclasses.asdict(q.cache)),
+                )
                 for q in queries.values()
             ]
-        }
+        )
     )
 
 

@@ -247,7 +247,7 @@ class QueryService:
         self.sleep = sleep
         self.clock = clock
         self.wait_timeout_s = wait_timeout_s
-        # The budget of one status, page or cancel call on a statement.
+        # The budget of one status or page read of a statement.
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
