@@ -14,11 +14,9 @@ from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 from yarl import URL
 
-from dbx_backend.app import create_app
 from dbx_backend.config import Settings
 from dbx_backend.logs import JsonFormatter
-from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST, TEST_TOKEN
+from tests.conftest import TEST_HOST, TEST_TOKEN, StartService
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
 WAREHOUSE = f"{TEST_HOST}/api/2.0/sql/warehouses/wh123"
@@ -37,8 +35,8 @@ ONE_ROW = {
 
 
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client: MakeClient) -> Client:
-    return await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+async def client(settings: Settings, start_service: StartService) -> Client:
+    return await start_service(settings)
 
 
 def metric(text: str, name: str) -> float:

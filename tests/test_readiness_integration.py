@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +18,10 @@ from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import READINESS
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.readiness import READY_WAIT_S, Readiness
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-local-ready"
 Client = TestClient[web.Request, web.Application]
@@ -34,10 +35,8 @@ ANSWER_BOUND_S = READY_WAIT_S + 2.5
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.01)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.01)
 
 
 def make_app(url: str, http_path: str, readiness: Readiness) -> web.Application:
@@ -135,25 +134,24 @@ async def test_ready_answers_when_nothing_listens_at_the_warehouse_address(
 
 
 async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
-    aiohttp_client: MakeClient,
+    aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
 ) -> None:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, auto_stop_s=0.3)
+    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=0.3, wait_timeout_scale=1.0)
     readiness = Readiness(cache_s=0.0)
-    async with LocalWarehouse(config) as warehouse:
-        client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
+    client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
 
-        seen = []
-        for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
-            status, body, _ = await get_ready(client)
-            seen.append((status, body["warehouse"]["state"]))
-            if warehouse.state == "STOPPED":
-                break
-            await asyncio.sleep(0.05)
+    seen = []
+    for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
+        status, body, _ = await get_ready(client)
+        seen.append((status, body["warehouse"]["state"]))
+        if warehouse.state == "STOPPED":
+            break
+        await asyncio.sleep(0.05)
 
-        assert warehouse.state == "STOPPED"
-        assert executes(warehouse) == 0
-        assert seen[0] == (200, "RUNNING")
-        assert {status for status, _ in seen} == {200}
+    assert warehouse.state == "STOPPED"
+    assert executes(warehouse) == 0
+    assert seen[0] == (200, "RUNNING")
+    assert {status for status, _ in seen} == {200}
 
 
 async def test_ready_runs_a_statement_only_when_the_warehouses_api_refuses_us(

@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
+from tests.conftest import StartLocalWarehouse
 from tests.devprocess import free_port
 from tests.redisserver import RedisServer
 
@@ -74,11 +75,10 @@ async def replica(warehouse: LocalWarehouse, redis_url: str, workdir: Path) -> A
 
 @pytest.fixture
 async def replicas(
-    redis_server: RedisServer, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path, local_warehouse: StartLocalWarehouse
 ) -> AsyncIterator[tuple[LocalWarehouse, str, str]]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
+    warehouse = await local_warehouse(token=TOKEN)
     async with (
-        LocalWarehouse(config) as warehouse,
         replica(warehouse, redis_server.url, tmp_path) as one,
         replica(warehouse, redis_server.url, tmp_path) as other,
     ):
