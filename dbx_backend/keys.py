@@ -49,3 +49,4 @@ RETRIES = web.RequestKey("retries", int)
 WAREHOUSE_MS = web.RequestKey("warehouse_ms", float)
 ERROR_CODE = web.RequestKey("error_code", str)
 CACHE_STATUS = web.RequestKey("cache_status", str)  # hit, miss, stale, coalesced, bypass
+MEMORY_WAIT_MS = web.RequestKey("memory_wait_ms", float)  # waited for the memory budget

@@ -16,7 +16,9 @@ from dbx_backend.engine.idempotency import (
     Submitted,
     still_running,
 )
+from dbx_backend.engine.json_answer import JsonAnswer
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.engine.parameters import (
@@ -62,7 +64,10 @@ __all__ = [
     "IdempotencyStore",
     "InvalidCacheControl",
     "InvalidQuery",
+    "JsonAnswer",
     "JsonValue",
+    "MemoryBudget",
+    "MemoryBusy",
     "NormalizeOptions",
     "NotAdmitted",
     "NotCached",

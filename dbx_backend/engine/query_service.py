@@ -16,13 +16,23 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
+from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer, JsonAnswerWriter
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -31,7 +41,7 @@ from dbx_backend.engine.normalize import (
     columns_from_manifest,
 )
 from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.engine.reader import ResultReader, Timings
+from dbx_backend.engine.reader import THREAD_CONVERT_ROWS, ResultReader, Timings
 from dbx_backend.engine.tasks import DRAIN_TIMEOUT_S, TaskOwner
 from dbx_backend.queries import NamedQuery
 from dbx_backend.warehouse.client import CallStats, WarehouseClient
@@ -64,6 +74,10 @@ Statement = str | Admitted  # a string is admitted by the gate as ad-hoc SQL on 
 INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
+# Without a budget of its own (tests, tools), a service's memory is not bounded.
+UNBOUNDED_BYTES = 1 << 62
+# Room kept under the budget for the end of a body cut at it (row count, statement id).
+BODY_TAIL_BYTES = 1024
 _Started = TypeVar("_Started")
 
 
@@ -240,6 +254,7 @@ class QueryService:
         call_timeout_s: float | None = None,
         gate: Gate | None = None,
         tasks: TaskOwner | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.client = client
         self.schedule = schedule or PollSchedule()
@@ -250,6 +265,8 @@ class QueryService:
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
+        # Shared with the result cache's store (one budget per process).
+        self.memory = memory or MemoryBudget(UNBOUNDED_BYTES, wait_s=0.0)
         # Submits whose statement is already due a cancel: one cancel each, however many
         # callers give up on the same submit.
         self._abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
@@ -308,6 +325,61 @@ class QueryService:
                 timings=opened.timings,
                 stats=opened.stats,
             )
+
+    async def answer_json(self, opened: OpenStatement) -> JsonAnswer:
+        """Run an opened statement and encode its result as the buffered JSON answer, chunk
+        by chunk, within its memory reservation, which grows when the estimate was low and
+        which the answer holds until its body is sent (`JsonAnswer.release`). An answer larger
+        than the whole budget is cut at it (`truncated`); MemoryBusy when no room came."""
+        options, budget = opened.options, self.memory
+        async with opened:
+            reservation = opened.take_reservation()
+            try:
+                writer = JsonAnswerWriter(
+                    opened.columns,
+                    max_rows=options.max_rows,
+                    max_bytes=max(0, budget.total - BODY_TAIL_BYTES),
+                )
+                async with aclosing(opened.batches()) as batches:
+                    async for batch in batches:
+                        encoded = await self._encode(writer, batch)
+                        del batch  # its Python objects go before the next chunk is converted
+                        await reservation.grow_to(writer.room_for(encoded))
+                        writer.append(encoded)
+                        del encoded
+                        if writer.full:
+                            break
+                body, etag = writer.finish(opened.statement_id, truncated=opened.truncated)
+            except BaseException:
+                reservation.release()
+                raise
+        if writer.cut_at_bytes:
+            budget.note_truncated()
+        manifest = opened.manifest
+        budget.estimator.learn(
+            manifest.format, byte_count=manifest.total_byte_count, body_bytes=len(body)
+        )
+        reservation.shrink_to(len(body))
+        answer = JsonAnswer(
+            statement_id=opened.statement_id,
+            body=body,
+            etag=etag,
+            row_count=writer.row_count,
+            truncated=writer.truncated,
+            timings=opened.timings,
+            stats=opened.stats,
+            reservation=reservation,
+            memory_wait_s=reservation.waited_s,
+        )
+        # Whoever holds the answer releases it once sent; an answer nobody sends (its caller
+        # left, others took the shared result) releases when it is dropped.
+        weakref.finalize(answer, reservation.release)
+        return answer
+
+    async def _encode(self, writer: JsonAnswerWriter, rows: Rows) -> EncodedRows:
+        if len(rows) >= THREAD_CONVERT_ROWS:  # large: encode off the loop
+            return await asyncio.to_thread(writer.encode, rows)
+        return writer.encode(rows)
 
     @asynccontextmanager
     async def submitted(
@@ -530,6 +602,9 @@ class OpenStatement:
         self.columns: list[Column] = []
         self.manifest = ResultManifest()
         self.first_chunk: ResultData | None = None
+        # Its share of the memory budget, from the manifest until `async with` ends.
+        self.reservation: Reservation | None = None
+        self.memory_wait_s = 0.0  # how long it waited for that share
 
     @property
     def truncated(self) -> bool:
@@ -543,6 +618,7 @@ class OpenStatement:
         finally:
             self.timings.wait_s = self.service.clock() - started
         self._accept(response)
+        await self._reserve()
         if self.options.stream:
             self.deadline = Deadline(RESULT_LIFETIME_S, self.service.clock)
         return self
@@ -553,7 +629,49 @@ class OpenStatement:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+    def take_reservation(self) -> Reservation:
+        """The reservation, now the caller's to release (a body outlives the statement)."""
+        reservation, self.reservation = self.reservation, None
+        if reservation is None:
+            raise RuntimeError("take_reservation() is called inside `async with`")
+        return reservation
+
+    async def _reserve(self) -> None:
+        """Reserve what reading the result will hold: the whole body of a buffered answer,
+        the window of a stream. Refused, the statement is cancelled: nobody will read it."""
+        try:
+            self.reservation = await self.service.memory.reserve(self.expected_bytes())
+        except MemoryBusy as exc:
+            self.memory_wait_s = exc.waited_s
+            self.service.tasks.spawn(self.service.cancel_quietly(self.statement_id))
+            raise
+        self.memory_wait_s = self.reservation.waited_s
+
+    def expected_bytes(self) -> int:
+        """Bytes the result is expected to hold at once, from its manifest."""
+        manifest, estimator = self.manifest, self.service.memory.estimator
+        rows, size = manifest.total_row_count, manifest.total_byte_count
+        if self.options.stream:
+            chunks = max(1, manifest.total_chunk_count)
+            biggest = max((c.byte_count for c in manifest.chunks), default=0)
+            size = biggest or size // chunks
+            rows = max((c.row_count for c in manifest.chunks), default=rows // chunks)
+            window = min(chunks, self.options.download_window)
+            one = estimator.body_bytes(
+                manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+            )
+            return window * one
+        expected = estimator.body_bytes(
+            manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+        )
+        cap = self.options.max_rows
+        if cap is not None and 0 < cap < rows:
+            expected = expected * cap // rows
+        return expected
 
     async def _run_to_terminal(self) -> StatementResponse:
         try:
@@ -633,7 +751,7 @@ class OpenStatement:
         self.first_chunk = response.result
         self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
-    async def batches(self) -> AsyncIterator[Rows]:
+    async def batches(self) -> AsyncGenerator[Rows, None]:
         """The result's rows, one normalized list per chunk, in order."""
         if self.first_chunk is None:
             raise RuntimeError("batches() is read inside `async with`, after the statement ran")
