@@ -37,6 +37,7 @@ from dbx_backend.engine.tasks import TaskOwner
 from dbx_backend.engine.warehouse_state import WarehouseTracker
 from dbx_backend.inflight import InFlight
 from dbx_backend.keys import (
+    IDEMPOTENCY,
     IN_FLIGHT,
     LIMITER,
     METRICS,
@@ -166,8 +167,10 @@ def create_app(
             stale_if_error_s=settings.cache_stale_if_error_s,
             flight_timeout_s=settings.max_query_timeout_s,
             observer=metrics,
+            tasks=tasks,
         )
         app[SHARED_STATE], app[WAREHOUSE_TRACKER], app[RESULT_CACHE] = state, tracker, cache
+        app[IDEMPOTENCY].share(state)  # Idempotency-Keys claimed across replicas with Redis
         metrics.track_cache(
             lambda: local.store.stats.bytes_held,
             lambda: local.store.stats.evictions,

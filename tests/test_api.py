@@ -408,3 +408,19 @@ async def test_the_token_never_reaches_a_response_or_a_log_line(
     seen += [str(record.__dict__) for record in caplog.records]
     assert len(seen) > 16
     assert not [text for text in seen if TEST_TOKEN in text]
+
+
+def test_a_request_interrupted_by_shutdown_is_logged_as_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from dbx_backend.api.errors import ShuttingDown, error_response
+
+    with caplog.at_level(logging.INFO, logger="dbx_backend.api"):
+        request = make_mocked_request("GET", "/", app=web.Application())
+        response = error_response(ShuttingDown("stopping"), request)
+
+    assert response.status == 503
+    levels = {r.levelname for r in caplog.records if "SHUTTING_DOWN" in r.getMessage()}
+    assert levels == {"WARNING"}

@@ -270,7 +270,10 @@ def error_response(
     read_only = settings is not None and settings.read_only
     body = error_body(exc, row, request_id, secrets, read_only=read_only)
     if row.status >= 500:
-        log.error(
+        # A request a planned shutdown interrupts is expected: a warning, not an error.
+        level = logging.WARNING if isinstance(exc, ShuttingDown) else logging.ERROR
+        log.log(
+            level,
             "request %s failed with %s: %s",
             request_id,
             row.code,

@@ -7,10 +7,10 @@
 
 `{id}` is a signed handle (`engine/handles.py`), never the raw warehouse id. Pages hold at most
 `MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
-the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
-`IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
-unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
-statements open at once (`engine/open_statements.py`).
+the first submit's handle for `IDEMPOTENCY_WINDOW_S`, from this process's memory and, with
+`CACHE_URL`, from Redis, so a retry that lands on another replica gets the same handle
+(`engine/idempotency.py`). Each caller may have `MAX_OPEN_STATEMENTS` statements open at once
+(`engine/open_statements.py`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from aiohttp import web
 
-from dbx_backend.api.errors import InvalidRequest, json_response
+from dbx_backend.api.answers import column_models, model_response
+from dbx_backend.api.errors import InvalidRequest
 from dbx_backend.api.guards import caller_identity
-from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest
+from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest, StatementStatus, StatementSubmitted
+from dbx_backend.api.models import RowsPage as RowsPageModel
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
@@ -152,7 +153,9 @@ async def submit_statement(request: web.Request) -> web.Response:
         fingerprint = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
         submitted = await request.app[IDEMPOTENCY].submit_once((caller, key), fingerprint, submit)
     request[STATEMENT_ID] = submitted.statement_id
-    return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
+    return model_response(
+        StatementSubmitted(statement_id=submitted.handle, state=submitted.state), 202
+    )
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -166,19 +169,21 @@ async def statement_status(request: web.Request) -> web.Response:
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
     _observe(request, claims, info.state)
-    payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
-    if info.columns is not None:
-        rows = info.rows or []
-        total = info.total_row_count or 0
-        request[ROW_COUNT] = len(rows)
-        payload |= {
-            "columns": [c.to_json() for c in info.columns],
-            "row_count": total,
-            "truncated": info.truncated,
-            "rows": rows,
-            "next_offset": len(rows) if len(rows) < total else None,
-        }
-    return json_response(payload)
+    if info.columns is None:
+        return model_response(StatementStatus(statement_id=handle, state=info.state))
+    rows = info.rows or []
+    total = info.total_row_count or 0
+    request[ROW_COUNT] = len(rows)
+    status = StatementStatus(
+        statement_id=handle,
+        state=info.state,
+        columns=column_models(info.columns),
+        row_count=total,
+        truncated=info.truncated,
+        rows=[],
+        next_offset=len(rows) if len(rows) < total else None,
+    )
+    return model_response(status, rows=rows)
 
 
 async def statement_rows(request: web.Request) -> web.Response:
@@ -200,15 +205,14 @@ async def statement_rows(request: web.Request) -> web.Response:
         )
     end = page.offset + len(page.rows)
     request[ROW_COUNT] = len(page.rows)
-    return json_response(
-        {
-            "rows": page.rows,
-            "offset": page.offset,
-            "row_count": len(page.rows),
-            "total_row_count": page.total_row_count,
-            "next_offset": end if end < page.total_row_count else None,
-        }
+    answer = RowsPageModel(
+        rows=[],
+        offset=page.offset,
+        row_count=len(page.rows),
+        total_row_count=page.total_row_count,
+        next_offset=end if end < page.total_row_count else None,
     )
+    return model_response(answer, rows=page.rows)
 
 
 async def cancel_statement(request: web.Request) -> web.Response:
@@ -218,7 +222,7 @@ async def cancel_statement(request: web.Request) -> web.Response:
         await request.app[QUERY_SERVICE].cancel(claims.statement_id)
     # It may still finish first; either way the caller is done with it.
     _release(request, claims)
-    return json_response({"statement_id": handle}, 202)
+    return model_response(StatementSubmitted(statement_id=handle), 202)
 
 
 def setup_statement_routes(

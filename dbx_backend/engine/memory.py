@@ -243,24 +243,27 @@ class Reservation:
         self.budget._shrink(self, self.nbytes)
 
 
-# What a buffered answer's body weighs per byte of the warehouse's result, before any answer
-# was measured: the JSON_ARRAY text is about as long as our JSON (numbers lose their quotes,
-# timestamps gain a zone); Arrow is binary, about half as long (bench/memory.py).
-INITIAL_EXPANSION = {"JSON_ARRAY": 1.1, "ARROW_STREAM": 2.5}
-DEFAULT_EXPANSION = 2.5
-# Bytes per value when the manifest gives no byte count.
-BYTES_PER_VALUE = 24
-# How fast the measured expansion follows new answers (exponentially weighted).
+# What a buffered answer's body weighs per byte of the warehouse's result before any answer
+# was measured (bench/memory.py, seven mixed columns): about as much as the JSON_ARRAY text
+# (numbers lose their quotes, timestamps gain a zone), half as much again as Arrow's binary.
+INITIAL_EXPANSION = {"JSON_ARRAY": 1.0, "ARROW_STREAM": 1.5}
+DEFAULT_EXPANSION = 2.0
+# Bytes per value when the manifest gives no byte count (INLINE results): a first guess,
+# then what answers measured (about 12 for the bench's columns).
+INITIAL_BYTES_PER_VALUE = 16.0
+# How fast a measured figure follows new answers (exponentially weighted).
 LEARNING_RATE = 0.25
 # Answers smaller than this teach nothing: their size is mostly the columns' description.
 LEARN_FROM_BYTES = 64 * 1024
 
 
 class Estimator:
-    """Expected body sizes, from the manifest and the expansion measured per result format."""
+    """Expected body sizes, from the manifest and what earlier answers measured: bytes per
+    byte of each result format, and bytes per value when the manifest gives no byte count."""
 
     def __init__(self) -> None:
         self.expansion: dict[str, float] = dict(INITIAL_EXPANSION)
+        self.bytes_per_value = INITIAL_BYTES_PER_VALUE
 
     def body_bytes(
         self, result_format: str, *, byte_count: int, row_count: int, columns: int
@@ -268,12 +271,18 @@ class Estimator:
         """The expected size of a JSON answer of this result."""
         if byte_count > 0:
             return int(byte_count * self.expansion.get(result_format, DEFAULT_EXPANSION))
-        return row_count * max(1, columns) * BYTES_PER_VALUE
+        return int(row_count * max(1, columns) * self.bytes_per_value)
 
-    def learn(self, result_format: str, *, byte_count: int, body_bytes: int) -> None:
-        """An answer's real size: the format's expansion moves towards it."""
-        if byte_count <= 0 or body_bytes < LEARN_FROM_BYTES:
+    def learn(
+        self, result_format: str, *, byte_count: int, row_count: int, columns: int, body_bytes: int
+    ) -> None:
+        """An answer's real size: the figure its estimate used moves towards it."""
+        if body_bytes < LEARN_FROM_BYTES:
             return
-        seen = body_bytes / byte_count
-        known = self.expansion.get(result_format, DEFAULT_EXPANSION)
-        self.expansion[result_format] = known + LEARNING_RATE * (seen - known)
+        if byte_count > 0:
+            known = self.expansion.get(result_format, DEFAULT_EXPANSION)
+            seen = body_bytes / byte_count
+            self.expansion[result_format] = known + LEARNING_RATE * (seen - known)
+        elif row_count > 0:
+            seen = body_bytes / (row_count * max(1, columns))
+            self.bytes_per_value += LEARNING_RATE * (seen - self.bytes_per_value)

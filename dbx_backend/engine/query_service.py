@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
-from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer, JsonAnswerWriter
+from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
 from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
@@ -41,7 +41,7 @@ from dbx_backend.engine.normalize import (
     columns_from_manifest,
 )
 from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.engine.reader import THREAD_CONVERT_ROWS, ResultReader, Timings
+from dbx_backend.engine.reader import ChunkForm, JsonRows, Part, ResultReader, Timings
 from dbx_backend.engine.tasks import DRAIN_TIMEOUT_S, TaskOwner
 from dbx_backend.queries import NamedQuery
 from dbx_backend.warehouse.client import CallStats, WarehouseClient
@@ -54,6 +54,7 @@ from dbx_backend.warehouse.errors import (
     StatementFailed,
     StatementTimedOut,
     WarehouseError,
+    WarehouseUnavailable,
 )
 from dbx_backend.warehouse.retry import Deadline, never_ran
 from dbx_backend.warehouse.wire import (
@@ -261,7 +262,7 @@ class QueryService:
         self.sleep = sleep
         self.clock = clock
         self.wait_timeout_s = wait_timeout_s
-        # The budget of one status, page or cancel call on a statement.
+        # The budget of one status or page read of a statement.
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
@@ -340,13 +341,12 @@ class QueryService:
                     max_rows=options.max_rows,
                     max_bytes=max(0, budget.total - BODY_TAIL_BYTES),
                 )
-                async with aclosing(opened.batches()) as batches:
-                    async for batch in batches:
-                        encoded = await self._encode(writer, batch)
-                        del batch  # its Python objects go before the next chunk is converted
-                        await reservation.grow_to(writer.room_for(encoded))
-                        writer.append(encoded)
-                        del encoded
+                form = EncodedJsonRows(RowConverter(opened.columns, options.normalize))
+                async with aclosing(opened.parts(form)) as parts:
+                    async for part in parts:
+                        await reservation.grow_to(writer.size_with(part))
+                        writer.append(part)
+                        del part  # before the next chunk arrives
                         if writer.full:
                             break
                 body, etag = writer.finish(opened.statement_id, truncated=opened.truncated)
@@ -356,9 +356,14 @@ class QueryService:
         if writer.cut_at_bytes:
             budget.note_truncated()
         manifest = opened.manifest
-        budget.estimator.learn(
-            manifest.format, byte_count=manifest.total_byte_count, body_bytes=len(body)
-        )
+        if not writer.truncated:  # a whole result: its size teaches the estimate
+            budget.estimator.learn(
+                manifest.format,
+                byte_count=manifest.total_byte_count,
+                row_count=writer.row_count,
+                columns=len(opened.columns),
+                body_bytes=len(body),
+            )
         reservation.shrink_to(len(body))
         answer = JsonAnswer(
             statement_id=opened.statement_id,
@@ -375,11 +380,6 @@ class QueryService:
         # left, others took the shared result) releases when it is dropped.
         weakref.finalize(answer, reservation.release)
         return answer
-
-    async def _encode(self, writer: JsonAnswerWriter, rows: Rows) -> EncodedRows:
-        if len(rows) >= THREAD_CONVERT_ROWS:  # large: encode off the loop
-            return await asyncio.to_thread(writer.encode, rows)
-        return writer.encode(rows)
 
     @asynccontextmanager
     async def submitted(
@@ -549,14 +549,6 @@ class QueryService:
         except WarehouseError as exc:
             log.warning("cancel of statement %s failed: %s", statement_id, exc)
 
-    def cancel_in_background(self, statement_id: str) -> asyncio.Task[None]:
-        """Cancel in a task that outlives its caller; `drain()` waits for it."""
-        return self.tasks.spawn(self.cancel_quietly(statement_id))
-
-    def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
-        """The caller left while the submit was in flight: cancel once the statement has an id."""
-        self.cancel_when_started(submit, _running_statement)
-
     def cancel_when_started(
         self, start: asyncio.Future[_Started], running_id: Callable[[_Started], str | None]
     ) -> None:
@@ -688,18 +680,16 @@ class OpenStatement:
                 self.statement_id = response.statement_id
                 return await self._poll(response)
         except TimeoutError:
-            self._finish("TIMED_OUT")
-            raise StatementTimedOut(
-                f"the query did not finish within {self.options.timeout_s:g} s; "
-                "a cancel was sent to the warehouse",
-                statement_id=self.statement_id or None,
-                may_have_run=True,
-            ) from None
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             # The caller went away (client disconnect, shutdown): its cancel is on its way.
             self._finish("ABANDONED")
             raise
         except WarehouseError as exc:
+            if isinstance(exc, WarehouseUnavailable) and self.deadline.expired:
+                # A warehouse call's own timeout is cut to the deadline and may fire first:
+                # that is the deadline passing, not the warehouse failing.
+                raise self._timed_out() from None
             self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
@@ -707,6 +697,15 @@ class OpenStatement:
             # prove that the submit started nothing.
             exc.may_have_run = bool(self.statement_id) or not never_ran(exc)
             raise
+
+    def _timed_out(self) -> StatementTimedOut:
+        self._finish("TIMED_OUT")
+        return StatementTimedOut(
+            f"the query did not finish within {self.options.timeout_s:g} s; "
+            "a cancel was sent to the warehouse",
+            statement_id=self.statement_id or None,
+            may_have_run=True,
+        )
 
     async def _poll(self, response: StatementResponse) -> StatementResponse:
         """GET the status with a growing interval until it is terminal or the deadline passes."""
@@ -751,10 +750,18 @@ class OpenStatement:
         self.first_chunk = response.result
         self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
-    async def batches(self) -> AsyncGenerator[Rows, None]:
+    def json_rows(self) -> JsonRows:
+        """The form of normalized JSON rows, with this query's options."""
+        return JsonRows(RowConverter(self.columns, self.options.normalize))
+
+    def batches(self) -> AsyncGenerator[Rows, None]:
         """The result's rows, one normalized list per chunk, in order."""
+        return self.parts(self.json_rows())
+
+    async def parts(self, form: ChunkForm[Part]) -> AsyncGenerator[Part, None]:
+        """The result, one part per chunk in `form` (the response format's), in order."""
         if self.first_chunk is None:
-            raise RuntimeError("batches() is read inside `async with`, after the statement ran")
+            raise RuntimeError("parts() are read inside `async with`, after the statement ran")
         reader = self.service.reader(
             self.statement_id,
             self.manifest,
@@ -766,17 +773,19 @@ class OpenStatement:
             stats=self.stats,
             timings=self.timings,
         )
-        chunks = reader.chunks()
+        chunks = reader.chunks(form)
+        # The reader holds the first chunk's rows now, and lets them go once converted.
+        self.first_chunk = self.first_chunk.model_copy(update={"data_array": None})
         expected_offset = 0
         try:
-            async for row_offset, rows in chunks:
+            async for row_offset, part in chunks:
                 if row_offset != expected_offset:
                     raise ProtocolError(
                         f"a chunk starts at row {row_offset}, expected {expected_offset}",
                         statement_id=self.statement_id,
                     )
-                expected_offset += len(rows)
-                yield rows
+                expected_offset += form.count(part)
+                yield part
         except TimeoutError:
             raise StatementTimedOut(
                 f"the result was not read within {self.options.timeout_s:g} s",

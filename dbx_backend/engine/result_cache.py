@@ -28,6 +28,7 @@ from dbx_backend.engine.cache_control import CacheRequest
 from dbx_backend.engine.cache_store import CacheEntry
 from dbx_backend.engine.coalesce import Coalescer
 from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.engine.tasks import TaskOwner
 from dbx_backend.engine.warehouse_state import (
     WarehouseNotRunning,
     WarehouseStarting,
@@ -123,6 +124,7 @@ class ResultCache:
         flight_timeout_s: float,
         clock: Callable[[], float] = time.time,
         observer: CacheObserver | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.state = state
         self.coalescer = coalescer
@@ -131,7 +133,8 @@ class ResultCache:
         self.flight_timeout_s = flight_timeout_s
         self.clock = clock
         self.observer = observer
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self.tasks = tasks if tasks is not None else TaskOwner()
+        self._refreshes: set[asyncio.Task[None]] = set()  # cancelled, not awaited, at shutdown
 
     async def answer(
         self,
@@ -320,7 +323,7 @@ class ResultCache:
                 if self.observer is not None:
                     self.observer.cache_refreshed()
 
-        task = asyncio.get_running_loop().create_task(refresh())
+        task = self.tasks.spawn(refresh())
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
