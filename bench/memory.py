@@ -64,7 +64,14 @@ def start_warehouse(port: int) -> ChildProcess:
     return ChildProcess("warehouse", argv, child_env({}))
 
 
-def start_service(wport: int, port: int, env: dict[str, str]) -> ChildProcess:
+# The service's settings besides the case's own: its defaults, but a query timeout long enough
+# that a loaded machine shows slowness as time, not as 504s (memory is measured here).
+SERVICE_ENV = {"LOG_LEVEL": "WARNING", "QUERY_TIMEOUT_S": "300"}
+
+
+def start_service(
+    wport: int, port: int, env: dict[str, str], source: str | None = None
+) -> ChildProcess:
     full = child_env(
         {
             "DATABRICKS_HOST": f"http://127.0.0.1:{wport}",
@@ -72,8 +79,9 @@ def start_service(wport: int, port: int, env: dict[str, str]) -> ChildProcess:
             "DATABRICKS_TOKEN": TOKEN,
             "HOST": "127.0.0.1",
             "PORT": str(port),
-            "LOG_LEVEL": "WARNING",
+            **SERVICE_ENV,
             **env,
+            **({"PYTHONPATH": source} if source else {}),
         }
     )
     return ChildProcess("service", [venv_script("dbx-backend"), "serve"], full)
@@ -110,18 +118,24 @@ def memory_metrics(text: str) -> dict[str, float]:
     """The service's memory-budget lines from `/metrics` (none before issue 13)."""
     found: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("dbx_memory") or line.startswith("dbx_cache_bytes"):
+        if line.startswith(("dbx_memory", "dbx_cache_bytes")):
             name, _, value = line.rpartition(" ")
             found[name] = float(value)
     return found
 
 
 async def case(
-    wport: int, *, concurrency: int, rows: int, disposition: str, env: dict[str, str]
+    wport: int,
+    *,
+    concurrency: int,
+    rows: int,
+    disposition: str,
+    env: dict[str, str],
+    source: str | None = None,
 ) -> dict[str, Any]:
     """A fresh service, one warm-up, then `concurrency` buffered answers at once."""
     sport = free_port()
-    with start_service(wport, sport, env) as service:
+    with start_service(wport, sport, env, source) as service:
         await asyncio.to_thread(
             service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
         )
@@ -134,9 +148,8 @@ async def case(
             await asyncio.sleep(1.0)
             started = time.perf_counter()
             with RssSampler({"service": service.pid}) as rss:
-                outcomes = await asyncio.gather(
-                    *(post_query(session, url, rows, tag, disposition) for tag in range(concurrency))
-                )
+                each = [post_query(session, url, rows, t, disposition) for t in range(concurrency)]
+                outcomes = await asyncio.gather(*each)
             wall_s = time.perf_counter() - started
             async with session.get(f"http://127.0.0.1:{sport}/metrics") as response:
                 metrics = memory_metrics(await response.text())
@@ -170,7 +183,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "label": args.label,
+        "source": args.source or "installed package",
         "rows": args.rows,
+        "service_env": SERVICE_ENV,
     }
     wport = free_port()
     with start_warehouse(wport) as warehouse:
@@ -180,7 +195,12 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             log(f"one answer: {name}")
             env = {"EXTERNAL_LINKS_FORMAT": links_format}
             one[name] = await case(
-                wport, concurrency=1, rows=args.rows, disposition=disposition, env=env
+                wport,
+                concurrency=1,
+                rows=args.rows,
+                disposition=disposition,
+                env=env,
+                source=args.source,
             )
         report["one_answer"] = one
         budgets = {"default_budget": {}, "budget_256": {"MEMORY_BUDGET_MB": "256"}}
@@ -188,7 +208,12 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             for concurrency in args.concurrency:
                 log(f"{budget}: {concurrency} at once")
                 report.setdefault(budget, {})[f"c{concurrency}"] = await case(
-                    wport, concurrency=concurrency, rows=args.rows, disposition="INLINE", env=env
+                    wport,
+                    concurrency=concurrency,
+                    rows=args.rows,
+                    disposition="INLINE",
+                    env=env,
+                    source=args.source,
                 )
     report["targets"] = targets(report)
     return report
@@ -225,6 +250,11 @@ def main() -> int:
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 32]
     )
     parser.add_argument("--label", default="", help="a note kept in the report (e.g. the commit)")
+    parser.add_argument(
+        "--source",
+        help="run the service from this source tree (an export of another commit, for "
+        "before/after figures on one machine) instead of the installed package",
+    )
     args = parser.parse_args()
     report = asyncio.run(run_all(args))
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

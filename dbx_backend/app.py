@@ -40,6 +40,7 @@ from dbx_backend.keys import (
     IDEMPOTENCY,
     IN_FLIGHT,
     LIMITER,
+    MEMORY_BUDGET,
     METRICS,
     QUERIES,
     QUERY_SERVICE,
@@ -121,6 +122,7 @@ def create_app(
         settings.memory_budget_mb * 1024 * 1024, wait_s=settings.memory_wait_s, observer=metrics
     )
     metrics.track_memory(memory)
+    app[MEMORY_BUDGET] = memory
     app[READINESS] = Readiness(tasks=tasks)
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -233,6 +233,8 @@ def error_body(
         "request_id": request_id,
         "retryable": is_retryable(exc, row, read_only=read_only),
     }
+    if isinstance(exc, MemoryBusy):  # its statement ran, and was cancelled unread
+        statement_id = exc.statement_id or statement_id
     if isinstance(exc, dbx.WarehouseError):
         statement_id = exc.statement_id or statement_id
         if exc.sql_state and row.expose_message:

@@ -35,6 +35,7 @@ class MemoryBusy(Exception):
         super().__init__(message)
         self.message = message
         self.waited_s = waited_s
+        self.statement_id: str | None = None  # the statement it would have read (cancelled)
 
 
 class Reclaimer(Protocol):
@@ -62,12 +63,18 @@ class BudgetStats:
     waits: int = 0
     refusals: int = 0
     truncations: int = 0
+    growths: int = 0  # reservations grown past their estimate
+
+
+class _GaveUp(Exception):
+    """A growing reservation nobody could ever serve: all that is reserved waits to grow."""
 
 
 @dataclass(eq=False, slots=True)
 class _Waiter:
     reservation: Reservation
     nbytes: int  # the reservation's size once granted
+    previous: int  # and before
     granted: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -129,39 +136,55 @@ class MemoryBudget:
         if not ahead and self._fits(nbytes, reservation):
             self._grant(reservation, nbytes)
             return
-        waiter = _Waiter(reservation, nbytes)
+        waiter = _Waiter(reservation, nbytes, reservation.nbytes)
         queue.append(waiter)
-        self.stats.waits += 1
-        if self.observer is not None:
-            self.observer.memory_waited()
         started = self.clock()
+        if urgent:
+            self._break_deadlock()
+        if not waiter.granted.done():
+            self.stats.waits += 1
+            if self.observer is not None:
+                self.observer.memory_waited()
         try:
             async with asyncio.timeout(self.wait_s):
                 await asyncio.shield(waiter.granted)
+        except _GaveUp:
+            raise self._refused(started) from None
         except TimeoutError:
             self._withdraw(waiter, queue)
-            self.stats.refusals += 1
-            if self.observer is not None:
-                self.observer.memory_refused()
-            raise MemoryBusy(
-                "the service is busy: its memory budget (MEMORY_BUDGET_MB) stays full; "
-                "retry shortly, or ask for a streamed format (NDJSON or CSV)",
-                waited_s=self.clock() - started,
-            ) from None
+            raise self._refused(started) from None
         except BaseException:
             self._withdraw(waiter, queue)
             raise
         finally:
             reservation.waited_s += self.clock() - started
 
+    def _break_deadlock(self) -> None:
+        """When everything reserved waits to grow and the first of them cannot, nobody will
+        ever release: the newest grower gives up (its owner then releases what it holds)."""
+        if not self._urgent or self._fits(self._urgent[0].nbytes, self._urgent[0].reservation):
+            return
+        if sum(w.reservation.nbytes for w in self._urgent) >= self.reserved:
+            self._urgent.pop().granted.set_exception(_GaveUp())
+
+    def _refused(self, started: float) -> MemoryBusy:
+        self.stats.refusals += 1
+        if self.observer is not None:
+            self.observer.memory_refused()
+        return MemoryBusy(
+            "the service is busy: its memory budget (MEMORY_BUDGET_MB) stays full; "
+            "retry shortly, or ask for a streamed format (NDJSON or CSV)",
+            waited_s=self.clock() - started,
+        )
+
     def _withdraw(self, waiter: _Waiter, queue: collections.deque[_Waiter]) -> None:
         """A waiter that leaves: out of its queue, or, granted meanwhile, its grant undone."""
-        if waiter.granted.done():
-            self._shrink(waiter.reservation, waiter.reservation.nbytes - waiter.nbytes)
-        else:
+        if not waiter.granted.done():
             waiter.granted.cancel()
             queue.remove(waiter)
             self._wake()  # the head may have blocked those behind it
+        elif not waiter.granted.cancelled() and waiter.granted.exception() is None:
+            self._shrink(waiter.reservation, waiter.reservation.nbytes - waiter.previous)
 
     def _fits(self, nbytes: int, reservation: Reservation) -> bool:
         """True when growing `reservation` to `nbytes` fits, once the cache gave way."""
@@ -192,6 +215,7 @@ class MemoryBudget:
             while queue:
                 head = queue[0]
                 if not self._fits(head.nbytes, head.reservation):
+                    self._break_deadlock()
                     return  # in order: nobody overtakes the head
                 queue.popleft()
                 self._grant(head.reservation, head.nbytes)
@@ -232,7 +256,10 @@ class Reservation:
     async def grow_to(self, nbytes: int) -> None:
         """Hold `nbytes` (at most the whole budget), waiting as `reserve` does."""
         budget = self.budget
-        await budget._resize(self, min(nbytes, budget.total), urgent=True)
+        nbytes = min(nbytes, budget.total)
+        if nbytes > self.nbytes:
+            budget.stats.growths += 1
+            await budget._resize(self, nbytes, urgent=True)
 
     def shrink_to(self, nbytes: int) -> None:
         """Hold no more than `nbytes` (an estimate that was high gives the rest back)."""

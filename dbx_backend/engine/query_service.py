@@ -638,7 +638,7 @@ class OpenStatement:
         try:
             self.reservation = await self.service.memory.reserve(self.expected_bytes())
         except MemoryBusy as exc:
-            self.memory_wait_s = exc.waited_s
+            self.memory_wait_s, exc.statement_id = exc.waited_s, self.statement_id
             self.service.tasks.spawn(self.service.cancel_quietly(self.statement_id))
             raise
         self.memory_wait_s = self.reservation.waited_s
