@@ -17,6 +17,7 @@ from dbx_backend.engine.idempotency import (
     Submitted,
     still_running,
 )
+from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
@@ -64,8 +65,10 @@ __all__ = [
     "IdempotencyStore",
     "InvalidCacheControl",
     "InvalidQuery",
+    "JsonLines",
     "JsonRows",
     "JsonValue",
+    "Lines",
     "NormalizeOptions",
     "NotAdmitted",
     "NotCached",
@@ -94,6 +97,7 @@ __all__ = [
     "WarehouseStopped",
     "arrow_form",  # a module, imported on first use (pyarrow)
     "cache_key",
+    "encode_rows",
     "parse_cache_control",
     "sql_facts",
     "still_running",

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
+from dbx_backend.engine.json_lines import JsonLines
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -636,6 +637,10 @@ class OpenStatement:
     def json_rows(self) -> JsonRows:
         """The form of normalized JSON rows, with this query's options."""
         return JsonRows(RowConverter(self.columns, self.options.normalize))
+
+    def json_lines(self) -> JsonLines:
+        """The form of NDJSON lines, with this query's options."""
+        return JsonLines(self.columns, self.options.normalize)
 
     def batches(self) -> AsyncIterator[Rows]:
         """The result's rows, one normalized list per chunk, in order."""

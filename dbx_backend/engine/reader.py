@@ -194,6 +194,7 @@ class ResultReader:
         self.timings = timings or Timings()
         self.clock = clock
         self.now = now
+        self._converting = asyncio.Semaphore(1)
 
     # -- in order -------------------------------------------------------------------------
 
@@ -345,11 +346,17 @@ class ResultReader:
         return form.join(parts)
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
-        """Run `work`, in a thread when the chunk is large enough to stall other requests."""
-        started = self.clock()
+        """Run `work`, in a thread when the chunk is large enough to stall other requests.
+
+        One chunk of a result converts at a time (downloads still overlap): conversion is CPU
+        work, and each one in flight holds its chunk's intermediate values in memory.
+        """
         if rows >= THREAD_CONVERT_ROWS or nbytes >= THREAD_DECODE_BYTES:
-            converted = await asyncio.to_thread(work)
+            async with self._converting:
+                started = self.clock()
+                converted = await asyncio.to_thread(work)
         else:
+            started = self.clock()
             converted = work()
         self.timings.convert_s += self.clock() - started
         return converted
