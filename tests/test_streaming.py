@@ -88,6 +88,8 @@ async def client(settings: Settings, start_service: StartService) -> Client:
     [
         pytest.param("application/x-ndjson", "ndjson", id="ndjson"),
         pytest.param("text/csv;q=0.9", "csv", id="csv"),
+        pytest.param("application/vnd.apache.arrow.stream", "arrow", id="arrow"),
+        pytest.param("Application/Vnd.Apache.Arrow.Stream; q=1", "arrow", id="arrow-any-case"),
         pytest.param("application/json", "json", id="json"),
         pytest.param("", "json", id="none"),
         pytest.param("text/html,*/*", "json", id="browser"),

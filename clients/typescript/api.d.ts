@@ -889,6 +889,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueryResponse"];
                     "application/x-ndjson": string;
                     "text/csv": string;
+                    "application/vnd.apache.arrow.stream": string;
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
@@ -1074,6 +1075,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueryResponse"];
                     "application/x-ndjson": string;
                     "text/csv": string;
+                    "application/vnd.apache.arrow.stream": string;
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
