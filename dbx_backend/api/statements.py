@@ -7,10 +7,10 @@
 
 `{id}` is a signed handle (`engine/handles.py`), never the raw warehouse id. Pages hold at most
 `MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
-the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
-`IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
-unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
-statements open at once (`engine/open_statements.py`).
+the first submit's handle for `IDEMPOTENCY_WINDOW_S`, from this process's memory and, with
+`CACHE_URL`, from Redis, so a retry that lands on another replica gets the same handle
+(`engine/idempotency.py`). Each caller may have `MAX_OPEN_STATEMENTS` statements open at once
+(`engine/open_statements.py`).
 """
 
 from __future__ import annotations
