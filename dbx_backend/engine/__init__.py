@@ -18,6 +18,7 @@ from dbx_backend.engine.idempotency import (
     still_running,
 )
 from dbx_backend.engine.json_answer import JsonAnswer
+from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
 from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
@@ -67,8 +68,10 @@ __all__ = [
     "InvalidCacheControl",
     "InvalidQuery",
     "JsonAnswer",
+    "JsonLines",
     "JsonRows",
     "JsonValue",
+    "Lines",
     "MemoryBudget",
     "MemoryBusy",
     "NormalizeOptions",
@@ -99,6 +102,7 @@ __all__ = [
     "WarehouseStopped",
     "arrow_form",  # a module, imported on first use (pyarrow)
     "cache_key",
+    "encode_rows",
     "parse_cache_control",
     "sql_facts",
     "still_running",

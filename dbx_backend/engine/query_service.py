@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
 from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
+from dbx_backend.engine.json_lines import JsonLines
 from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
@@ -753,6 +754,10 @@ class OpenStatement:
     def json_rows(self) -> JsonRows:
         """The form of normalized JSON rows, with this query's options."""
         return JsonRows(RowConverter(self.columns, self.options.normalize))
+
+    def json_lines(self) -> JsonLines:
+        """The form of NDJSON lines, with this query's options."""
+        return JsonLines(self.columns, self.options.normalize)
 
     def batches(self) -> AsyncGenerator[Rows, None]:
         """The result's rows, one normalized list per chunk, in order."""

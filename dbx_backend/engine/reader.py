@@ -194,9 +194,7 @@ class ResultReader:
         self.timings = timings or Timings()
         self.clock = clock
         self.now = now
-        # Chunks download `window` at a time but are decoded one at a time: a decoded chunk
-        # (Python objects, several times its size) never waits beside others being decoded.
-        self._decoding = asyncio.Lock()
+        self._converting = asyncio.Semaphore(1)
 
     # -- in order -------------------------------------------------------------------------
 
@@ -356,8 +354,7 @@ class ResultReader:
         for link in links:
             data = await self._download(link)
             decode = partial(decode_chunk, self.manifest.format, data, form)
-            async with self._decoding:
-                decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+            decoded = await self._convert(decode, link.row_count, nbytes=len(data))
             del data, decode
             if link.row_count and form.count(decoded) != link.row_count:
                 raise ProtocolError(
@@ -369,11 +366,17 @@ class ResultReader:
         return form.join(parts)
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
-        """Run `work`, in a thread when the chunk is large enough to stall other requests."""
-        started = self.clock()
+        """Run `work`, in a thread when the chunk is large enough to stall other requests.
+
+        One chunk of a result converts at a time (downloads still overlap): conversion is CPU
+        work, and each one in flight holds its chunk's intermediate values in memory.
+        """
         if rows >= THREAD_CONVERT_ROWS or nbytes >= THREAD_DECODE_BYTES:
-            converted = await asyncio.to_thread(work)
+            async with self._converting:
+                started = self.clock()
+                converted = await asyncio.to_thread(work)
         else:
+            started = self.clock()
             converted = work()
         self.timings.convert_s += self.clock() - started
         return converted
