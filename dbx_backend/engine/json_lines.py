@@ -14,6 +14,7 @@ the plain way, value by value, inside the same lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +43,7 @@ VECTOR_MIN_ROWS = 1024
 _REPEATED_MIN_ROWS = 16_384
 # Characters JSON must escape inside a string (RFC 8259 §7): orjson escapes exactly these.
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+_ESCAPES = re.compile(_NEEDS_ESCAPE.encode())
 
 
 def encode_rows(rows: Sequence[Sequence[JsonValue]]) -> bytes:
@@ -170,6 +172,8 @@ class JsonLines:
 def _values(array: Any) -> memoryview:
     """The values of a binary array back to back, without copying them."""
     _, offsets, data = array.buffers()
+    if data is None:  # no value holds a byte
+        return memoryview(b"")
     first = array.offset
     start, end = (
         int.from_bytes(memoryview(offsets)[4 * i : 4 * i + 4], "little", signed=True)
@@ -270,9 +274,10 @@ def _strings(array: Any) -> tuple[Any, bool] | None:
             array = array.cast(pa.string())
     except pa.ArrowInvalid:
         return None  # the plain way reports the bad value
-    escape = pc.fill_null(pc.match_substring_regex(array, _NEEDS_ESCAPE), False)
-    if not pc.any(escape).as_py():
-        return array.view(pa.binary()), True
+    binary = array.view(pa.binary())
+    if _ESCAPES.search(_values(binary)) is None:  # one scan of all the text, in C
+        return binary, True
     # Only the strings that need escapes are written by orjson, the others are quoted.
+    escape = pc.fill_null(pc.match_substring_regex(array, _NEEDS_ESCAPE), False)
     escaped = pa.array(list(map(orjson.dumps, array.filter(escape).to_pylist())), pa.binary())
-    return pc.replace_with_mask(_quoted(array.view(pa.binary())), escape, escaped), False
+    return pc.replace_with_mask(_quoted(binary), escape, escaped), False
