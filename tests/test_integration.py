@@ -129,8 +129,10 @@ async def test_streamed_ndjson_equals_the_buffered_result(service: Client) -> No
     lines = [orjson.loads(line) for line in (await response.read()).splitlines()]
 
     assert lines[0]["columns"] == buffered["columns"]
+    assert (lines[0]["total_row_count"], lines[0]["chunk_count"]) == (25000, 25)
     assert lines[1:-1] == buffered["rows"]
-    assert lines[-1] == {"row_count": 25000, "truncated": False}
+    assert (lines[-1]["row_count"], lines[-1]["truncated"]) == (25000, False)
+    assert "fetch;dur=" in lines[-1]["server_timing"]
 
 
 async def test_a_slow_statement_is_polled_to_its_result(
@@ -511,7 +513,8 @@ async def test_a_stream_outlives_its_timeout_while_the_client_reads_slowly(
     await asyncio.sleep(0.8)  # past timeout_s, with the result already being read
     lines = (await response.read()).splitlines()
 
-    assert orjson.loads(lines[-1]) == {"row_count": 30000, "truncated": False}
+    footer = orjson.loads(lines[-1])
+    assert (footer["row_count"], footer["truncated"]) == (30000, False)
 
 
 async def test_a_statements_submit_past_its_timeout_is_504_and_cancelled(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,6 +99,9 @@ def test_accept_chooses_the_format(accept: str, expected: str) -> None:
     assert negotiate(accept) == expected
 
 
+SERVER_TIMING = r"wait;dur=[0-9.]+, fetch;dur=[0-9.]+, convert;dur=[0-9.]+"
+
+
 async def test_ndjson_and_csv_carry_the_same_rows_as_json(
     client: Client, mocked: aioresponses
 ) -> None:
@@ -111,9 +115,17 @@ async def test_ndjson_and_csv_carry_the_same_rows_as_json(
 
     lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
     assert ndjson.headers["Content-Type"].startswith("application/x-ndjson")
-    assert lines[0] == {"columns": buffered["columns"], "statement_id": SID}
+    assert lines[0] == {
+        "columns": buffered["columns"],
+        "statement_id": SID,
+        "total_row_count": 4,
+        "chunk_count": 3,
+    }
     assert lines[1:-1] == buffered["rows"]
-    assert lines[-1] == {"row_count": 4, "truncated": False}
+    footer = lines[-1]
+    assert (footer["row_count"], footer["truncated"]) == (4, False)
+    assert re.fullmatch(SERVER_TIMING, footer["server_timing"])
+    assert re.fullmatch(r"wait;dur=[0-9.]+", ndjson.headers["Server-Timing"])
     table = list(csv.reader(io.StringIO((await csv_response.read()).decode())))
     assert csv_response.headers["Content-Disposition"].startswith("attachment")
     assert table[0] == ["id", "tags", "note"]

@@ -132,7 +132,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Start a statement without waiting; answers a handle. Optional Idempotency-Key. */
+        /** Start a statement; answers a handle at once, or when it ends within wait_s. Optional Idempotency-Key. */
         post: operations["submit_statement"];
         delete?: never;
         options?: never;
@@ -147,11 +147,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A statement's state; once SUCCEEDED, its columns and first page of rows. */
+        /** A statement's state, 200 whatever it is: elapsed_ms while it runs, its columns and first page of rows once SUCCEEDED, its error once FAILED. */
         get: operations["statement_status"];
         put?: never;
         post?: never;
-        /** Ask the warehouse to cancel the statement. */
+        /** Ask the warehouse to cancel the statement; poll to learn whether it did. */
         delete: operations["cancel_statement"];
         options?: never;
         head?: never;
@@ -165,7 +165,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A page of a SUCCEEDED statement's rows. */
+        /** A page of a SUCCEEDED statement's rows; 409 before it has SUCCEEDED. */
         get: operations["statement_rows"];
         put?: never;
         post?: never;
@@ -179,6 +179,17 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * CancelSent
+         * @description Body of `DELETE /api/statements/{id}` (202): the cancel was sent; poll for the outcome.
+         */
+        CancelSent: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+        };
         /**
          * ColumnModel
          * @description One result column, with how its values are written in this response.
@@ -244,8 +255,9 @@ export interface components {
             /**
              * Code
              * @description Stable machine-readable code, e.g. SQL_ERROR.
+             * @enum {string}
              */
-            code: string;
+            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "RESULT_UNAVAILABLE" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "UNAUTHORIZED" | "WAREHOUSE_ERROR" | "WAREHOUSE_UNAVAILABLE";
             /** Message */
             message: string;
             /** Request Id */
@@ -272,6 +284,12 @@ export interface components {
              * @default null
              */
             field?: string | null;
+            /**
+             * State
+             * @description STATEMENT_NOT_READY only: the statement's state.
+             * @enum {string}
+             */
+            state?: "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELED" | "CLOSED";
         };
         /**
          * ErrorResponse
@@ -348,6 +366,13 @@ export interface components {
             values?: components["schemas"]["JsonShape"];
         };
         /**
+         * JsonValue
+         * @description Any JSON value; a cell's form is given by its column's json_type.
+         */
+        JsonValue: string | number | boolean | null | unknown[] | {
+            [key: string]: unknown;
+        };
+        /**
          * NamedQueryInfo
          * @description A named query as `GET /api/queries` lists it.
          */
@@ -421,6 +446,49 @@ export interface components {
             };
         };
         /**
+         * NdjsonFooter
+         * @description The last line of a complete NDJSON result.
+         */
+        NdjsonFooter: {
+            /** Row Count */
+            row_count: number;
+            /** Truncated */
+            truncated: boolean;
+            /**
+             * Server Timing
+             * @description Where the time went, in Server-Timing syntax: wait, fetch and convert (milliseconds).
+             */
+            server_timing: string;
+        };
+        /**
+         * NdjsonHeader
+         * @description The first line of an NDJSON result: the columns, and the size when the warehouse said it.
+         */
+        NdjsonHeader: {
+            /** Columns */
+            columns: components["schemas"]["ColumnModel"][];
+            /**
+             * Statement Id
+             * @description The warehouse's statement id.
+             */
+            statement_id: string;
+            /**
+             * Total Row Count
+             * @description Rows the stream will carry, for a progress bar.
+             */
+            total_row_count?: number;
+            /**
+             * Chunk Count
+             * @description Chunks the warehouse holds the result in.
+             */
+            chunk_count?: number;
+        };
+        /**
+         * NdjsonRow
+         * @description One row of an NDJSON result: its cells in column order.
+         */
+        NdjsonRow: components["schemas"]["JsonValue"][];
+        /**
          * NotReadyResponse
          * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
          */
@@ -441,6 +509,41 @@ export interface components {
              */
             age_s: number | null;
             error: components["schemas"]["ErrorDetail"];
+        };
+        /**
+         * OpenApiDocument
+         * @description Body of `GET /openapi.json`: an OpenAPI 3.1 document (this one).
+         */
+        OpenApiDocument: {
+            /** Openapi */
+            openapi: string;
+            info: components["schemas"]["OpenApiInfo"];
+            /** Paths */
+            paths: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+            /** Components */
+            components: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * OpenApiInfo
+         * @description The document's `info`.
+         */
+        OpenApiInfo: {
+            /** Title */
+            title: string;
+            /** Version */
+            version: string;
+            /** Description */
+            description?: string;
         };
         /**
          * QueryRequest
@@ -505,9 +608,9 @@ export interface components {
             columns: components["schemas"]["ColumnModel"][];
             /**
              * Rows
-             * @description Values typed by their column (see the README).
+             * @description Values shaped by their column's json_type.
              */
-            rows: unknown[][];
+            rows: components["schemas"]["JsonValue"][][];
             /** Row Count */
             row_count: number;
             /**
@@ -515,7 +618,10 @@ export interface components {
              * @description True when row_limit or MAX_RESULT_ROWS cut the result.
              */
             truncated: boolean;
-            /** Statement Id */
+            /**
+             * Statement Id
+             * @description The warehouse's statement id (its query history).
+             */
             statement_id: string;
         };
         /**
@@ -545,7 +651,7 @@ export interface components {
          */
         RowsPage: {
             /** Rows */
-            rows: unknown[][];
+            rows: components["schemas"]["JsonValue"][][];
             /** Offset */
             offset: number;
             /**
@@ -555,50 +661,74 @@ export interface components {
             row_count: number;
             /** Total Row Count */
             total_row_count: number;
-            /** Next Offset */
+            /**
+             * Next Offset
+             * @description Offset of the next page, or null after it.
+             */
             next_offset: number | null;
         };
         /**
-         * StatementStatus
-         * @description Body of `GET /api/statements/{id}`: the state, and once SUCCEEDED the first page.
+         * StatementEnded
+         * @description Ended without a result to read: CANCELED, or CLOSED (its result expired).
          */
-        StatementStatus: {
-            /** Statement Id */
+        StatementEnded: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
             statement_id: string;
-            /** State */
-            state: string;
             /**
-             * Columns
-             * @default null
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
              */
-            columns?: components["schemas"]["ColumnModel"][] | null;
-            /**
-             * Row Count
-             * @description Rows in the whole result.
-             * @default null
-             */
-            row_count?: number | null;
-            /**
-             * Truncated
-             * @default null
-             */
-            truncated?: boolean | null;
-            /**
-             * Rows
-             * @description The first page of rows.
-             * @default null
-             */
-            rows?: unknown[][] | null;
-            /**
-             * Next Offset
-             * @description Offset of the next page, or null after the last.
-             * @default null
-             */
-            next_offset?: number | null;
+            state: "CANCELED" | "CLOSED";
         };
         /**
+         * StatementFailed
+         * @description Ended with an error: what the warehouse said about the SQL (usually SQL_ERROR).
+         */
+        StatementFailed: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "FAILED";
+            error: components["schemas"]["ErrorDetail"];
+        };
+        /**
+         * StatementRunning
+         * @description Not ended yet: poll again.
+         */
+        StatementRunning: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "PENDING" | "RUNNING";
+            /**
+             * Elapsed Ms
+             * @description Milliseconds since the statement was submitted.
+             */
+            elapsed_ms: number;
+        };
+        /**
+         * StatementStatus
+         * @description Body of `GET /api/statements/{id}`, 200 in every state; `state` says which shape.
+         */
+        StatementStatus: components["schemas"]["StatementRunning"] | components["schemas"]["StatementSucceeded"] | components["schemas"]["StatementFailed"] | components["schemas"]["StatementEnded"];
+        /**
          * StatementSubmitted
-         * @description Body of `POST /api/statements` (202) and `DELETE /api/statements/{id}` (202).
+         * @description Body of `POST /api/statements` (202): the handle, and the state when the answer left.
          */
         StatementSubmitted: {
             /**
@@ -608,10 +738,108 @@ export interface components {
             statement_id: string;
             /**
              * State
-             * @description PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED.
+             * @description Usually PENDING or RUNNING; a statement that ended within wait_s says so.
+             * @enum {string}
+             */
+            state: "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELED" | "CLOSED";
+        };
+        /**
+         * StatementSucceeded
+         * @description Ended with a result: its columns, its size and the first page of its rows.
+         */
+        StatementSucceeded: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "SUCCEEDED";
+            /** Columns */
+            columns: components["schemas"]["ColumnModel"][];
+            /**
+             * Row Count
+             * @description Rows in the whole result.
+             */
+            row_count: number;
+            /**
+             * Truncated
+             * @description True when row_limit or byte_limit cut the result.
+             */
+            truncated: boolean;
+            /**
+             * Rows
+             * @description The first page of rows (`limit` of them at most).
+             */
+            rows: components["schemas"]["JsonValue"][][];
+            /**
+             * Next Offset
+             * @description Offset of the next page (GET .../rows?offset=), or null after the last.
+             */
+            next_offset: number | null;
+        };
+        /**
+         * SubmitRequest
+         * @description Body of `POST /api/statements`: a statement, and how long to wait for its end.
+         */
+        SubmitRequest: {
+            /**
+             * Row Limit
+             * @description At most this many rows.
              * @default null
              */
-            state?: string | null;
+            row_limit?: number | null;
+            /**
+             * Timeout S
+             * @description Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S).
+             * @default null
+             */
+            timeout_s?: number | null;
+            /**
+             * Long As String
+             * @description Render LONG (BIGINT) values as strings, for JavaScript.
+             * @default false
+             */
+            long_as_string?: boolean;
+            /**
+             * Disposition
+             * @description How the warehouse hands over the result: INLINE (default for JSON) or EXTERNAL_LINKS (default for NDJSON/CSV streams; for large results).
+             * @default null
+             */
+            disposition?: ("INLINE" | "EXTERNAL_LINKS") | null;
+            /**
+             * Sql
+             * @description One SQL statement; `:name` markers take values from `params`.
+             */
+            sql: string;
+            /**
+             * Params
+             * @description Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             */
+            params?: {
+                [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
+            };
+            /**
+             * Catalog
+             * @description Default catalog.
+             * @default null
+             */
+            catalog?: string | null;
+            /**
+             * Schema
+             * @description Default schema.
+             * @default null
+             */
+            schema?: string | null;
+            /**
+             * Wait S
+             * @description Seconds to wait for the statement to end before answering (0: answer at once). It keeps running after the answer either way; timeout_s caps the wait.
+             * @default 0
+             */
+            wait_s?: number;
         };
         /**
          * TypedParamModel
@@ -636,23 +864,35 @@ export interface components {
     headers: never;
     pathItems: never;
 }
+export type CancelSent = components['schemas']['CancelSent'];
 export type ColumnModel = components['schemas']['ColumnModel'];
 export type ErrorDetail = components['schemas']['ErrorDetail'];
 export type ErrorResponse = components['schemas']['ErrorResponse'];
 export type HealthResponse = components['schemas']['HealthResponse'];
 export type JsonField = components['schemas']['JsonField'];
 export type JsonShape = components['schemas']['JsonShape'];
+export type JsonValue = components['schemas']['JsonValue'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NdjsonFooter = components['schemas']['NdjsonFooter'];
+export type NdjsonHeader = components['schemas']['NdjsonHeader'];
+export type NdjsonRow = components['schemas']['NdjsonRow'];
 export type NotReadyResponse = components['schemas']['NotReadyResponse'];
+export type OpenApiDocument = components['schemas']['OpenApiDocument'];
+export type OpenApiInfo = components['schemas']['OpenApiInfo'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
 export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
+export type StatementEnded = components['schemas']['StatementEnded'];
+export type StatementFailed = components['schemas']['StatementFailed'];
+export type StatementRunning = components['schemas']['StatementRunning'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
+export type StatementSucceeded = components['schemas']['StatementSucceeded'];
+export type SubmitRequest = components['schemas']['SubmitRequest'];
 export type TypedParamModel = components['schemas']['TypedParamModel'];
 export type $defs = Record<string, never>;
 export interface operations {
@@ -668,6 +908,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -675,9 +916,24 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -687,6 +943,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -707,6 +965,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -714,9 +973,24 @@ export interface operations {
                     "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -726,6 +1000,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -735,6 +1011,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -755,6 +1035,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -762,9 +1043,24 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -774,6 +1070,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -794,16 +1092,32 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["OpenApiDocument"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -813,6 +1127,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -837,8 +1153,12 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
                     "Server-Timing"?: string;
+                    /** @description text/csv only: attachment; filename=... */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -850,6 +1170,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -859,6 +1181,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -868,6 +1194,21 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -877,6 +1218,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -886,6 +1229,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -895,6 +1240,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -904,6 +1253,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -913,6 +1264,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -922,6 +1275,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -931,6 +1288,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -951,6 +1310,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -961,6 +1321,23 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -970,6 +1347,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -979,6 +1358,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1005,7 +1386,12 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
+                    "Server-Timing"?: string;
+                    /** @description text/csv only: attachment; filename=... */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1017,6 +1403,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1026,6 +1414,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1035,6 +1427,8 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1044,6 +1438,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1053,6 +1462,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1062,6 +1473,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1071,6 +1484,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1080,6 +1497,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1089,6 +1508,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1098,6 +1519,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1107,6 +1532,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1126,13 +1553,14 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["QueryRequest"];
+                "application/json": components["schemas"]["SubmitRequest"];
             };
         };
         responses: {
             /** @description Success */
             202: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1143,6 +1571,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1152,6 +1582,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1161,6 +1595,21 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1170,6 +1619,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1179,6 +1630,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1188,6 +1641,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1197,6 +1654,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1206,6 +1665,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1215,6 +1676,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1224,6 +1689,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1235,7 +1702,7 @@ export interface operations {
     statement_status: {
         parameters: {
             query?: {
-                /** @description Rows in the first page (capped). */
+                /** @description Rows in the first page. */
                 limit?: number;
             };
             header?: never;
@@ -1249,6 +1716,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1259,6 +1727,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1268,6 +1738,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1277,6 +1751,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1286,6 +1775,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1295,6 +1786,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1304,6 +1799,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1313,6 +1810,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1322,6 +1821,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1331,6 +1834,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1353,16 +1858,19 @@ export interface operations {
             /** @description Success */
             202: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatementSubmitted"];
+                    "application/json": components["schemas"]["CancelSent"];
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1372,6 +1880,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1381,6 +1893,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1390,6 +1917,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1399,6 +1928,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1408,6 +1941,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1417,6 +1952,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1426,6 +1963,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1435,6 +1976,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1448,7 +1991,7 @@ export interface operations {
             query?: {
                 /** @description First row, 0-based. */
                 offset?: number;
-                /** @description Rows in the page (capped). */
+                /** @description Rows in the page. */
                 limit?: number;
             };
             header?: never;
@@ -1462,6 +2005,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1472,6 +2016,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1481,6 +2027,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1490,6 +2040,32 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The statement has not SUCCEEDED, so it has no rows to read (yet); error.state says where it is. error.code: STATEMENT_NOT_READY */
+            409: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1499,6 +2075,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1508,6 +2086,10 @@ export interface operations {
             /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1517,6 +2099,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1526,6 +2110,8 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1535,6 +2121,10 @@ export interface operations {
             /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1544,6 +2134,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {

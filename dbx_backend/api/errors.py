@@ -53,6 +53,17 @@ class MethodNotAllowed(ApiError):
     """The route exists but not for this method."""
 
 
+class StatementNotReady(ApiError):
+    """A statement's rows were asked for before it SUCCEEDED (or after it FAILED/CANCELED)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(
+            f"the statement is {state}: rows can be read once it has SUCCEEDED",
+            field="statement_id",
+        )
+        self.state = state
+
+
 class ErrorRow(NamedTuple):
     """How one exception class answers."""
 
@@ -70,6 +81,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
+    StatementNotReady: ErrorRow(409, "STATEMENT_NOT_READY", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
     guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
@@ -113,6 +125,8 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
         502, "WAREHOUSE_ERROR", False, public_message="the warehouse answered with an error"
     ),
 }
+# A Retry-After beyond a day is not advice a client can use; the header says at most this.
+MAX_RETRY_AFTER_S = 86_400
 INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
 
 
@@ -183,6 +197,8 @@ def error_body(
         detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, StatementNotReady):
+        detail["state"] = exc.state
     if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
         return {**exc.report.to_json(), "error": detail}
     return {"error": detail}
@@ -224,7 +240,7 @@ def error_response(
         headers["WWW-Authenticate"] = 'Bearer realm="dbx-backend"'
     retry_after = getattr(exc, "retry_after", None)
     if row.status in (429, 503) and retry_after and body["error"]["retryable"]:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
+        headers["Retry-After"] = str(min(MAX_RETRY_AFTER_S, max(1, round(retry_after))))
     request[ERROR_CODE] = row.code
     return json_response(body, row.status, headers)
 

@@ -25,7 +25,12 @@ from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, 
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
 from dbx_backend.databricks.normalize import NormalizeOptions
 from dbx_backend.databricks.parameters import ParamScalar, TypedParam
-from dbx_backend.databricks.query_service import OpenStatement, QueryOptions, QueryResult
+from dbx_backend.databricks.query_service import (
+    OpenStatement,
+    QueryOptions,
+    QueryResult,
+    Timings,
+)
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
@@ -103,12 +108,15 @@ def query_params(body: QueryRequest) -> dict[str, ParamScalar | TypedParam]:
     }
 
 
-def server_timing(result: QueryResult) -> str:
-    """`Server-Timing` header value: where the time went, in milliseconds."""
-    t = result.timings
+def server_timing(timings: Timings, *, wait_only: bool = False) -> str:
+    """`Server-Timing` value: where the time went, in milliseconds (a stream's headers leave
+    before its rows, so they carry the wait alone and its footer line the whole)."""
+    wait = f"wait;dur={timings.wait_s * 1000:.1f}"
+    if wait_only:
+        return wait
     return (
-        f"wait;dur={t.wait_s * 1000:.1f}, fetch;dur={t.fetch_s * 1000:.1f}, "
-        f"convert;dur={t.convert_s * 1000:.1f}"
+        f"{wait}, fetch;dur={timings.fetch_s * 1000:.1f}, "
+        f"convert;dur={timings.convert_s * 1000:.1f}"
     )
 
 
@@ -195,7 +203,7 @@ async def run_statement(
         "truncated": result.truncated,
         "statement_id": result.statement_id,
     }
-    headers = {"Server-Timing": server_timing(result)}
+    headers = {"Server-Timing": server_timing(result.timings)}
     if result.row_count < THREAD_ENCODE_ROWS:
         return json_response(payload, headers=headers)
     # Encoding a large answer takes long enough to stall other requests: off the loop.
@@ -212,6 +220,7 @@ async def stream_result(
         headers={
             "Content-Type": f"{writer.content_type}; charset=utf-8",
             "X-Request-ID": request[REQUEST_ID],
+            "Server-Timing": server_timing(statement.timings, wait_only=True),
         }
     )
     if result_format == "csv":
@@ -219,7 +228,14 @@ async def stream_result(
             f'attachment; filename="result-{statement.statement_id}.csv"'
         )
     await response.prepare(request)
-    await response.write(writer.header(statement.columns, statement.statement_id))
+    await response.write(
+        writer.header(
+            statement.columns,
+            statement.statement_id,
+            total_row_count=statement.announced_rows,
+            chunk_count=statement.announced_chunks,
+        )
+    )
     rows = 0
     try:
         async for batch in statement.batches():
@@ -250,7 +266,9 @@ async def stream_result(
             request.transport.close()  # cut the CSV short: the chunked body never ends
             return response
     else:
-        await response.write(writer.footer(rows, statement.truncated))
+        await response.write(
+            writer.footer(rows, statement.truncated, server_timing(statement.timings))
+        )
     request[ROW_COUNT] = rows
     await response.write_eof()
     return response

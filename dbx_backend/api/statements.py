@@ -1,12 +1,14 @@
 """The asynchronous statements API: submit a long query, poll it, page through it, cancel it.
 
     POST   /api/statements                  202 {"statement_id": <handle>, "state"}
-    GET    /api/statements/{id}?limit=      {"statement_id", "state"} (+ result and first page)
-    GET    /api/statements/{id}/rows?offset=&limit=   one page of rows
+    GET    /api/statements/{id}?limit=      200 {"statement_id", "state", ...} in every state
+    GET    /api/statements/{id}/rows?offset=&limit=   one page of rows; 409 until SUCCEEDED
     DELETE /api/statements/{id}             202: the cancel was sent
 
-`{id}` is a signed handle (`handles.py`), never the raw warehouse id. Pages hold at most
-`MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
+`{id}` is a signed handle (`handles.py`), never the raw warehouse id. A poll answers 200 for any
+valid handle: PENDING and RUNNING with `elapsed_ms`, SUCCEEDED with the result's first page,
+FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages hold at most
+`MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. An `Idempotency-Key` on POST returns
 the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
 `IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
 unless the load balancer is sticky on the header.
@@ -27,10 +29,18 @@ from typing import Any
 
 from aiohttp import web
 
-from dbx_backend.api.errors import InvalidRequest, NotFoundError, json_response
+from dbx_backend.api.errors import (
+    INTERNAL,
+    InvalidRequest,
+    NotFoundError,
+    StatementNotReady,
+    error_body,
+    json_response,
+    response_for,
+)
 from dbx_backend.api.guards import TooManyQueries, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
-from dbx_backend.api.models import QueryRequest
+from dbx_backend.api.models import SubmitRequest
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.databricks import errors as dbx
@@ -41,7 +51,9 @@ from dbx_backend.databricks.wire import State
 from dbx_backend.keys import (
     LIMITER,
     QUERY_SERVICE,
+    REQUEST_ID,
     ROW_COUNT,
+    SECRETS,
     SETTINGS,
     STATEMENT_ID,
     WAREHOUSE,
@@ -50,6 +62,7 @@ from dbx_backend.keys import (
 log = logging.getLogger("dbx_backend.api")
 
 MAX_PAGE_ROWS = 10_000
+MAX_OFFSET = 10**18 - 1
 DEFAULT_PAGE_ROWS = 1_000
 IDEMPOTENCY_MAX_KEYS = 10_000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -172,11 +185,13 @@ def caller_of(request: web.Request) -> str:
 
 def _operations(request: web.Request) -> StatementOperations:
     settings = request.app[SETTINGS]
+    service = request.app[QUERY_SERVICE]
     return StatementOperations(
         request.app[WAREHOUSE],
-        wait_timeout_s=settings.submit_wait_timeout_s,
         call_timeout_s=settings.query_timeout_s,
-        abandon=request.app[QUERY_SERVICE].cancel_when_submitted,
+        schedule=service.schedule,
+        sleep=service.sleep,
+        abandon=service.cancel_when_submitted,
     )
 
 
@@ -196,12 +211,15 @@ def _statement_scope() -> Iterator[None]:
         raise NotFoundError(UNKNOWN_HANDLE, field="statement_id") from None
 
 
-def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int:
+def _int_param(
+    request: web.Request, name: str, default: int, minimum: int, maximum: int = MAX_OFFSET
+) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not re.fullmatch(r"\d{1,18}", text.strip()) or int(text) < minimum:
-        raise InvalidRequest(f"{name} must be an integer >= {minimum}", field=name)
+    # ASCII digits only (`\d` would take any script's); the bounds are named in the answer.
+    if not re.fullmatch(r"[0-9]{1,18}", text.strip()) or not minimum <= int(text) <= maximum:
+        raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}", field=name)
     return int(text)
 
 
@@ -220,7 +238,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def submit_statement(request: web.Request) -> web.Response:
     """Start one ad-hoc statement and answer 202 with its handle, without waiting for rows."""
     settings = request.app[SETTINGS]
-    body = await read_json(request, QueryRequest)
+    body = await read_json(request, SubmitRequest)
     await check_sql(settings, body.sql, adhoc=True)
     key = _idempotency_key(request)
     caller = caller_of(request)
@@ -232,7 +250,9 @@ async def submit_statement(request: web.Request) -> web.Response:
 
     async def submit() -> Submitted:
         async with limiter.slot():
-            info = await operations.submit(body.sql, query_params(body), options)
+            info = await operations.submit(
+                body.sql, query_params(body), options, wait_s=body.wait_s
+            )
         handle = request.app[HANDLE_SIGNER].issue(
             info.statement_id, caller=caller, long_as_string=body.long_as_string
         )
@@ -240,7 +260,9 @@ async def submit_statement(request: web.Request) -> web.Response:
 
     store = request.app[IDEMPOTENCY]
     if key is not None:
-        fingerprint = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
+        # How long this request waits is not part of the statement: a retry may wait less.
+        statement = body.model_dump_json(by_alias=True, exclude={"wait_s"})
+        fingerprint = hashlib.sha256(statement.encode()).hexdigest()
         submitted = await store.submit_once((caller, key), fingerprint, submit)
     else:
         task: asyncio.Task[Submitted] = store.spawn(submit())
@@ -270,9 +292,10 @@ async def _cancel_when_submitted(
 
 
 async def statement_status(request: web.Request) -> web.Response:
-    """The statement's state; when SUCCEEDED also columns, totals and the first `limit` rows."""
+    """The statement's state, 200 whatever it is: with `elapsed_ms` while it runs, the result's
+    columns, totals and first `limit` rows once SUCCEEDED, the `error` once FAILED."""
     handle, claims = _open_handle(request)
-    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 0), MAX_PAGE_ROWS)
+    limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 0, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope():
         async with request.app[LIMITER].slot():
@@ -280,6 +303,16 @@ async def statement_status(request: web.Request) -> web.Response:
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
     payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
+    if info.state in (State.PENDING, State.RUNNING):
+        elapsed_s = request.app[HANDLE_SIGNER].clock() - claims.submitted_at
+        payload["elapsed_ms"] = max(0, round(elapsed_s * 1000))
+    if info.failure is not None:
+        failure = info.failure
+        row = response_for(failure) or INTERNAL
+        read_only = request.app[SETTINGS].read_only
+        secrets: tuple[str, ...] = request.app[SECRETS]
+        body = error_body(failure, row, request[REQUEST_ID], secrets, read_only=read_only)
+        payload["error"] = body["error"]
     if info.columns is not None:
         rows = info.rows or []
         total = info.total_row_count or 0
@@ -295,19 +328,16 @@ async def statement_status(request: web.Request) -> web.Response:
 
 
 async def statement_rows(request: web.Request) -> web.Response:
-    """Rows `[offset, offset + limit)` of a SUCCEEDED statement's result."""
+    """Rows `[offset, offset + limit)` of a SUCCEEDED statement's result; 409 before that."""
     _, claims = _open_handle(request)
     offset = _int_param(request, "offset", 0, 0)
-    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 1), MAX_PAGE_ROWS)
+    limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 1, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope():
         async with request.app[LIMITER].slot():
             page = await _operations(request).rows(claims.statement_id, offset, limit, normalize)
     if page.state != State.SUCCEEDED:
-        raise InvalidRequest(
-            f"the statement is {page.state}: rows can be read once it has SUCCEEDED",
-            field="statement_id",
-        )
+        raise StatementNotReady(page.state)
     end = page.offset + len(page.rows)
     request[ROW_COUNT] = len(page.rows)
     return json_response(

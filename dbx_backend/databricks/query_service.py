@@ -298,6 +298,18 @@ class OpenStatement:
         """Rows the warehouse says the result has."""
         return self.manifest.total_row_count
 
+    @property
+    def announced_rows(self) -> int | None:
+        """Rows of the result, when the warehouse said (it may leave out a zero, §5)."""
+        said = "total_row_count" in self.manifest.model_fields_set
+        return self.manifest.total_row_count if said else None
+
+    @property
+    def announced_chunks(self) -> int | None:
+        """Chunks of the result, when the warehouse said."""
+        said = "total_chunk_count" in self.manifest.model_fields_set
+        return self.manifest.total_chunk_count if said else None
+
     async def __aenter__(self) -> OpenStatement:
         self._stats_token = call_stats.set(self.stats)
         started = self.service.clock()

@@ -22,6 +22,7 @@ from dbx_backend.databricks.errors import (
     ProtocolError,
     ResponseLost,
     StatementClosed,
+    StatementFailed,
     StatementTimedOut,
     WarehouseError,
 )
@@ -36,7 +37,9 @@ from dbx_backend.databricks.normalize import (
 from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
 from dbx_backend.databricks.query_service import (
     THREAD_CONVERT_ROWS,
+    PollSchedule,
     QueryOptions,
+    Sleep,
     choose_wait_timeout,
     execute_request,
     statement_failure,
@@ -56,7 +59,8 @@ Params = Mapping[str, ParamScalar | TypedParam]
 
 @dataclass(frozen=True, slots=True)
 class StatementInfo:
-    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows."""
+    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows,
+    for FAILED what failed."""
 
     statement_id: str
     state: str
@@ -64,6 +68,12 @@ class StatementInfo:
     total_row_count: int | None = None
     truncated: bool = False
     rows: Rows | None = None
+    failure: StatementFailed | None = None
+
+
+def _reported_state(state: str) -> str:
+    """The protocol's states as they are; a state it adds later is still running (§6.2)."""
+    return state if state in State.KNOWN else State.RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,30 +105,37 @@ class StatementOperations:
         self,
         client: WarehouseClient,
         *,
-        wait_timeout_s: int = 0,
         call_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        schedule: PollSchedule | None = None,
+        sleep: Sleep = asyncio.sleep,
         abandon: Callable[[asyncio.Task[StatementResponse]], None] | None = None,
     ) -> None:
         self.client = client
-        self.wait_timeout_s = wait_timeout_s
         self.call_timeout_s = call_timeout_s
         self.clock = clock
+        self.schedule = schedule or PollSchedule()
+        self.sleep = sleep
         # Who cancels a statement whose submit we stopped waiting for (QueryService does).
         self.abandon = abandon
 
-    async def submit(self, sql: str, params: Params, options: QueryOptions) -> StatementInfo:
-        """Start `sql` and return at once (or after `wait_timeout_s` at most); FAILED raises.
+    async def submit(
+        self, sql: str, params: Params, options: QueryOptions, *, wait_s: float = 0.0
+    ) -> StatementInfo:
+        """Start `sql`; return at once, or when it ends within `wait_s`; FAILED raises.
 
         The statement keeps running after we return: only `cancel` stops it (reference §4.3).
+        `options.timeout_s` bounds the submit itself; `wait_s` (capped by it) the wait for the end.
         """
         deadline = Deadline(options.timeout_s, self.clock)
+        waiting = Deadline(min(wait_s, options.timeout_s), self.clock)
         body = execute_request(sql, to_statement_parameters(params), options)
         submit = asyncio.ensure_future(
             self.client.submit(
                 body,
                 deadline=deadline,
-                wait_timeout=lambda: choose_wait_timeout(deadline.remaining(), self.wait_timeout_s),
+                # The warehouse waits 5..50 s or not at all (reference §3.3); we poll the rest.
+                wait_timeout=lambda: choose_wait_timeout(waiting.remaining(), 50),
             )
         )
         try:
@@ -136,23 +153,38 @@ class StatementOperations:
         except WarehouseError as exc:
             exc.may_have_run = not never_ran(exc)
             raise
+        response = await self._poll_within(response, waiting)
         if response.status.state == State.FAILED:
             raise statement_failure(response)
-        return StatementInfo(response.statement_id, response.status.state)
+        return StatementInfo(response.statement_id, _reported_state(response.status.state))
+
+    async def _poll_within(
+        self, response: StatementResponse, waiting: Deadline
+    ) -> StatementResponse:
+        """Poll until the statement ends or `waiting` runs out (then it just keeps running)."""
+        delays = self.schedule.delays()
+        while response.status.state not in State.TERMINAL and waiting.remaining() > 0:
+            await self.sleep(min(next(delays), waiting.remaining()))
+            if waiting.expired:
+                break
+            call = Deadline(self.call_timeout_s, self.clock)
+            async with _answer_within(call, response.statement_id):
+                response = await self.client.get_statement(response.statement_id, deadline=call)
+        return response
 
     async def status(
         self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions
     ) -> StatementInfo:
         """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
-        rows from chunk 0. FAILED raises StatementFailed; CANCELED and CLOSED are states."""
+        rows from chunk 0; when FAILED, the failure (never raised: it is the state's answer)."""
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
             if state == State.FAILED:
-                raise statement_failure(response)
+                return StatementInfo(statement_id, state, failure=statement_failure(response))
             if state != State.SUCCEEDED:
-                return StatementInfo(response.statement_id, state)
+                return StatementInfo(response.statement_id, _reported_state(state))
             manifest, first = _result_of(response)
             columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
@@ -175,21 +207,19 @@ class StatementOperations:
     ) -> RowsPage:
         """Rows `[offset, offset + limit)`, fetching only the chunks that hold them, in order.
 
-        A statement that is not SUCCEEDED gives an empty page with its state (FAILED raises,
-        CLOSED raises StatementClosed: its result is gone). Past the end: an empty page.
+        A statement that is not SUCCEEDED gives an empty page with its state (CLOSED raises
+        StatementClosed: its result is gone). Past the end: an empty page.
         """
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
-            if state == State.FAILED:
-                raise statement_failure(response)
             if state == State.CLOSED:
                 raise StatementClosed(
                     "the statement's result is no longer available", statement_id=statement_id
                 )
             if state != State.SUCCEEDED:
-                return RowsPage(state, [], offset, 0)
+                return RowsPage(_reported_state(state), [], offset, 0)
             manifest, first = _result_of(response)
             total = manifest.total_row_count
             end = min(offset + limit, total)
