@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dbx_backend.databricks import normalize
+from dbx_backend.engine import normalize
 
 COLUMNS = [
     ("id", "LONG", "BIGINT", None),

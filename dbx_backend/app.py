@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import web, web_response
 
+from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
 from dbx_backend.api.guards import (
@@ -16,15 +18,18 @@ from dbx_backend.api.guards import (
     load_api_keys,
 )
 from dbx_backend.api.health import setup_health_routes
-from dbx_backend.api.middlewares import request_context
+from dbx_backend.api.middlewares import (
+    ProtocolLog,
+    access_log,
+    malformed_request_log,
+    request_context,
+)
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
+from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
-from dbx_backend.databricks.auth import TokenProvider
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import PollSchedule, QueryService, Sleep
-from dbx_backend.databricks.retry import RetryPolicy
+from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.keys import (
     LIMITER,
     METRICS,
@@ -38,6 +43,11 @@ from dbx_backend.keys import (
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
 from dbx_backend.readiness import Readiness
+from dbx_backend.warehouse.auth import TokenProvider
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import RetryPolicy
+
+SERVER_NAME = "dbx-backend"
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -47,6 +57,15 @@ def _secrets(settings: Settings) -> list[str]:
         if secret is not None:
             values.append(secret.get_secret_value())
     return values
+
+
+def hide_server_version() -> None:
+    """Answer `Server: dbx-backend` instead of aiohttp's `Python/3.x aiohttp/3.x`.
+
+    aiohttp has no setting for it; every response it prepares, including the 400s it writes
+    for HTTP it cannot parse (which no middleware or signal sees), reads this module value.
+    """
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
 def create_app(
@@ -59,21 +78,32 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources open and close with the app's `cleanup_ctx`."""
     secrets = _secrets(settings)
+    hide_server_version()
+    metrics = Metrics()
+    in_flight = InFlight()
     app = web.Application(
         middlewares=[
             request_context,
             error_middleware(secrets),
+            shutdown_middleware(in_flight),
             host_middleware(settings),
             preflight_guard(settings.cors_allow_origins),
             api_key_middleware(load_api_keys(settings)),
         ],
         client_max_size=settings.max_body_bytes,
+        handler_args={
+            "auto_decompress": False,  # bodies are decoded where they are read (api/bodies.py)
+            "access_log": access_log,
+            "access_log_class": malformed_request_log(metrics),
+            "logger": ProtocolLog(logging.getLogger("dbx_backend.http")),
+        },
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
     app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
-    app[METRICS] = metrics = Metrics()
+    app[METRICS] = metrics
     app[READINESS] = Readiness()
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -102,5 +132,7 @@ def create_app(
     setup_openapi_route(app)
     setup_routes(app)
     setup_statement_routes(app, settings)
+    if settings.console:
+        setup_console_routes(app)
     setup_cors(app, settings.cors_allow_origins)
     return app

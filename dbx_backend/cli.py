@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from aiohttp import web
 
-from dbx_backend import __version__
+from dbx_backend import __version__, serving
 from dbx_backend.app import create_app
 from dbx_backend.config import ConfigError, Settings, load_settings
 from dbx_backend.hosts import is_loopback
 from dbx_backend.logs import configure_logging
 
 log = logging.getLogger("dbx_backend")
-# Let in-flight requests finish this long on SIGTERM; then they are cancelled, and so are
-# their statements on the warehouse.
-SHUTDOWN_GRACE_S = 30.0
 DEV_CURL = (
     "curl -s http://localhost:{port}/api/query -H 'Content-Type: application/json' "
     '-d \'{{"sql": "SELECT pickup_zip, count(*) AS trips, round(avg(fare_amount), 2) AS '
@@ -39,22 +37,11 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def run_service(app: web.Application, settings: Settings) -> None:
-    """Serve `app` until SIGINT/SIGTERM; a client that disconnects cancels its request."""
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,  # our middleware writes one line per request
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_GRACE_S,
-        print=None,
-    )
-
-
-def _settings(overrides: dict[str, str] | None = None) -> Settings | None:
+def _settings(
+    overrides: dict[str, str] | None = None, defaults: dict[str, str] | None = None
+) -> Settings | None:
     try:
-        return load_settings(overrides=overrides)
+        return load_settings(overrides=overrides, defaults=defaults)
     except ConfigError as exc:
         print(f"dbx-backend: {exc}", file=sys.stderr)
         return None
@@ -67,8 +54,42 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     warn_if_exposed(settings)
-    log.info("dbx-backend %s listening on http://%s:%d", __version__, settings.host, settings.port)
-    run_service(create_app(settings), settings)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    stop = serving.stop_signal()
+    app = create_app(settings)
+
+    def ready() -> None:
+        log.info(
+            "dbx-backend %s listening on http://%s:%d", __version__, settings.host, settings.port
+        )
+        if settings.console:
+            log.info(
+                "the dev console is on (CONSOLE=true): http://%s:%d/", settings.host, settings.port
+            )
+
+    return await _run(app, settings, stop, ready)
+
+
+async def _run(
+    app: web.Application, settings: Settings, stop: asyncio.Event, ready: Callable[[], None]
+) -> int:
+    """Serve until a stop signal; exit code 0 after a shutdown, 1 if the port is unusable."""
+    try:
+        await serving.serve(
+            app,
+            host=settings.host,
+            port=settings.port,
+            grace_s=settings.shutdown_grace_s,
+            stop=stop,
+            ready=ready,
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)  # the reason is the whole story: no traceback
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, reason)  # noqa: TRY400
+        return 1
     return 0
 
 
@@ -85,56 +106,47 @@ def dev(args: argparse.Namespace) -> int:
     # A fresh token each run (never printed): only this process knows how to reach the
     # warehouse, so another program on the machine cannot run SQL on it unasked.
     token = args.token or f"dapi-local-{secrets.token_urlsafe(24)}"
-    warehouse = LocalWarehouse(
-        WarehouseConfig(host="127.0.0.1", port=args.warehouse_port, token=token)
-    )
+    config = WarehouseConfig(host="127.0.0.1", port=args.warehouse_port, token=token)
     port = args.port or _settings_port()
 
-    async def start() -> web.Application:
-        await warehouse.__aenter__()
-        settings = _settings(
-            {
-                "DATABRICKS_HOST": warehouse.url,
-                "DATABRICKS_HTTP_PATH": warehouse.http_path,
-                "DATABRICKS_TOKEN": warehouse.config.token,
-                "DATABRICKS_WAREHOUSE_ID": "",
-                "DATABRICKS_CLIENT_ID": "",
-                "DATABRICKS_CLIENT_SECRET": "",
-                "HOST": args.host,
-                "PORT": str(port),
-                "LOG_FORMAT": "text",
-            }
-        )
-        if settings is None:
-            await warehouse.__aexit__(None, None, None)
-            raise SystemExit(2)
-        configure_logging(settings.log_level, settings.log_format)
-        warn_if_exposed(settings)
-        app = create_app(settings)
+    async def run() -> int:
+        stop = serving.stop_signal()
+        # The warehouse outlives the service: the service's shutdown cancels its statements
+        # through it, then the warehouse stops (cancelling whatever still runs).
+        async with LocalWarehouse(config) as warehouse:
+            settings = _settings(
+                {
+                    "DATABRICKS_HOST": warehouse.url,
+                    "DATABRICKS_HTTP_PATH": warehouse.http_path,
+                    "DATABRICKS_TOKEN": warehouse.config.token,
+                    "DATABRICKS_WAREHOUSE_ID": "",
+                    "DATABRICKS_CLIENT_ID": "",
+                    "DATABRICKS_CLIENT_SECRET": "",
+                    "HOST": args.host,
+                    "PORT": str(port),
+                    "LOG_FORMAT": "text",
+                },
+                defaults={"CONSOLE": "true"},  # CONSOLE=false in the environment turns it off
+            )
+            if settings is None:
+                return 2
+            configure_logging(settings.log_level, settings.log_format)
+            warn_if_exposed(settings)
 
-        async def stop_warehouse(app: web.Application) -> None:
-            await warehouse.__aexit__(None, None, None)
+            def banner() -> None:
+                print(f"local warehouse:  {warehouse.url}  (warehouse id {config.warehouse_id})")
+                print(f"dbx-backend:      http://localhost:{settings.port}")
+                if settings.console:
+                    print(f"console:          http://localhost:{settings.port}/")
+                origins = ", ".join(settings.cors_allow_origins) or "none"
+                print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
+                print("try:")
+                print(f"  {DEV_CURL.format(port=settings.port)}")
+                sys.stdout.flush()
 
-        app.on_cleanup.append(stop_warehouse)  # after the service's own clean-up
-        print(f"local warehouse:  {warehouse.url}  (warehouse id {warehouse.config.warehouse_id})")
-        print(f"dbx-backend:      http://localhost:{settings.port}")
-        origins = ", ".join(settings.cors_allow_origins) or "none"
-        print(f"browser origins:  {origins}  (CORS_ALLOW_ORIGINS)")
-        print("try:")
-        print(f"  {DEV_CURL.format(port=settings.port)}")
-        sys.stdout.flush()
-        return app
+            return await _run(create_app(settings), settings, stop, banner)
 
-    web.run_app(
-        start(),
-        host=args.host,
-        port=port,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=5.0,
-        print=None,
-    )
-    return 0
+    return asyncio.run(run())
 
 
 def _settings_port() -> int:

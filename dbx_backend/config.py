@@ -84,22 +84,43 @@ class Settings(BaseModel):
     allow_adhoc_sql: bool = Field(default=True, alias="ALLOW_ADHOC_SQL")
     queries_dir: Path | None = Field(default=None, alias="QUERIES_DIR")
     max_concurrent_queries: int = Field(default=32, alias="MAX_CONCURRENT_QUERIES", ge=1)
+    max_open_statements: int = Field(default=64, alias="MAX_OPEN_STATEMENTS", ge=1)
     max_sql_bytes: int = Field(default=64 * 1024, alias="MAX_SQL_BYTES", ge=16)
     statement_handle_secret: OptionalSecret = Field(default=None, alias="STATEMENT_HANDLE_SECRET")
     statement_handle_ttl_s: float = Field(default=3600.0, alias="STATEMENT_HANDLE_TTL_S", gt=0)
     idempotency_window_s: float = Field(default=600.0, alias="IDEMPOTENCY_WINDOW_S", gt=0)
     submit_wait_timeout_s: int = Field(default=5, alias="SUBMIT_WAIT_TIMEOUT_S", ge=0, le=50)
     slow_query_s: float = Field(default=10.0, alias="SLOW_QUERY_S", gt=0)
+    # On SIGTERM/SIGINT, requests in flight get this long; the process is gone 5 s later.
+    shutdown_grace_s: float = Field(default=20.0, alias="SHUTDOWN_GRACE_S", ge=0, le=3600)
 
     http_connect_timeout_s: float = Field(default=10.0, alias="HTTP_CONNECT_TIMEOUT_S", gt=0)
     http_request_timeout_s: float = Field(default=60.0, alias="HTTP_REQUEST_TIMEOUT_S", gt=0)
     max_body_bytes: int = Field(default=1_048_576, alias="MAX_BODY_BYTES", ge=1024)
+    body_read_timeout_s: float = Field(default=30.0, alias="BODY_READ_TIMEOUT_S", gt=0)
     max_result_rows: int = Field(default=100_000, alias="MAX_RESULT_ROWS", ge=1)
     max_result_bytes: int = Field(default=64 * 1024 * 1024, alias="MAX_RESULT_BYTES", ge=1024)
     external_links_format: Literal["JSON_ARRAY", "ARROW_STREAM"] = Field(
         default="ARROW_STREAM", alias="EXTERNAL_LINKS_FORMAT"
     )
     download_window: int = Field(default=4, alias="DOWNLOAD_WINDOW", ge=1, le=32)
+    # The dev console at `/` (static page; its API calls need a key when API_KEYS is set).
+    # Off for `serve` unless asked for; `dbx-backend dev` turns it on.
+    console: bool = Field(default=False, alias="CONSOLE")
+
+    # The result cache, coalescing and cold starts (see README, "Caching and cold starts").
+    cache_ttl_s: float = Field(default=60.0, alias="CACHE_TTL_S", ge=0)
+    cache_stale_s: float = Field(default=0.0, alias="CACHE_STALE_S", ge=0)
+    cache_stale_if_error_s: float = Field(default=3600.0, alias="CACHE_STALE_IF_ERROR_S", ge=0)
+    cache_max_bytes: int = Field(default=256 * 1024 * 1024, alias="CACHE_MAX_BYTES", ge=0)
+    cache_max_entry_bytes: int = Field(default=8 * 1024 * 1024, alias="CACHE_MAX_ENTRY_BYTES", ge=0)
+    cache_scope: Literal["shared", "per_key"] = Field(default="shared", alias="CACHE_SCOPE")
+    cache_url: OptionalSecret = Field(default=None, alias="CACHE_URL")
+    cache_redis_timeout_s: float = Field(default=0.25, alias="CACHE_REDIS_TIMEOUT_S", gt=0, le=10)
+    warehouse_auto_start: bool = Field(default=True, alias="WAREHOUSE_AUTO_START")
+    warehouse_start_estimate_s: float = Field(
+        default=120.0, alias="WAREHOUSE_START_ESTIMATE_S", gt=0
+    )
 
     @field_validator("databricks_host")
     @classmethod
@@ -145,6 +166,21 @@ class Settings(BaseModel):
         if 0 < value < 5:
             raise ValueError("must be 0 or between 5 and 50 (the warehouse's wait_timeout)")
         return value
+
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            # The URL may hold a password: the message never repeats it.
+            raise ValueError("must be a Redis URL: redis://host:port/db (or rediss://, unix://)")
+        return value
+
+    @field_validator("cache_scope", mode="before")
+    @classmethod
+    def _lower_cache_scope(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("statement_handle_secret")
     @classmethod
@@ -206,6 +242,18 @@ def _cross_field_problems(values: Mapping[str, str | None]) -> list[str]:
     return problems
 
 
+def _cache_problems(values: Mapping[str, str | None]) -> list[str]:
+    """CACHE_MAX_ENTRY_BYTES above CACHE_MAX_BYTES could never be honoured."""
+    try:
+        total = int(values.get("CACHE_MAX_BYTES") or 256 * 1024 * 1024)
+        entry = int(values.get("CACHE_MAX_ENTRY_BYTES") or 8 * 1024 * 1024)
+    except ValueError:
+        return []  # the field validators name the malformed one
+    if entry > total:
+        return ["CACHE_MAX_ENTRY_BYTES: must not exceed CACHE_MAX_BYTES"]
+    return []
+
+
 def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
@@ -221,13 +269,15 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = Path(".env"),
     overrides: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge `env_file` under the environment (the environment wins) and validate all at once.
 
-    `overrides` win over both; `dbx-backend dev` uses them to point at the local warehouse.
+    `overrides` win over both and `defaults` yield to both; `dbx-backend dev` uses them to point
+    at the local warehouse and to turn the console on unless `CONSOLE` says otherwise.
     Raises ConfigError listing every missing or malformed variable, one per line.
     """
-    values: dict[str, str | None] = {}
+    values: dict[str, str | None] = dict(defaults or {})
     if env_file is not None and env_file.is_file():
         values.update(dotenv_values(env_file))  # read, never written into os.environ
     values.update(os.environ if environ is None else environ)
@@ -244,6 +294,7 @@ def load_settings(
         file_keys, problem = _read_api_keys_file(Path(keys_file))
         problems += [problem] if problem else []
         values["API_KEYS"] = ",".join(filter(None, [values.get("API_KEYS") or "", *file_keys]))
+    problems += _cache_problems(values)
     try:
         settings = Settings.model_validate(values)
     except ValidationError as exc:

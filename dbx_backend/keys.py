@@ -6,11 +6,11 @@ from aiohttp import web
 
 from dbx_backend.api.guards import QueryLimiter
 from dbx_backend.config import Settings
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import QueryService
+from dbx_backend.engine.query_service import QueryService
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import NamedQuery
 from dbx_backend.readiness import Readiness
+from dbx_backend.warehouse.client import WarehouseClient
 
 SETTINGS = web.AppKey("settings", Settings)
 # Strings that must never reach a response (token, client secret, workspace host).

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dbx_backend.databricks.query_service import QueryOptions, QueryService
+from dbx_backend.engine.query_service import QueryOptions, QueryService
 
 log = logging.getLogger("dbx_backend.readiness")
 

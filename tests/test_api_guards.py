@@ -16,8 +16,8 @@ from yarl import URL
 
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings, load_settings
-from dbx_backend.databricks.retry import NO_WAIT
 from dbx_backend.queries import QueryFileError
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_ENV, TEST_HOST
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from yarl import URL
 
 from dbx_backend.config import Settings, load_settings
-from dbx_backend.databricks.auth import OAuthM2M, StaticToken, token_provider_for
-from dbx_backend.databricks.errors import TokenUnavailable
+from dbx_backend.warehouse.auth import OAuthM2M, StaticToken, token_provider_for
+from dbx_backend.warehouse.errors import TokenUnavailable
 from tests.conftest import TEST_ENV, TEST_HOST, TEST_TOKEN
 
 CLIENT_ID = "0a1b2c3d-service-principal"

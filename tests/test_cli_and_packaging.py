@@ -18,8 +18,8 @@ from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import errors as api_errors
 from dbx_backend.api import guards
 from dbx_backend.cli import main
-from dbx_backend.databricks import errors as dbx
 from dbx_backend.readiness import NotReady
+from dbx_backend.warehouse import errors as dbx
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

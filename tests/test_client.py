@@ -12,9 +12,9 @@ from yarl import URL
 
 from dbx_backend import __version__
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.client import WarehouseClient, error_from_response
-from dbx_backend.databricks.retry import NO_WAIT, RetryPolicy, never_ran, should_retry
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.client import WarehouseClient, error_from_response
+from dbx_backend.warehouse.retry import NO_WAIT, RetryPolicy, never_ran, should_retry
 from tests.conftest import TEST_HOST, TEST_TOKEN
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

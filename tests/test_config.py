@@ -178,3 +178,51 @@ def test_api_keys_are_merged_and_never_shown(tmp_path: Path) -> None:
     assert [k.get_secret_value() for k in settings.api_keys] == ["env-key-456", "file-key-123"]
     assert "file-key-123" not in repr(settings)
     assert "env-key-456" not in repr(settings)
+
+
+def test_cache_and_cold_start_defaults() -> None:
+    settings = load_settings(TEST_ENV, env_file=None)
+
+    assert (settings.cache_ttl_s, settings.cache_stale_s, settings.cache_stale_if_error_s) == (
+        60,
+        0,
+        3600,
+    )
+    assert (settings.cache_max_bytes, settings.cache_max_entry_bytes) == (256 << 20, 8 << 20)
+    assert (settings.cache_scope, settings.cache_url) == ("shared", None)
+    assert settings.warehouse_auto_start is True
+    assert settings.warehouse_start_estimate_s == 120
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param({"CACHE_TTL_S": "-1"}, "CACHE_TTL_S", id="negative-ttl"),
+        pytest.param({"CACHE_SCOPE": "everyone"}, "CACHE_SCOPE", id="unknown-scope"),
+        pytest.param({"CACHE_URL": "memcached://h"}, "CACHE_URL: must be a Redis URL", id="url"),
+        pytest.param(
+            {"CACHE_MAX_BYTES": "1000", "CACHE_MAX_ENTRY_BYTES": "2000"},
+            "CACHE_MAX_ENTRY_BYTES: must not exceed CACHE_MAX_BYTES",
+            id="entry-over-total",
+        ),
+        pytest.param(
+            {"WAREHOUSE_START_ESTIMATE_S": "0"}, "WAREHOUSE_START_ESTIMATE_S", id="no-estimate"
+        ),
+    ],
+)
+def test_malformed_cache_settings_are_named(change: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_settings({**TEST_ENV, **change}, env_file=None)
+
+
+def test_the_cache_url_password_never_appears() -> None:
+    settings = load_settings(
+        {**TEST_ENV, "CACHE_URL": "redis://:hunter2-pass@cache:6379/0", "CACHE_SCOPE": "PER_KEY"},
+        env_file=None,
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**TEST_ENV, "CACHE_URL": "http://:hunter2-pass@cache"}, env_file=None)
+
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(refused.value)
+    assert settings.cache_scope == "per_key"

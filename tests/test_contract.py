@@ -17,9 +17,9 @@ from jsonschema import Draft202012Validator
 from dbx_backend.api.openapi import openapi_document
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-contract-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]

@@ -12,9 +12,9 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from dbx_backend.config import Settings
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.query_service import QueryOptions, QueryService
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, TEST_TOKEN, FakeClock
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

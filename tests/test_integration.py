@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT, RetryPolicy
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT, RetryPolicy
 
 TOKEN = "dapi-integration-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]

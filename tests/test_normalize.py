@@ -13,16 +13,16 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from dbx_backend.databricks import normalize
-from dbx_backend.databricks.errors import ProtocolError
-from dbx_backend.databricks.normalize import (
+from dbx_backend.engine import normalize
+from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
     NormalizeOptions,
     RowConverter,
     columns_from_manifest,
 )
-from dbx_backend.databricks.wire import ResultManifest
+from dbx_backend.warehouse.errors import ProtocolError
+from dbx_backend.warehouse.wire import ResultManifest
 
 LONG_AS_STRING = NormalizeOptions(long_as_string=True)
 HEX_BINARY = NormalizeOptions(binary_input="hex")

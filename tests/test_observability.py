@@ -16,8 +16,8 @@ from yarl import URL
 
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings
-from dbx_backend.databricks.retry import NO_WAIT
 from dbx_backend.logs import JsonFormatter
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, TEST_TOKEN
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"

@@ -11,11 +11,11 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.parameters import InvalidQuery, TypedParam, to_statement_parameters
-from dbx_backend.databricks.query_service import QueryOptions, QueryService, choose_wait_timeout
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.parameters import InvalidQuery, TypedParam, to_statement_parameters
+from dbx_backend.engine.query_service import QueryOptions, QueryService, choose_wait_timeout
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, FakeClock
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
@@ -259,6 +259,32 @@ async def test_a_caller_that_goes_away_cancels_the_statement(
     await service.drain()
 
     assert count(mocked, "POST", CANCEL) == 1
+
+
+async def test_a_submit_abandoned_by_several_callers_gets_one_cancel(
+    service: QueryService, mocked: aioresponses
+) -> None:
+    mocked.post(CANCEL, body="", repeat=True)
+    submit: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    for _ in range(3):  # e.g. duplicates of one Idempotency-Key, all interrupted at shutdown
+        service.cancel_when_started(submit, lambda started: started)
+    submit.set_result(SID)
+    await service.drain()
+
+    assert count(mocked, "POST", CANCEL) == 1
+
+
+async def test_drain_gives_up_on_cancels_still_waiting_after_its_timeout(
+    service: QueryService, mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    never_answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    service.cancel_when_started(never_answered, lambda started: started)
+
+    await asyncio.wait_for(service.drain(timeout_s=0.05), 5)
+
+    assert count(mocked, "POST", CANCEL) == 0
+    assert "1 cancels did not finish within 0.05 s" in caplog.text
 
 
 async def test_max_rows_caps_the_buffered_result(

@@ -15,11 +15,11 @@ from aiohttp.test_utils import TestClient
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import READINESS
 from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
 from dbx_backend.readiness import READY_WAIT_S, Readiness
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-local-ready"
 Client = TestClient[web.Request, web.Application]

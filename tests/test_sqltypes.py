@@ -7,10 +7,10 @@ from typing import Any, get_args
 import pytest
 
 from dbx_backend.api import models
-from dbx_backend.databricks import sqltypes
-from dbx_backend.databricks.normalize import NormalizeOptions, columns_from_manifest
-from dbx_backend.databricks.sqltypes import SqlType, json_shape, parse_type
-from dbx_backend.databricks.wire import ResultManifest
+from dbx_backend.engine import sqltypes
+from dbx_backend.engine.normalize import NormalizeOptions, columns_from_manifest
+from dbx_backend.engine.sqltypes import SqlType, json_shape, parse_type
+from dbx_backend.warehouse.wire import ResultManifest
 
 LONG = SqlType("LONG")
 INT = SqlType("INT")

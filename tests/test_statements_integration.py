@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,9 +14,9 @@ from aiohttp.test_utils import TestClient
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.query_service import PollSchedule
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-local-statements"
 Client = TestClient[web.Request, web.Application]
@@ -157,3 +158,25 @@ async def test_wait_s_answers_a_quick_statement_already_succeeded(service: Clien
 
     assert submitted["state"] == "SUCCEEDED"
     assert status["rows"] == [[42]]
+
+
+async def test_a_caller_that_leaves_during_wait_s_cancels_the_statement(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    body = {"sql": "SELECT sleep_ms(20000) AS slept", "wait_s": 3}
+    task = asyncio.create_task(service.post("/api/statements", json=body))
+    for _ in range(300):  # bounded: 3 s for the statement to start
+        if warehouse.active_statements() == 1:
+            break
+        await asyncio.sleep(0.01)
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    for _ in range(300):  # bounded: 3 s for the cancel to reach the warehouse
+        if warehouse.active_statements() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert warehouse.active_statements() == 0
+    assert any(r.path.endswith("/cancel") for r in warehouse.requests)

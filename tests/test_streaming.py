@@ -18,7 +18,7 @@ from aioresponses import aioresponses
 from dbx_backend.api.streaming import negotiate
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings
-from dbx_backend.databricks.retry import NO_WAIT
+from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
@@ -187,3 +187,17 @@ async def test_errors_before_the_first_byte_are_ordinary_error_responses(
 
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "SQL_ERROR"
+
+
+async def test_a_stream_says_in_server_timing_how_long_the_result_took(
+    client: Client, mocked: aioresponses
+) -> None:
+    serve(mocked)
+
+    response = await client.post(
+        "/api/query", json=INLINE, headers={"Accept": "application/x-ndjson"}
+    )
+
+    await response.read()
+    # Headers leave before the rows, so they carry the wait for the result only.
+    assert re.fullmatch(r"wait;dur=\d+\.\d", response.headers["Server-Timing"])

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.databricks.retry import NO_WAIT
 from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.warehouse.retry import NO_WAIT
 
 TOKEN = "dapi-stream-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbx_backend.databricks.wire import ResultData, StatementResponse
+from dbx_backend.warehouse.wire import ResultData, StatementResponse
 
 
 def test_omitted_fields_take_their_zero_values() -> None:

@@ -257,7 +257,7 @@ export interface components {
              * @description Stable machine-readable code, e.g. SQL_ERROR.
              * @enum {string}
              */
-            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "RESULT_UNAVAILABLE" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "UNAUTHORIZED" | "WAREHOUSE_ERROR" | "WAREHOUSE_UNAVAILABLE";
+            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_UNAVAILABLE";
             /** Message */
             message: string;
             /** Request Id */
@@ -581,7 +581,7 @@ export interface components {
             sql: string;
             /**
              * Params
-             * @description Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             * @description Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
              */
             params?: {
                 [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
@@ -817,7 +817,7 @@ export interface components {
             sql: string;
             /**
              * Params
-             * @description Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             * @description Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
              */
             params?: {
                 [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
@@ -1008,7 +1008,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1215,8 +1215,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
@@ -1237,7 +1259,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1272,7 +1294,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1459,8 +1481,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
@@ -1481,7 +1525,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1516,7 +1560,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1616,8 +1660,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
+            415: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
@@ -1638,7 +1704,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1673,7 +1739,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1783,7 +1849,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1818,7 +1884,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1925,7 +1991,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1960,7 +2026,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2083,7 +2149,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many concurrent queries; see Retry-After. error.code: TOO_MANY_QUERIES */
+            /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2118,7 +2184,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable; see Retry-After. error.code: NOT_READY, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */

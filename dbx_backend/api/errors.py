@@ -19,17 +19,20 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.parameters import InvalidQuery
+from dbx_backend.api.open_statements import TooManyStatements
+from dbx_backend.engine.parameters import InvalidQuery, ParamOutOfRange
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
+from dbx_backend.warehouse import errors as dbx
 
 log = logging.getLogger("dbx_backend.api")
 
 
 class ApiError(Exception):
     """Base of the errors handlers raise on purpose; `field` names the request field at fault."""
+
+    close_connection = False  # True when the connection cannot carry another request
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -43,6 +46,22 @@ class InvalidRequest(ApiError):
 
 class PayloadTooLarge(ApiError):
     """The request body is over the configured limit."""
+
+
+class MalformedBody(InvalidRequest):
+    """The body's framing is broken (e.g. a bad chunk size)."""
+
+    close_connection = True
+
+
+class RequestTimeout(ApiError):
+    """The request body did not arrive within `BODY_READ_TIMEOUT_S`."""
+
+    close_connection = True
+
+
+class UnsupportedEncoding(ApiError):
+    """The body is sent in a `Content-Encoding` the service does not decode."""
 
 
 class NotFoundError(ApiError):
@@ -64,6 +83,13 @@ class StatementNotReady(ApiError):
         self.state = state
 
 
+class ShuttingDown(ApiError):
+    """The process is stopping and its grace is over; the request's statement was cancelled."""
+
+    retry_after = 1.0  # another replica (or this service, restarted) takes the retry
+    may_have_run = True  # its statement, if it had one, may have run before the cancel
+
+
 class ErrorRow(NamedTuple):
     """How one exception class answers."""
 
@@ -77,8 +103,11 @@ class ErrorRow(NamedTuple):
 ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     InvalidRequest: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    ParamOutOfRange: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     InvalidQuery: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
+    RequestTimeout: ErrorRow(408, "REQUEST_TIMEOUT", expose_message=True, retryable=True),
+    UnsupportedEncoding: ErrorRow(415, "UNSUPPORTED_MEDIA_TYPE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     StatementNotReady: ErrorRow(409, "STATEMENT_NOT_READY", expose_message=True),
@@ -91,7 +120,9 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
+    ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
     sqlpolicy.SqlPolicyError: ErrorRow(400, "SQL_NOT_ACCEPTED", expose_message=True),
     ApiError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     dbx.StatementFailed: ErrorRow(400, "SQL_ERROR", expose_message=True),
@@ -160,7 +191,8 @@ def is_retryable(exc: BaseException, row: ErrorRow, *, read_only: bool) -> bool:
     """
     if not row.retryable:
         return False
-    return read_only or not (isinstance(exc, dbx.WarehouseError) and exc.may_have_run)
+    may_have_run = isinstance(exc, dbx.WarehouseError | ShuttingDown) and exc.may_have_run
+    return read_only or not may_have_run
 
 
 def error_body(
@@ -174,7 +206,7 @@ def error_body(
 ) -> dict[str, Any]:
     """The `{"error": {...}}` envelope for `exc`; `statement_id` when `exc` names none."""
     field = getattr(exc, "field", None)
-    if isinstance(exc, queries.ParamError):
+    if isinstance(exc, queries.ParamError | ParamOutOfRange):
         field = f"params.{exc.param}"
     if isinstance(exc, ValidationError):
         message, field = _validation_message(exc)
@@ -242,7 +274,10 @@ def error_response(
     if row.status in (429, 503) and retry_after and body["error"]["retryable"]:
         headers["Retry-After"] = str(min(MAX_RETRY_AFTER_S, max(1, round(retry_after))))
     request[ERROR_CODE] = row.code
-    return json_response(body, row.status, headers)
+    response = json_response(body, row.status, headers)
+    if getattr(exc, "close_connection", False):
+        response.force_close()  # answer, then close: the rest of the body is not read
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiError:

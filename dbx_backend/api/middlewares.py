@@ -1,4 +1,8 @@
-"""Request context: a request id on every request and response, and one access-log line each."""
+"""Request context: a request id on every request and response, and one access-log line each.
+
+Requests aiohttp answers itself, before any middleware runs (HTTP it cannot parse), get their
+access-log line and metric from `MalformedRequestLog`, and no stack trace (`ProtocolLog`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,11 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from dbx_backend.keys import (
@@ -20,6 +27,7 @@ from dbx_backend.keys import (
     STATEMENT_ID,
     WAREHOUSE_MS,
 )
+from dbx_backend.metrics import Metrics
 
 access_log = logging.getLogger("dbx_backend.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -91,3 +99,48 @@ def _observe(
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
+
+
+MALFORMED_ROUTE = "malformed"
+# What a client can get wrong below HTTP routing: the request line, headers, body framing.
+_CLIENT_FAULTS = (HttpProcessingError, web.RequestPayloadError)
+
+
+def malformed_request_log(metrics: Metrics) -> type[AbstractAccessLogger]:
+    """The access logger aiohttp calls after each response: it writes the line (and counts the
+    request) only for those `request_context` never saw, the 400s for unparseable HTTP."""
+
+    class MalformedRequestLog(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if REQUEST_ID in request:
+                return  # request_context wrote this request's line
+            status = response.status
+            metrics.requests.labels(MALFORMED_ROUTE, "-", str(status)).inc()
+            # Nothing from the request itself: it could not be parsed, so it is not trusted.
+            access_log.info(
+                "malformed request %s %.1fms",
+                status,
+                time * 1000,
+                extra={
+                    "request_id": uuid.uuid4().hex,
+                    "route": MALFORMED_ROUTE,
+                    "status": status,
+                    "duration_ms": round(time * 1000, 2),
+                    "error_code": "MALFORMED_REQUEST",
+                },
+            )
+
+    return MalformedRequestLog
+
+
+class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's connection log. HTTP it cannot parse is the client's mistake: one DEBUG line
+    naming the problem's kind, without a stack trace (nor the bytes it quotes); anything else
+    is logged as aiohttp asks (an unexpected failure stays an ERROR with its trace)."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        fault = kwargs.get("exc_info")
+        if isinstance(fault, _CLIENT_FAULTS):
+            super().log(logging.DEBUG, "refused a malformed request: %s", type(fault).__name__)
+            return
+        super().log(level, msg, *args, **kwargs)

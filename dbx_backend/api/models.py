@@ -32,14 +32,18 @@ Identifier = Annotated[
 
 
 NO_EXTRA_KEYS: JsonDict = {"additionalProperties": False}
-# The bound of every count and offset: what JavaScript holds exactly (2^53 - 1).
-MAX_COUNT = 2**53 - 1
+# JSON has no NaN or Infinity; a number that overflows to one (1e400) is refused, not passed on.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = bool | int | FiniteFloat | str | None
+
+# The largest integer every JSON reader (JavaScript's included) holds exactly: the bound of
+# `row_limit`, of the statements API's `offset`, and of every count and offset in an answer.
+MAX_SAFE_INT = 2**53 - 1
 # A request's deadline is capped by MAX_QUERY_TIMEOUT_S; the schema's own bound is one day.
 MAX_TIMEOUT_S = 86_400.0
 MAX_DECIMAL_DIGITS = 38  # DECIMAL(38, s) is the widest Databricks type
 DecimalDigits = Annotated[int, Field(ge=1, le=MAX_DECIMAL_DIGITS)]
 DecimalScale = Annotated[int, Field(ge=0, le=MAX_DECIMAL_DIGITS)]
-Scalar = bool | int | float | str | None
 
 
 class TypedParamModel(BaseModel):
@@ -57,12 +61,13 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     row_limit: int | None = Field(
-        default=None, ge=1, le=MAX_COUNT, description="At most this many rows."
+        default=None, ge=1, le=MAX_SAFE_INT, description="At most this many rows."
     )
     timeout_s: float | None = Field(
         default=None,
         gt=0,
         le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
         description="Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S).",
     )
     long_as_string: bool = Field(
@@ -93,8 +98,9 @@ class QueryRequest(RunOptions):
     params: dict[ParamName, Scalar | TypedParamModel] = Field(
         default_factory=dict,
         json_schema_extra=NO_EXTRA_KEYS,
-        description="Named parameters: int -> BIGINT, float -> DOUBLE, bool -> BOOLEAN, "
-        "string -> STRING, null -> NULL, or {value, type} for another type.",
+        description="Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), "
+        "float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} "
+        "for another type.",
     )
     catalog: Identifier | None = Field(default=None, description="Default catalog.")
     schema_: Identifier | None = Field(default=None, alias="schema", description="Default schema.")
@@ -207,7 +213,7 @@ class ColumnModel(JsonShape):
         "type_text) and its values are text."
     )
     type_text: str = Field(description="The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.")
-    position: int = Field(ge=0, le=MAX_COUNT)
+    position: int = Field(ge=0, le=MAX_SAFE_INT)
     nullable: bool | None = Field(description="Always null: the warehouse does not say.")
     precision: DecimalDigits | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
@@ -221,7 +227,7 @@ class ColumnModel(JsonShape):
 # written in openapi.py (JSON_VALUE), as pydantic has no recursive form for it.
 JsonValue = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/JsonValue"})]
 Row = list[JsonValue]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
 
 
 class QueryResponse(BaseModel):
@@ -248,7 +254,7 @@ class ReadyResponse(BaseModel):
         description="When the last check ended (ISO 8601, UTC); null until the first one ends."
     )
     age_s: float | None = Field(
-        ge=0, le=MAX_COUNT, description="Seconds since the last check ended."
+        ge=0, le=MAX_SAFE_INT, description="Seconds since the last check ended."
     )
 
 

@@ -16,6 +16,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from dbx_backend import __version__
 from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL, MAX_RETRY_AFTER_S
 from dbx_backend.api.models import (
+    MAX_SAFE_INT,
     CancelSent,
     ErrorResponse,
     HealthResponse,
@@ -43,18 +44,21 @@ ERROR_TEXT = {
     "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
     405: "The path does not take this method; Allow lists the ones it takes",
+    408: "The request body did not arrive within BODY_READ_TIMEOUT_S",
     409: "The statement has not SUCCEEDED, so it has no rows to read (yet); error.state says "
     "where it is",
     413: "Body or SQL too large",
+    415: "A Content-Encoding other than gzip, deflate or identity",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
     "ALLOWED_HOSTS (DNS rebinding guard)",
-    429: "Too many concurrent queries; see Retry-After",
+    429: "Too many concurrent queries, or (statements) too many open statements for this "
+    "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
-    503: "The warehouse is unavailable; see Retry-After",
+    503: "The warehouse is unavailable, or the service is shutting down; see Retry-After",
     504: "The query ran past its timeout and was cancelled",
 }
-RUN_ERRORS = (400, 401, 403, 413, 429, 500, 502, 503, 504)
+RUN_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
 # Every path may answer these: a foreign Host, a method it does not take, a failure.
 ALWAYS_ERRORS = (405, 421, 500)
@@ -143,7 +147,7 @@ class Operation:
     error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
 
-_ID = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
+_ID = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
 _FIRST_PAGE = {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_ROWS, "default": 1000}
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_ROWS, "default": 1000}
 OPERATIONS: tuple[Operation, ...] = (

@@ -12,25 +12,23 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from dbx_backend.api.bodies import read_body
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
     NotFoundError,
+    ShuttingDown,
     error_body,
     json_response,
     response_for,
 )
 from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
+from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
-from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam
-from dbx_backend.databricks.query_service import (
-    OpenStatement,
-    QueryOptions,
-    QueryResult,
-    Timings,
-)
+from dbx_backend.engine.normalize import NormalizeOptions
+from dbx_backend.engine.parameters import ParamScalar, TypedParam
+from dbx_backend.engine.query_service import OpenStatement, QueryOptions, QueryResult, Timings
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
@@ -50,17 +48,20 @@ log = logging.getLogger("dbx_backend.api")
 THREAD_ENCODE_ROWS = 10_000
 SERVICE_NAME = "dbx-backend"
 _Model = TypeVar("_Model", bound=BaseModel)
+# What JSON calls whitespace (RFC 8259); bytes.strip() would also take \f and \v, which are not.
+JSON_WHITESPACE = b" \t\n\r"
 Params = Mapping[str, ParamScalar | TypedParam]
 
 
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
-    """Validate a JSON body against `model`; the body limit applies while reading (413)."""
-    body = await request.read()
-    if not body.strip() and empty_ok:
+    """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
+    body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
+    blank = not body.strip(JSON_WHITESPACE)
+    if blank and empty_ok:
         return model.model_validate({})
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
-    if not body.strip():
+    if blank:
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     return model.model_validate_json(body)
 
@@ -227,48 +228,59 @@ async def stream_result(
         response.headers["Content-Disposition"] = (
             f'attachment; filename="result-{statement.statement_id}.csv"'
         )
-    await response.prepare(request)
-    await response.write(
-        writer.header(
-            statement.columns,
-            statement.statement_id,
-            total_row_count=statement.announced_rows,
-            chunk_count=statement.announced_chunks,
-        )
-    )
     rows = 0
     try:
+        await response.prepare(request)
+        await response.write(
+            writer.header(
+                statement.columns,
+                statement.statement_id,
+                total_row_count=statement.announced_rows,
+                chunk_count=statement.announced_chunks,
+            )
+        )
         async for batch in statement.batches():
             await response.write(writer.rows(batch))
             rows += len(batch)
+    except asyncio.CancelledError:
+        if not take_interrupt(request):
+            raise
+        # The shutdown grace is over: the stream ends as a failed one does.
+        failure: Exception = ShuttingDown(SHUTTING_DOWN_MESSAGE)
     except Exception as exc:
-        row = response_for(exc) or INTERNAL
-        request[ERROR_CODE] = row.code
-        log.error(  # noqa: TRY400 - known error classes need no stack trace
-            "request %s: stream failed after %d rows: %s",
-            request[REQUEST_ID],
-            rows,
-            row.code,
-            exc_info=row is INTERNAL,
-        )
-        if isinstance(writer, NdjsonWriter):
-            secrets: tuple[str, ...] = request.app[SECRETS]
-            body = error_body(
-                exc,
-                row,
-                request[REQUEST_ID],
-                secrets,
-                read_only=request.app[SETTINGS].read_only,
-                statement_id=statement.statement_id,
-            )
-            await response.write(writer.error(body))
-        elif request.transport is not None:
-            request.transport.close()  # cut the CSV short: the chunked body never ends
-            return response
+        failure = exc
     else:
         await response.write(
             writer.footer(rows, statement.truncated, server_timing(statement.timings))
         )
+        request[ROW_COUNT] = rows
+        await response.write_eof()
+        return response
+    if not response.prepared:
+        raise failure  # nothing sent yet: the error middleware answers
+    row = response_for(failure) or INTERNAL
+    request[ERROR_CODE] = row.code
+    log.error(
+        "request %s: stream failed after %d rows: %s",
+        request[REQUEST_ID],
+        rows,
+        row.code,
+        exc_info=failure if row is INTERNAL else None,
+    )
+    if isinstance(writer, NdjsonWriter):
+        secrets: tuple[str, ...] = request.app[SECRETS]
+        body = error_body(
+            failure,
+            row,
+            request[REQUEST_ID],
+            secrets,
+            read_only=request.app[SETTINGS].read_only,
+            statement_id=statement.statement_id,
+        )
+        await response.write(writer.error(body))
+    elif request.transport is not None:
+        request.transport.close()  # cut the CSV short: the chunked body never ends
+        return response
     request[ROW_COUNT] = rows
     await response.write_eof()
     return response

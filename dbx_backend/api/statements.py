@@ -11,12 +11,14 @@ FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages 
 `MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. An `Idempotency-Key` on POST returns
 the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
 `IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
-unless the load balancer is sticky on the header.
+unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
+statements open at once (`open_statements.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -40,14 +42,12 @@ from dbx_backend.api.errors import (
 )
 from dbx_backend.api.guards import TooManyQueries, check_sql
 from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
-from dbx_backend.api.models import SubmitRequest
+from dbx_backend.api.models import MAX_SAFE_INT, SubmitRequest
+from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
-from dbx_backend.databricks import errors as dbx
-from dbx_backend.databricks.normalize import NormalizeOptions
-from dbx_backend.databricks.retry import never_ran
-from dbx_backend.databricks.statements import StatementOperations
-from dbx_backend.databricks.wire import State
+from dbx_backend.engine.normalize import NormalizeOptions
+from dbx_backend.engine.statements import StatementInfo, StatementOperations
 from dbx_backend.keys import (
     LIMITER,
     QUERY_SERVICE,
@@ -58,11 +58,13 @@ from dbx_backend.keys import (
     STATEMENT_ID,
     WAREHOUSE,
 )
+from dbx_backend.warehouse import errors as dbx
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import State
 
 log = logging.getLogger("dbx_backend.api")
 
 MAX_PAGE_ROWS = 10_000
-MAX_OFFSET = 10**18 - 1
 DEFAULT_PAGE_ROWS = 1_000
 IDEMPOTENCY_MAX_KEYS = 10_000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -111,7 +113,7 @@ class IdempotencyStore:
         return len(self._entries)
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run `work` in a task the store owns until it ends (or `drain`)."""
+        """Run `work` in a task the store owns until it ends."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -143,10 +145,9 @@ class IdempotencyStore:
             self._entries.popitem(last=False)
         return await asyncio.shield(task)
 
-    async def drain(self) -> None:
-        """Wait for submits and follow-up cancels still running (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    def running(self) -> list[asyncio.Task[Any]]:
+        """Submits still waiting for the warehouse's answer: no caller holds their handle."""
+        return [task for task in self._tasks if not task.done()]
 
     def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
         entry = self._entries.get(key)
@@ -167,11 +168,12 @@ def _nothing_ran(task: asyncio.Task[Submitted]) -> bool:
     if exc is None:
         return False
     # Refused by us, or an answer that proves it never ran (4xx, 429, 503, no connection).
-    return isinstance(exc, TooManyQueries) or never_ran(exc)
+    return isinstance(exc, (TooManyQueries, TooManyStatements)) or never_ran(exc)
 
 
 HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
 IDEMPOTENCY = web.AppKey("statement_idempotency", IdempotencyStore)
+OPEN_STATEMENTS = web.AppKey("open_statements", OpenStatements)
 
 
 def caller_of(request: web.Request) -> str:
@@ -203,22 +205,32 @@ def _open_handle(request: web.Request) -> tuple[str, HandleClaims]:
 
 
 @contextmanager
-def _statement_scope() -> Iterator[None]:
-    """A statement the warehouse no longer knows (purged after 12 h, §4.1) is a 404 here."""
+def _statement_scope(request: web.Request, claims: HandleClaims) -> Iterator[None]:
+    """A statement the warehouse no longer knows (purged after 12 h, §4.1) is a 404 here.
+    One that ended or is gone gives its caller's open-statement slot back."""
     try:
         yield
     except dbx.NotFound:
+        _observe(request, claims, None)
         raise NotFoundError(UNKNOWN_HANDLE, field="statement_id") from None
+    except (dbx.StatementFailed, dbx.StatementClosed):
+        _observe(request, claims, State.FAILED)
+        raise
+
+
+def _observe(request: web.Request, claims: HandleClaims, state: str | None) -> None:
+    """Tell the open-statements budget what was learned (None: the warehouse forgot it)."""
+    request.app[OPEN_STATEMENTS].observe(caller_of(request), claims.statement_id, state)
 
 
 def _int_param(
-    request: web.Request, name: str, default: int, minimum: int, maximum: int = MAX_OFFSET
+    request: web.Request, name: str, default: int, minimum: int, maximum: int = MAX_SAFE_INT
 ) -> int:
     text = request.query.get(name)
     if text is None:
         return default
     # ASCII digits only (`\d` would take any script's); the bounds are named in the answer.
-    if not re.fullmatch(r"[0-9]{1,18}", text.strip()) or not minimum <= int(text) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,16}", text.strip()) or not minimum <= int(text) <= maximum:
         raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}", field=name)
     return int(text)
 
@@ -247,12 +259,17 @@ async def submit_statement(request: web.Request) -> web.Response:
     )
     operations = _operations(request)
     limiter = request.app[LIMITER]
+    budget = request.app[OPEN_STATEMENTS]
+    waiting = Deadline(min(body.wait_s, options.timeout_s), operations.clock)
 
     async def submit() -> Submitted:
-        async with limiter.slot():
-            info = await operations.submit(
-                body.sql, query_params(body), options, wait_s=body.wait_s
-            )
+        with budget.reserve(caller) as keep:  # over the budget: refused before any submit
+            async with limiter.slot():
+                info = await operations.submit(
+                    body.sql, query_params(body), options, wait_s=waiting.remaining()
+                )
+            if info.state not in State.TERMINAL:
+                keep(info.statement_id)
         handle = request.app[HANDLE_SIGNER].issue(
             info.statement_id, caller=caller, long_as_string=body.long_as_string
         )
@@ -269,26 +286,45 @@ async def submit_statement(request: web.Request) -> web.Response:
         try:
             submitted = await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The caller left mid-submit and cannot learn the handle: stop what it started.
-            store.spawn(_cancel_when_submitted(operations, task))
+            # The caller left mid-submit and cannot learn the handle: stop what it started;
+            # its place in the caller's budget is free again.
+            def abandoned(submitted: Submitted) -> str | None:
+                budget.release(caller, submitted.statement_id)
+                return _still_running(submitted)
+
+            request.app[QUERY_SERVICE].cancel_when_started(task, abandoned)
             raise
     request[STATEMENT_ID] = submitted.statement_id
-    return json_response({"statement_id": submitted.handle, "state": submitted.state}, 202)
+    state = await _wait_until_end(request, submitted, waiting, abandon=key is None)
+    return json_response({"statement_id": submitted.handle, "state": state}, 202)
 
 
-async def _cancel_when_submitted(
-    operations: StatementOperations, task: asyncio.Task[Submitted]
-) -> None:
+async def _wait_until_end(
+    request: web.Request, submitted: Submitted, waiting: Deadline, *, abandon: bool
+) -> str:
+    """The statement's state once it ends or `wait_s` runs out (outside the submit's task, so
+    a caller who leaves stops only the wait; without an Idempotency-Key nobody else can learn
+    the handle, so the statement is cancelled then)."""
+    if submitted.state in State.TERMINAL or waiting.remaining() <= 0:
+        return submitted.state
+    budget, caller = request.app[OPEN_STATEMENTS], caller_of(request)
+    info = StatementInfo(submitted.statement_id, submitted.state)
     try:
-        submitted = await task
-    except (Exception, asyncio.CancelledError):
-        return  # nothing was started, or the submit's own error was already answered
-    if submitted.state in State.TERMINAL:
-        return
-    try:
-        await operations.cancel(submitted.statement_id)
-    except dbx.WarehouseError as exc:
-        log.warning("cancel of abandoned statement %s failed: %s", submitted.statement_id, exc)
+        info = await _operations(request).wait_until_end(info, waiting)
+    except asyncio.CancelledError:
+        if abandon:
+            budget.release(caller, submitted.statement_id)
+            request.app[QUERY_SERVICE].cancel_in_background(submitted.statement_id)
+        raise
+    except dbx.StatementFailed:
+        budget.observe(caller, submitted.statement_id, State.FAILED)
+        raise
+    budget.observe(caller, submitted.statement_id, info.state)
+    return info.state
+
+
+def _still_running(submitted: Submitted) -> str | None:
+    return None if submitted.state in State.TERMINAL else submitted.statement_id
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -297,11 +333,12 @@ async def statement_status(request: web.Request) -> web.Response:
     handle, claims = _open_handle(request)
     limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 0, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
             info = await _operations(request).status(
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
+    _observe(request, claims, info.state)
     payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
     if info.state in (State.PENDING, State.RUNNING):
         elapsed_s = request.app[HANDLE_SIGNER].clock() - claims.submitted_at
@@ -333,9 +370,10 @@ async def statement_rows(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0)
     limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 1, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
             page = await _operations(request).rows(claims.statement_id, offset, limit, normalize)
+    _observe(request, claims, page.state)
     if page.state != State.SUCCEEDED:
         raise StatementNotReady(page.state)
     end = page.offset + len(page.rows)
@@ -354,8 +392,10 @@ async def statement_rows(request: web.Request) -> web.Response:
 async def cancel_statement(request: web.Request) -> web.Response:
     """Send a cancel; the statement may still finish first, so poll to learn the outcome."""
     handle, claims = _open_handle(request)
-    with _statement_scope():
+    with _statement_scope(request, claims):
         await _operations(request).cancel(claims.statement_id)
+    # It may still finish first; either way the caller is done with it.
+    request.app[OPEN_STATEMENTS].release(caller_of(request), claims.statement_id)
     return json_response({"statement_id": handle}, 202)
 
 
@@ -366,20 +406,45 @@ def setup_statement_routes(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Register the statements routes, their handle signer and idempotency store.
+    """Register the statements routes, their handle signer, idempotency store and
+    open-statements budget (with its background check).
 
-    Call after the warehouse's `cleanup_ctx` is appended: ours drains submits before it closes.
+    At shutdown (before clean-up) submits still in flight are handed to the query service,
+    which cancels their statements once the warehouse names them.
     """
     app[HANDLE_SIGNER] = HandleSigner.from_settings(settings, clock)
     # A remembered handle must not outlive its own expiry.
     window_s = min(settings.idempotency_window_s, settings.statement_handle_ttl_s)
     app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic)
+    app[OPEN_STATEMENTS] = OpenStatements(
+        settings.max_open_statements, max_age_s=settings.statement_handle_ttl_s, clock=monotonic
+    )
 
-    async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def abandon_submits(app: web.Application) -> None:
+        # The process is stopping: nobody will learn the handle of a submit still in flight
+        # (an Idempotency-Key retry included), so each such statement gets its one cancel.
+        for task in app[IDEMPOTENCY].running():
+            app[QUERY_SERVICE].cancel_when_started(task, _still_running)
+
+    async def state_of(statement_id: str) -> str | None:
+        timeout_s = app[OPEN_STATEMENTS].policy.lookup_timeout_s
+        try:
+            response = await app[WAREHOUSE].get_statement(
+                statement_id, deadline=Deadline(timeout_s, monotonic)
+            )
+        except dbx.NotFound:
+            return None
+        return response.status.state
+
+    async def open_statements_ctx(app: web.Application) -> AsyncIterator[None]:
+        checks = asyncio.get_running_loop().create_task(app[OPEN_STATEMENTS].run_checks(state_of))
         yield
-        await app[IDEMPOTENCY].drain()
+        checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks
 
-    app.cleanup_ctx.append(drain_ctx)
+    app.on_shutdown.append(abandon_submits)
+    app.cleanup_ctx.append(open_statements_ctx)
     app.router.add_post("/api/statements", submit_statement, name="submit_statement")
     app.router.add_get("/api/statements/{id}", statement_status, name="statement_status")
     app.router.add_get("/api/statements/{id}/rows", statement_rows, name="statement_rows")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Handler, Middleware
 
 from dbx_backend.hosts import allowlist_for
@@ -50,6 +50,9 @@ def create_warehouse_app(
     seen: list[SeenRequest] | None = None,
 ) -> web.Application:
     """The local warehouse as an aiohttp application; the engine starts with the app."""
+    # `Server` names no versions: aiohttp has no setting for its `Python/3.x aiohttp/3.x`, and
+    # every response it prepares (its own 400s for unparseable HTTP too) reads this value.
+    web_response.SERVER_SOFTWARE = "dbx-backend"  # type: ignore[attr-defined]
     app = web.Application(
         middlewares=[_host_middleware(config), _warehouse_middleware],
         client_max_size=17 * 1024**2,

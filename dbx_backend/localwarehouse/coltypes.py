@@ -88,6 +88,18 @@ def column_info(name: str, position: int, duckdb_type: Any) -> dict[str, Any]:
     return info
 
 
+def needs_narrowing(duckdb_type: Any) -> bool:
+    """True for HUGEINT, which reports as BIGINT: its values must fit BIGINT."""
+    return str(duckdb_type.id) == "hugeint"
+
+
+def narrowed_expression(ref: str, duckdb_type: Any) -> str:
+    """DuckDB SQL giving column `ref` the type it reports: a HUGEINT value outside BIGINT then
+    fails the statement, as an overflow does on Databricks, instead of reaching a client as a
+    LONG that no JSON reader holds."""
+    return f"CAST({ref} AS BIGINT)" if needs_narrowing(duckdb_type) else ref
+
+
 def string_expression(ref: str, duckdb_type: Any) -> str:
     """DuckDB SQL rendering column `ref` (e.g. `#1`) as its JSON_ARRAY string form, NULL kept."""
     type_id = str(duckdb_type.id)

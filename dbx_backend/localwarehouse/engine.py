@@ -23,7 +23,12 @@ from typing import Any
 import duckdb
 
 from dbx_backend.localwarehouse import results
-from dbx_backend.localwarehouse.coltypes import column_info, string_expression
+from dbx_backend.localwarehouse.coltypes import (
+    column_info,
+    narrowed_expression,
+    needs_narrowing,
+    string_expression,
+)
 from dbx_backend.localwarehouse.config import WarehouseConfig
 from dbx_backend.localwarehouse.dialect import translate
 from dbx_backend.localwarehouse.errors import (
@@ -32,7 +37,7 @@ from dbx_backend.localwarehouse.errors import (
     not_found,
     sql_error_from_duckdb,
 )
-from dbx_backend.localwarehouse.request import ExecuteRequest
+from dbx_backend.localwarehouse.request import INT64_MAX, ExecuteRequest
 from dbx_backend.localwarehouse.samples import attach_data_dir, seed_samples
 
 log = logging.getLogger(__name__)
@@ -299,8 +304,16 @@ class Engine:
             return []
         names, types = list(relation.columns), list(relation.types)
         columns = [column_info(n, i, t) for i, (n, t) in enumerate(zip(names, types, strict=True))]
+        if any(needs_narrowing(t) for t in types):
+            relation = relation.project(
+                ", ".join(
+                    f"{narrowed_expression(f'#{i + 1}', t)} AS {_quote(n)}"
+                    for i, (n, t) in enumerate(zip(names, types, strict=True))
+                )
+            )
         if request.row_limit is not None:
-            relation = relation.limit(request.row_limit + 1)  # one more row reveals truncation
+            # One more row reveals truncation (DuckDB's LIMIT is an int64 too).
+            relation = relation.limit(min(request.row_limit + 1, INT64_MAX))
         encoder: Any
         if request.format == "ARROW_STREAM":
             reader = relation.to_arrow_reader(results.BATCH_ROWS)

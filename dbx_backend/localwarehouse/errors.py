@@ -75,14 +75,22 @@ _FUNCTION = re.compile(r"Function with name (?P<name>\S+) does not exist")
 _COLUMN = re.compile(r'Referenced column "(?P<name>[^"]+)" not found')
 _TABLE_FUNCTION = re.compile(r'Table Function with name "?(?P<name>[^"!\s]+)"? (?:does not|is not)')
 _CAST = re.compile(r"Could not convert string '(?P<value>.*)' to (?P<target>\w+)")
+_CAST_OVERFLOW = re.compile(
+    r"(?:Type (?P<source>\S+) with value|(?P<big>BIGNUM) value) (?P<value>\S+) (?:can't be cast "
+    r"because the value is|is) out of range for (?:the destination type|type) (?P<target>\S+)"
+)
 # DuckDB's type names (logical and physical) as Databricks spells them, so that no message
 # shows the engine underneath; longest names first.
 _DUCKDB_TYPES = {
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
     "INTEGER_LITERAL": "INT",
+    "STRING_LITERAL": "STRING",
     "INT128": "DECIMAL(38,0)",
     "HUGEINT": "DECIMAL(38,0)",
     "UHUGEINT": "DECIMAL(38,0)",
+    "UINT128": "DECIMAL(38,0)",
+    "BIGNUM": "DECIMAL",
+    "VARINT": "DECIMAL",
     "UBIGINT": "DECIMAL(20,0)",
     "UINTEGER": "BIGINT",
     "USMALLINT": "INT",
@@ -99,8 +107,11 @@ _DUCKDB_TYPES = {
     "VARCHAR": "STRING",
     "BLOB": "BINARY",
     "TIMESTAMP_NS": "TIMESTAMP_NTZ",
+    "TIMESTAMP_MS": "TIMESTAMP_NTZ",
+    "TIMESTAMP_S": "TIMESTAMP_NTZ",
 }
-_TYPE_NAMES = re.compile(r"\b(" + "|".join(map(re.escape, _DUCKDB_TYPES)) + r")\b")
+# A name, and DuckDB's list suffix: `INTEGER[]` is Databricks' ARRAY<INT>.
+_TYPE_NAMES = re.compile(r"\b(" + "|".join(map(re.escape, _DUCKDB_TYPES)) + r")\b(\[\])?")
 _SANDBOX = (
     "The local warehouse does not read or write files, attach databases, load extensions, "
     "reach the network or change its configuration; only its own tables can be queried."
@@ -137,7 +148,7 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
         )
     if isinstance(exc, duckdb.ConversionException):
         if match := _CAST.search(text):
-            target = _DUCKDB_TYPES.get(match["target"], match["target"])
+            target = _databricks_type_names(match["target"])
             return SqlError(
                 "CAST_INVALID_INPUT",
                 f"The value '{match['value']}' of the type \"STRING\" cannot be cast to "
@@ -145,6 +156,15 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
                 "change its target type. Use `try_cast` to tolerate malformed input and return "
                 "NULL instead.",
                 "22018",
+            )
+        if match := _CAST_OVERFLOW.search(text):
+            source = _databricks_type_names(match["source"] or match["big"])
+            return SqlError(
+                "CAST_OVERFLOW",
+                f'The value {match["value"]} of the type "{source}" cannot be cast to '
+                f'"{_databricks_type_names(match["target"])}" due to an overflow. Use `try_cast` '
+                "to tolerate overflow and return NULL instead.",
+                "22003",
             )
         return SqlError("CAST_INVALID_INPUT", detail, "22018")
     if isinstance(exc, duckdb.OutOfRangeException):
@@ -166,7 +186,11 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
 
 
 def _databricks_type_names(text: str) -> str:
-    return _TYPE_NAMES.sub(lambda match: _DUCKDB_TYPES[match[1]], text)
+    def rename(match: re.Match[str]) -> str:
+        name = _DUCKDB_TYPES[match[1]]
+        return f"ARRAY<{name}>" if match[2] else name
+
+    return _TYPE_NAMES.sub(rename, text)
 
 
 def _catalog_error(text: str, detail: str) -> SqlError:

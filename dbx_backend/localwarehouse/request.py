@@ -14,6 +14,7 @@ from dbx_backend.localwarehouse.errors import ApiError, invalid
 
 MAX_STATEMENT_BYTES = 16 * 1024 * 1024
 MAX_QUERY_TAGS = 20
+INT64_MAX = 2**63 - 1  # row_limit and byte_limit are int64 fields
 DISPOSITIONS = frozenset({"INLINE", "EXTERNAL_LINKS"})
 FORMATS = frozenset({"JSON_ARRAY", "ARROW_STREAM", "CSV"})
 ON_WAIT_TIMEOUT = frozenset({"CONTINUE", "CANCEL"})
@@ -131,8 +132,8 @@ def _limit(body: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, str) and value.isdigit():
         value = int(value)  # int64 fields may travel as numeric strings (reference §5)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid(f"{name} must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise invalid(f"{name} must be a non-negative integer of at most 2^63-1")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from dbx_backend.localwarehouse.responses import (
     statement_body,
 )
 
+log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 10.0  # how long `on_wait_timeout=CANCEL` waits for the interrupt to land
 
 
@@ -95,7 +97,9 @@ async def cancel(request: web.Request) -> web.Response:
     """POST .../cancel: acknowledge; a running statement ends CANCELED (§4.3)."""
     await read_json(request)  # empty or `{}`; anything else JSON is tolerated
     engine = request.app[ENGINE]
-    engine.cancel(engine.lookup(request.match_info["statement_id"]))
+    statement = engine.lookup(request.match_info["statement_id"])
+    log.info("cancel of statement %s requested while %s", statement.statement_id, statement.state)
+    engine.cancel(statement)
     return json_response({})
 
 

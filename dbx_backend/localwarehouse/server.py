@@ -16,6 +16,10 @@ from dbx_backend.localwarehouse.faults import FaultInjector
 from dbx_backend.localwarehouse.keys import ENGINE, POWER, SeenRequest
 from dbx_backend.localwarehouse.power import Power
 
+# On exit, requests in flight get this long to finish (aiohttp waits it twice: before and after
+# cancelling them); then every statement still running is cancelled.
+STOP_WAIT_S = 0.5
+
 
 class LocalWarehouse:
     """Serves the local warehouse on `config.host`/`config.port` inside `async with`;
@@ -38,7 +42,9 @@ class LocalWarehouse:
         return f"LocalWarehouse(url={self.url!r}, warehouse_id={self.config.warehouse_id!r})"
 
     async def __aenter__(self) -> LocalWarehouse:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=STOP_WAIT_S
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)

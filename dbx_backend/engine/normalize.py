@@ -32,8 +32,7 @@ from math import isfinite
 from operator import is_not, itemgetter
 from typing import TYPE_CHECKING, Any
 
-from dbx_backend.databricks.errors import ProtocolError
-from dbx_backend.databricks.sqltypes import (
+from dbx_backend.engine.sqltypes import (
     TYPE_NAMES,
     JsonShape,
     SqlType,
@@ -41,7 +40,7 @@ from dbx_backend.databricks.sqltypes import (
     json_shape,
     parse_type,
 )
-from dbx_backend.databricks.values import (
+from dbx_backend.engine.values import (
     JsonValue,
     NormalizeOptions,
     base64_text,
@@ -59,7 +58,8 @@ from dbx_backend.databricks.values import (
     timestamp_text,
     value_converter,
 )
-from dbx_backend.databricks.wire import ColumnInfo, ResultManifest
+from dbx_backend.warehouse.errors import ProtocolError
+from dbx_backend.warehouse.wire import ColumnInfo, ResultManifest
 
 if TYPE_CHECKING:
     import pyarrow

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from dbx_backend.config import Settings
-from dbx_backend.databricks.errors import TokenUnavailable
+from dbx_backend.warehouse.errors import TokenUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
-from dbx_backend.databricks.sqltypes import STRING_KINDS, SqlType
+from dbx_backend.engine.sqltypes import STRING_KINDS, SqlType
 
 JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]
 Convert = Callable[[Any], JsonValue]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -21,10 +22,19 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from dbx_backend.databricks.client import CallStats, WarehouseClient, call_stats
-from dbx_backend.databricks.errors import (
+from dbx_backend.engine.external import ExternalChunkReader
+from dbx_backend.engine.normalize import (
+    Column,
+    JsonValue,
+    NormalizeOptions,
+    RowConverter,
+    columns_from_manifest,
+)
+from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
+from dbx_backend.warehouse.client import CallStats, WarehouseClient, call_stats
+from dbx_backend.warehouse.errors import (
     ProtocolError,
     StatementCanceled,
     StatementClosed,
@@ -32,17 +42,8 @@ from dbx_backend.databricks.errors import (
     StatementTimedOut,
     WarehouseError,
 )
-from dbx_backend.databricks.external import ExternalChunkReader
-from dbx_backend.databricks.normalize import (
-    Column,
-    JsonValue,
-    NormalizeOptions,
-    RowConverter,
-    columns_from_manifest,
-)
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.databricks.retry import Deadline, never_ran
-from dbx_backend.databricks.wire import (
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import (
     ResultData,
     ResultManifest,
     State,
@@ -60,6 +61,9 @@ INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 RESULT_LIFETIME_S = 3600.0
 # Converting a chunk this large takes long enough to stall other requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
+# At shutdown, background cancels get this long before they are given up.
+DRAIN_TIMEOUT_S = 3.0
+_Started = TypeVar("_Started")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,9 @@ class QueryService:
         self.clock = clock
         self.wait_timeout_s = wait_timeout_s
         self._background: set[asyncio.Task[None]] = set()
+        # Submits whose statement is already due a cancel: one cancel each, however many
+        # callers give up on the same submit.
+        self._abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
     def open(
         self,
@@ -249,21 +256,49 @@ class QueryService:
 
     def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
         """The caller left while the submit was in flight: cancel once the statement has an id."""
+        self.cancel_when_started(submit, _running_statement)
+
+    def cancel_when_started(
+        self, start: asyncio.Future[_Started], running_id: Callable[[_Started], str | None]
+    ) -> None:
+        """Cancel the statement `start` gives, once `running_id` of its outcome names one that
+        still runs. At most one cancel per `start`, however often it is abandoned."""
+        if start in self._abandoned:
+            return
+        self._abandoned.add(start)
 
         async def cancel_later() -> None:
             try:
-                response = await submit
-            except (WarehouseError, asyncio.CancelledError):
-                return
-            if response.status.state not in State.TERMINAL:
-                await self.cancel_quietly(response.statement_id)
+                statement_id = running_id(await start)
+            except (Exception, asyncio.CancelledError):
+                return  # nothing was started, or its failure was answered already
+            if statement_id is not None:
+                await self.cancel_quietly(statement_id)
 
         self._track(cancel_later())
 
-    async def drain(self) -> None:
-        """Wait for background cancels (at shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait for background cancels (at shutdown) for up to `timeout_s`, then give up."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s  # real time: the process is about to exit
+        while self._background and (left_s := give_up_at - loop.time()) > 0:
+            await asyncio.wait(set(self._background), timeout=left_s)
+        left = set(self._background)
+        if left:
+            log.warning(
+                "%d cancels did not finish within %g s; their statements run until the "
+                "warehouse ends them",
+                len(left),
+                timeout_s,
+            )
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left)
+
+
+def _running_statement(response: StatementResponse) -> str | None:
+    """The id of a statement that may still run, None when it reached a terminal state."""
+    return None if response.status.state in State.TERMINAL else response.statement_id
 
 
 class OpenStatement:

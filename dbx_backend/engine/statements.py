@@ -16,26 +16,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.errors import (
-    LinkExpired,
-    ProtocolError,
-    ResponseLost,
-    StatementClosed,
-    StatementFailed,
-    StatementTimedOut,
-    WarehouseError,
-)
-from dbx_backend.databricks.external import THREAD_DECODE_BYTES, decode_chunk
-from dbx_backend.databricks.normalize import (
+from dbx_backend.engine.external import THREAD_DECODE_BYTES, decode_chunk
+from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
     NormalizeOptions,
     RowConverter,
     columns_from_manifest,
 )
-from dbx_backend.databricks.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.databricks.query_service import (
+from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
+from dbx_backend.engine.query_service import (
     THREAD_CONVERT_ROWS,
     PollSchedule,
     QueryOptions,
@@ -44,8 +34,18 @@ from dbx_backend.databricks.query_service import (
     execute_request,
     statement_failure,
 )
-from dbx_backend.databricks.retry import Deadline, never_ran
-from dbx_backend.databricks.wire import (
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.errors import (
+    LinkExpired,
+    ProtocolError,
+    ResponseLost,
+    StatementClosed,
+    StatementFailed,
+    StatementTimedOut,
+    WarehouseError,
+)
+from dbx_backend.warehouse.retry import Deadline, never_ran
+from dbx_backend.warehouse.wire import (
     ExternalLink,
     ResultData,
     ResultManifest,
@@ -69,6 +69,11 @@ class StatementInfo:
     truncated: bool = False
     rows: Rows | None = None
     failure: StatementFailed | None = None
+
+
+def _outcome_seen(future: asyncio.Future[StatementResponse]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _reported_state(state: str) -> str:
@@ -122,10 +127,11 @@ class StatementOperations:
     async def submit(
         self, sql: str, params: Params, options: QueryOptions, *, wait_s: float = 0.0
     ) -> StatementInfo:
-        """Start `sql`; return at once, or when it ends within `wait_s`; FAILED raises.
+        """Start `sql`; the warehouse holds the answer for most of `wait_s` (if 5 s or more) or
+        answers at once. FAILED raises; `wait_until_end` waits on from where this leaves off.
 
         The statement keeps running after we return: only `cancel` stops it (reference §4.3).
-        `options.timeout_s` bounds the submit itself; `wait_s` (capped by it) the wait for the end.
+        `options.timeout_s` bounds the submit itself.
         """
         deadline = Deadline(options.timeout_s, self.clock)
         waiting = Deadline(min(wait_s, options.timeout_s), self.clock)
@@ -134,10 +140,14 @@ class StatementOperations:
             self.client.submit(
                 body,
                 deadline=deadline,
-                # The warehouse waits 5..50 s or not at all (reference §3.3); we poll the rest.
+                # The warehouse waits 5..50 s or not at all (reference §3.3); a second is kept
+                # so that the answer leaves within `wait_s`.
                 wait_timeout=lambda: choose_wait_timeout(waiting.remaining(), 50),
             )
         )
+        # Shielded, it outlives a caller that is cancelled (at shutdown, after the drain gave
+        # up): its failure is then nobody's to report, and must not be logged as unretrieved.
+        submit.add_done_callback(_outcome_seen)
         try:
             async with asyncio.timeout(deadline.remaining()):
                 response = await asyncio.shield(submit)
@@ -153,24 +163,26 @@ class StatementOperations:
         except WarehouseError as exc:
             exc.may_have_run = not never_ran(exc)
             raise
-        response = await self._poll_within(response, waiting)
         if response.status.state == State.FAILED:
             raise statement_failure(response)
         return StatementInfo(response.statement_id, _reported_state(response.status.state))
 
-    async def _poll_within(
-        self, response: StatementResponse, waiting: Deadline
-    ) -> StatementResponse:
-        """Poll until the statement ends or `waiting` runs out (then it just keeps running)."""
+    async def wait_until_end(self, info: StatementInfo, waiting: Deadline) -> StatementInfo:
+        """Poll until the statement ends or `waiting` runs out (it then keeps running);
+        FAILED raises, as at submit."""
         delays = self.schedule.delays()
-        while response.status.state not in State.TERMINAL and waiting.remaining() > 0:
+        state = info.state
+        while state not in State.TERMINAL and waiting.remaining() > 0:
             await self.sleep(min(next(delays), waiting.remaining()))
             if waiting.expired:
                 break
             call = Deadline(self.call_timeout_s, self.clock)
-            async with _answer_within(call, response.statement_id):
-                response = await self.client.get_statement(response.statement_id, deadline=call)
-        return response
+            async with _answer_within(call, info.statement_id):
+                response = await self.client.get_statement(info.statement_id, deadline=call)
+            if response.status.state == State.FAILED:
+                raise statement_failure(response)
+            state = _reported_state(response.status.state)
+        return StatementInfo(info.statement_id, state)
 
     async def status(
         self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions

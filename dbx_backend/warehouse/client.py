@@ -24,8 +24,9 @@ from yarl import URL
 
 from dbx_backend import __version__
 from dbx_backend.config import Settings
-from dbx_backend.databricks.auth import TokenProvider, token_provider_for
-from dbx_backend.databricks.errors import (
+from dbx_backend.redaction import redact
+from dbx_backend.warehouse.auth import TokenProvider, token_provider_for
+from dbx_backend.warehouse.errors import (
     BadRequest,
     ConnectFailed,
     LinkExpired,
@@ -38,16 +39,24 @@ from dbx_backend.databricks.errors import (
     Unauthenticated,
     WarehouseError,
 )
-from dbx_backend.databricks.retry import Deadline, RetryPolicy, delays, should_retry
-from dbx_backend.databricks.wire import ErrorBody, ExternalLink, ResultData, StatementResponse
-from dbx_backend.redaction import redact
+from dbx_backend.warehouse.retry import Deadline, RetryPolicy, delays, should_retry
+from dbx_backend.warehouse.wire import (
+    ErrorBody,
+    ExternalLink,
+    ResultData,
+    StatementResponse,
+    WarehouseInfo,
+)
 
 log = logging.getLogger(__name__)
-_M = TypeVar("_M", StatementResponse, ResultData)
+_M = TypeVar("_M", StatementResponse, ResultData, WarehouseInfo)
 _T = TypeVar("_T")
 
 USER_AGENT = f"dbx-backend/{__version__}"
 STATEMENTS_PATH = "/api/2.0/sql/statements"
+WAREHOUSES_PATH = "/api/2.0/sql/warehouses"
+# Reading or starting a warehouse is a small call: it gets a short budget of its own.
+WAREHOUSE_CALL_TIMEOUT_S = 10.0
 # A cancel is sent after the query's own deadline passed, so it gets a budget of its own.
 CANCEL_TIMEOUT_S = 10.0
 # Time beyond the submit's `wait_timeout` for the warehouse's answer to reach us.
@@ -361,6 +370,30 @@ class WarehouseClient:
             return payload
 
         return await self._retrying("download", attempt, idempotent=True, deadline=deadline)
+
+    # -- the SQL Warehouses API (warehouses reference §1) ----------------------------------
+
+    async def get_warehouse(self) -> WarehouseInfo:
+        """GET the warehouse: its state (STOPPED, STARTING, RUNNING, ...) and health."""
+        url = URL(f"{self._host}{WAREHOUSES_PATH}/{quote(self.warehouse_id, safe='')}")
+        data = await self._call("warehouse_get", "GET", url, timeout_s=WAREHOUSE_CALL_TIMEOUT_S)
+        return self._parse(WarehouseInfo, data)
+
+    async def start_warehouse(self) -> None:
+        """POST start: answered `{}` at once, the start goes on (poll `get_warehouse`).
+
+        Not retried on an answer that may have reached the warehouse: the caller re-reads the
+        state instead (the safe start rule, warehouses reference §1.2).
+        """
+        url = URL(f"{self._host}{WAREHOUSES_PATH}/{quote(self.warehouse_id, safe='')}/start")
+        await self._call(
+            "warehouse_start",
+            "POST",
+            url,
+            body={},
+            idempotent=False,
+            timeout_s=WAREHOUSE_CALL_TIMEOUT_S,
+        )
 
     # -- plumbing --------------------------------------------------------------------------
 

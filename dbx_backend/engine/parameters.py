@@ -10,14 +10,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dbx_backend.databricks.wire import StatementParameter
+from dbx_backend.warehouse.wire import StatementParameter
 
 ParamScalar = str | int | float | bool | None
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 class InvalidQuery(ValueError):
     """The query request itself is malformed (e.g. a parameter that cannot be sent)."""
+
+
+class ParamOutOfRange(InvalidQuery):
+    """A parameter's value does not fit the SQL type it is sent as; `.param` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,13 @@ def to_statement_parameters(
             value, sql_type = given.value, given.type
         elif given is None or isinstance(given, str | int | float | bool):
             value, sql_type = given, _infer_type(given)
+            if isinstance(given, int) and not BIGINT_MIN <= given <= BIGINT_MAX:
+                raise ParamOutOfRange(
+                    name,
+                    f"parameter {name!r}: a JSON integer is sent as BIGINT, which holds "
+                    f"-2^63 .. 2^63-1; send a larger number as "
+                    f'{{"value": "<digits>", "type": "DECIMAL(38,0)"}}',
+                )
         else:
             raise InvalidQuery(f"parameter {name!r} must be a string, number, boolean or null")
         out.append(StatementParameter(name=name, value=_format_param_value(value), type=sql_type))

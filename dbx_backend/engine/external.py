@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 
-from dbx_backend.databricks.client import WarehouseClient
-from dbx_backend.databricks.errors import LinkExpired, ProtocolError
-from dbx_backend.databricks.normalize import JsonValue, RowConverter
-from dbx_backend.databricks.retry import Deadline
-from dbx_backend.databricks.wire import ExternalLink, ResultData, ResultManifest
+from dbx_backend.engine.normalize import JsonValue, RowConverter
+from dbx_backend.warehouse.client import WarehouseClient
+from dbx_backend.warehouse.errors import LinkExpired, ProtocolError
+from dbx_backend.warehouse.retry import Deadline
+from dbx_backend.warehouse.wire import ExternalLink, ResultData, ResultManifest
 
 # Refresh a link this close to its expiration instead of racing it.
 EXPIRY_MARGIN = timedelta(seconds=15)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from dbx_backend.databricks.errors import (
+from dbx_backend.warehouse.errors import (
     ConnectFailed,
     RateLimited,
     ServerError,

@@ -162,3 +162,30 @@ class ErrorBody(WireModel):
     message: str | None = None
     error: str | None = None
     details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class WarehouseState:
+    """SQL warehouse states (Warehouses API `State`, warehouses reference §1.1); others may
+    appear and are treated as "not running"."""
+
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+
+
+class WarehouseHealth(WireModel):
+    """`health` of a warehouse; absent means healthy (warehouses reference §1.1)."""
+
+    status: str | None = None
+    summary: str | None = None
+
+
+class WarehouseInfo(WireModel):
+    """The fields of `GetWarehouseResponse` the service reads: the state, and health."""
+
+    id: str = ""
+    state: str = "UNKNOWN"
+    health: WarehouseHealth | None = None

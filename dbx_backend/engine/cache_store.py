@@ -1,0 +1,179 @@
+"""Cached results, and the bounded in-process store that keeps them.
+
+An entry is the encoded JSON answer (served as is, never re-encoded per hit), its strong
+ETag, and when it was stored with its policy. Ages use the wall clock, so replicas sharing a
+Redis agree on them.
+
+* fresh     age < ttl_s: answered as a hit
+* stale     ttl_s <= age < ttl_s + stale_s: answered at once, refreshed in the background
+* usable    age < stale_if_error_s: answered when the warehouse fails or is starting
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+# What an entry costs beyond its body (the object, the key, the ETag), for the byte budget.
+ENTRY_OVERHEAD_BYTES = 256
+
+
+def strong_etag(body: bytes) -> str:
+    """A strong ETag of a body: a quoted, shortened SHA-256."""
+    digest = hashlib.sha256(body).digest()[:18]
+    return '"' + base64.urlsafe_b64encode(digest).decode() + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached result: the encoded JSON answer and its policy."""
+
+    body: bytes
+    etag: str
+    stored_at: float
+    ttl_s: float
+    stale_s: float
+    row_count: int
+    statement_id: str
+
+    @classmethod
+    def create(
+        cls,
+        body: bytes,
+        *,
+        stored_at: float,
+        ttl_s: float,
+        stale_s: float,
+        row_count: int,
+        statement_id: str,
+    ) -> CacheEntry:
+        """An entry for `body`, with its ETag computed once."""
+        return cls(body, strong_etag(body), stored_at, ttl_s, stale_s, row_count, statement_id)
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds, as the store's budget counts them."""
+        return len(self.body) + ENTRY_OVERHEAD_BYTES
+
+    def age(self, now: float) -> float:
+        """Seconds since it was stored (never negative, whatever the clocks say)."""
+        return max(0.0, now - self.stored_at)
+
+    def remaining_s(self, now: float) -> float:
+        """Seconds it stays fresh."""
+        return max(0.0, self.ttl_s - self.age(now))
+
+    def is_fresh(self, now: float) -> bool:
+        """Within its TTL."""
+        return self.age(now) < self.ttl_s
+
+    def in_stale_window(self, now: float) -> bool:
+        """Expired, but within stale-while-revalidate."""
+        return self.ttl_s <= self.age(now) < self.ttl_s + self.stale_s
+
+    def to_bytes(self) -> bytes:
+        """A self-describing form for a shared store: a JSON header line, then the body."""
+        header = {
+            "etag": self.etag,
+            "stored_at": self.stored_at,
+            "ttl_s": self.ttl_s,
+            "stale_s": self.stale_s,
+            "row_count": self.row_count,
+            "statement_id": self.statement_id,
+        }
+        return orjson.dumps(header) + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CacheEntry:
+        """The entry `to_bytes` wrote; ValueError when it is not one."""
+        header_line, newline, body = data.partition(b"\n")
+        if not newline:
+            raise ValueError("not a cache entry")
+        try:
+            h = orjson.loads(header_line)
+            return cls(
+                body,
+                str(h["etag"]),
+                float(h["stored_at"]),
+                float(h["ttl_s"]),
+                float(h["stale_s"]),
+                int(h["row_count"]),
+                str(h["statement_id"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError("not a cache entry") from exc
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What the store did, for the metrics."""
+
+    evictions: int = 0
+    bytes_held: int = 0
+    entries: int = 0
+
+
+class MemoryStore:
+    """Entries in this process, bounded in bytes, least recently used evicted first.
+
+    An entry larger than `max_entry_bytes` is refused (so it costs nothing); an entry older
+    than the `keep_s` it was stored with is dropped when met.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        max_entry_bytes: int,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.clock = clock
+        self.stats = StoreStats()
+        self._entries: OrderedDict[str, tuple[CacheEntry, float]] = OrderedDict()
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry under `key`, marked as recently used; None when absent or past keeping."""
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        entry, keep_until = found
+        if self.clock() >= keep_until:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: CacheEntry, keep_s: float) -> bool:
+        """Store `entry` for `keep_s` seconds; False when it is over the entry cap."""
+        if len(entry.body) > self.max_entry_bytes or entry.size > self.max_bytes or keep_s <= 0:
+            return False
+        self._drop(key)
+        self._entries[key] = (entry, self.clock() + keep_s)
+        self.stats.bytes_held += entry.size
+        self.stats.entries += 1
+        while self.stats.bytes_held > self.max_bytes and self._entries:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+            self.stats.evictions += 1
+        return True
+
+    def delete(self, key: str) -> None:
+        """Forget `key`."""
+        self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self.stats.bytes_held -= found[0].size
+            self.stats.entries -= 1
