@@ -378,8 +378,8 @@ async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
         "array",
     ]
     assert buffered["columns"][0]["fields"] == [
-        {"name": "id", "json_type": "number"},
-        {"name": "price", "json_type": "string"},
+        {"name": "id", "json_type": "number", "type": "LONG"},
+        {"name": "price", "json_type": "string", "type": "DECIMAL"},
     ]
 
 
@@ -395,8 +395,12 @@ async def test_long_as_string_holds_at_every_depth_and_says_so_in_json_type(
 
     assert result["rows"][0][0] == {"id": "9007199254740993", "price": "1.10"}
     assert result["rows"][0][2] == {"a": "9007199254740993"}
-    assert result["columns"][0]["fields"][0] == {"name": "id", "json_type": "string"}
-    assert result["columns"][2]["values"] == {"json_type": "string"}
+    assert result["columns"][0]["fields"][0] == {
+        "name": "id",
+        "json_type": "string",
+        "type": "LONG",
+    }
+    assert result["columns"][2]["values"] == {"json_type": "string", "type": "LONG"}
 
 
 async def test_read_only_refusals_never_reach_the_warehouse(

@@ -202,6 +202,12 @@ export interface components {
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
             /**
+             * Type
+             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
+             * @enum {string}
+             */
+            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
+            /**
              * Items
              * @description array: the shape of its elements.
              */
@@ -218,12 +224,6 @@ export interface components {
             values?: components["schemas"]["JsonShape"];
             /** Name */
             name: string;
-            /**
-             * Type
-             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
-             * @enum {string}
-             */
-            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Type Text
              * @description The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.
@@ -321,6 +321,12 @@ export interface components {
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
             /**
+             * Type
+             * @description The SQL type of the values (absent for a map entry's {key, value}): tells a LONG sent as a string from a DECIMAL.
+             * @enum {string}
+             */
+            type?: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
+            /**
              * Items
              * @description array: the shape of its elements.
              */
@@ -349,6 +355,12 @@ export interface components {
              * @enum {string}
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Type
+             * @description The SQL type of the values (absent for a map entry's {key, value}): tells a LONG sent as a string from a DECIMAL.
+             * @enum {string}
+             */
+            type?: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Items
              * @description array: the shape of its elements.

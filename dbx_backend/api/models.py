@@ -181,6 +181,12 @@ class JsonShape(BaseModel):
         "values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN "
         'and the infinities as the strings "NaN", "Infinity", "-Infinity".'
     )
+    type: ColumnType | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="The SQL type of the values (absent for a map entry's {key, value}): "
+        "tells a LONG sent as a string from a DECIMAL.",
+    )
     items: JsonShape | SkipJsonSchema[None] = Field(
         default=None,
         json_schema_extra=_absent_when_unset,
