@@ -11,12 +11,7 @@ from aiohttp import web, web_response
 from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
-from dbx_backend.api.guards import (
-    QueryLimiter,
-    api_key_middleware,
-    host_middleware,
-    load_api_keys,
-)
+from dbx_backend.api.guards import api_key_middleware, host_middleware, load_api_keys
 from dbx_backend.api.health import setup_health_routes
 from dbx_backend.api.middlewares import (
     ProtocolLog,
@@ -26,19 +21,33 @@ from dbx_backend.api.middlewares import (
 )
 from dbx_backend.api.openapi import setup_openapi_route
 from dbx_backend.api.routes import setup_routes
-from dbx_backend.api.shutdown import IN_FLIGHT, InFlight, shutdown_middleware
+from dbx_backend.api.shutdown import shutdown_middleware
 from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.config import Settings
+from dbx_backend.engine.cache_store import MemoryStore
+from dbx_backend.engine.coalesce import Coalescer
+from dbx_backend.engine.gate import Gate
+from dbx_backend.engine.limiter import QueryLimiter
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
+from dbx_backend.engine.redis_state import RedisState
+from dbx_backend.engine.result_cache import ResultCache
+from dbx_backend.engine.shared_state import LocalState, SharedState
+from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.engine.warehouse_state import WarehouseTracker
+from dbx_backend.inflight import InFlight
 from dbx_backend.keys import (
+    IN_FLIGHT,
     LIMITER,
     METRICS,
     QUERIES,
     QUERY_SERVICE,
     READINESS,
+    RESULT_CACHE,
     SECRETS,
     SETTINGS,
-    WAREHOUSE,
+    SHARED_STATE,
+    TASKS,
+    WAREHOUSE_TRACKER,
 )
 from dbx_backend.metrics import Metrics
 from dbx_backend.queries import load_queries
@@ -102,31 +111,71 @@ def create_app(
     app[IN_FLIGHT] = in_flight
     app[SECRETS] = tuple(secrets)
     app[LIMITER] = QueryLimiter(settings.max_concurrent_queries)
-    app[QUERIES] = load_queries(settings.queries_dir) if settings.queries_dir else {}
+    app[QUERIES] = queries = load_queries(settings.queries_dir) if settings.queries_dir else {}
     app[METRICS] = metrics
-    app[READINESS] = Readiness()
+    app[TASKS] = tasks = TaskOwner()
+    app[READINESS] = Readiness(tasks=tasks)
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
         async with WarehouseClient(
             settings, policy=retry_policy, auth=auth, observer=metrics
         ) as client:
-            service = QueryService(
+            app[QUERY_SERVICE] = QueryService(
                 client,
                 schedule=poll_schedule,
                 sleep=sleep,
                 wait_timeout_s=settings.submit_wait_timeout_s,
+                call_timeout_s=settings.query_timeout_s,
+                gate=Gate.from_settings(settings, queries),
+                tasks=tasks,
             )
-            app[WAREHOUSE] = client
-            app[QUERY_SERVICE] = service
             metrics.track(lambda: app[LIMITER].in_flight, lambda: client.auth.refreshes)
             yield
-            await service.drain()
+            await tasks.drain()  # cancels and submits still out, before the client closes
+
+    async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+        local = LocalState(MemoryStore(settings.cache_max_bytes, settings.cache_max_entry_bytes))
+        state: SharedState = local
+        if settings.cache_url is not None:
+            state = RedisState(
+                settings.cache_url.get_secret_value(),
+                local,
+                timeout_s=settings.cache_redis_timeout_s,
+                on_failure=metrics.cache_backend_failed,
+            )
+        tracker = WarehouseTracker(
+            app[QUERY_SERVICE].client,  # the Warehouses API: state and start
+            state,
+            warehouse_id=settings.warehouse_id,
+            auto_start=settings.warehouse_auto_start,
+            estimate_s=settings.warehouse_start_estimate_s,
+            on_start=metrics.warehouse_start_issued,
+        )
+        cache = ResultCache(
+            state,
+            Coalescer(state, max_result_bytes=settings.cache_max_entry_bytes),
+            tracker,
+            stale_if_error_s=settings.cache_stale_if_error_s,
+            flight_timeout_s=settings.max_query_timeout_s,
+            observer=metrics,
+            tasks=tasks,
+        )
+        app[SHARED_STATE], app[WAREHOUSE_TRACKER], app[RESULT_CACHE] = state, tracker, cache
+        metrics.track_cache(
+            lambda: local.store.stats.bytes_held,
+            lambda: local.store.stats.evictions,
+            lambda: tracker.last_state,
+        )
+        yield
+        await cache.drain()
+        await state.close()
 
     async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[READINESS].close()  # before the warehouse client closes
 
     app.cleanup_ctx.append(warehouse_ctx)
+    app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(readiness_ctx)
     setup_health_routes(app)
     setup_openapi_route(app)

@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+_WAREHOUSE_STATES = frozenset(
+    {"UNKNOWN", "STOPPED", "STARTING", "RUNNING", "STOPPING", "DELETING", "DELETED"}
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -50,6 +53,37 @@ class Metrics:
         self.token_refreshes = Gauge(
             "dbx_token_refreshes", "Access tokens fetched (OAuth) since start.", registry=r
         )
+        # The result cache, coalescing and cold starts.
+        self.cache_answers = Counter(
+            "dbx_cache_answers",
+            "Answers to cacheable routes, by how they were come by.",
+            ["result"],  # hit, miss, stale, coalesced, bypass
+            registry=r,
+        )
+        self.cache_refreshes = Counter(
+            "dbx_cache_refreshes", "Stale entries refreshed in the background.", registry=r
+        )
+        self.cache_evictions = Gauge(
+            "dbx_cache_evictions", "In-process entries evicted to stay in bytes.", registry=r
+        )
+        self.cache_bytes = Gauge(
+            "dbx_cache_bytes", "Bytes held by the in-process cache.", registry=r
+        )
+        self.cache_backend_errors = Counter(
+            "dbx_cache_backend_errors",
+            "Redis (CACHE_URL) calls that failed or timed out; answered per process.",
+            registry=r,
+        )
+        self.warehouse_starts = Counter(
+            "dbx_warehouse_starts", "Warehouse starts issued by this process.", registry=r
+        )
+        self.warehouse_state = Gauge(
+            "dbx_warehouse_state",
+            "1 for the warehouse's last known state (UNKNOWN before any look).",
+            ["state"],
+            registry=r,
+        )
+        self._warehouse_state: Callable[[], str] = lambda: "UNKNOWN"
 
     def call_finished(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One warehouse call ended with `outcome` (an HTTP status or "error")."""
@@ -69,6 +103,38 @@ class Metrics:
         self.in_flight.set_function(in_flight)
         self.token_refreshes.set_function(token_refreshes)
 
+    def cache_answered(self, status: str) -> None:
+        """One answer of a cacheable route: hit, miss, stale, coalesced or bypass."""
+        self.cache_answers.labels(status).inc()
+
+    def cache_refreshed(self) -> None:
+        """A stale entry was refreshed in the background."""
+        self.cache_refreshes.inc()
+
+    def cache_backend_failed(self) -> None:
+        """A Redis call failed; the process answered on its own."""
+        self.cache_backend_errors.inc()
+
+    def warehouse_start_issued(self) -> None:
+        """This process called the Warehouses API's start."""
+        self.warehouse_starts.inc()
+
+    def track_cache(
+        self,
+        bytes_held: Callable[[], int],
+        evictions: Callable[[], int],
+        warehouse_state: Callable[[], str],
+    ) -> None:
+        """Read the cache's size and the warehouse's state at scrape time."""
+        self.cache_bytes.set_function(bytes_held)
+        self.cache_evictions.set_function(evictions)
+        self._warehouse_state = warehouse_state
+
     def render(self) -> bytes:
         """The text exposition format."""
+        current = self._warehouse_state()
+        for state in sorted(_WAREHOUSE_STATES):
+            self.warehouse_state.labels(state).set(1 if state == current else 0)
+        if current not in _WAREHOUSE_STATES:
+            self.warehouse_state.labels(current).set(1)
         return generate_latest(self.registry)

@@ -10,13 +10,14 @@ in the comment lines at the top of the file, before the first line of SQL:
     -- param: until TIMESTAMP default '2016-02-01 00:00:00'
     -- param: vendor STRING optional -- NULL when not given
     -- param: limit INT default 100
+    -- cache: ttl=300 stale=60                 (optional; or `off`; else CACHE_TTL_S/STALE_S)
     SELECT ... WHERE pickup_zip = :zip AND ... LIMIT :limit
 
 A `param` line is `<name> <TYPE> required|optional|default <value> [-- <description>]`; a
 default holding spaces is single-quoted (`''` for a quote). Types are the scalar types named
 parameters accept: STRING, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s),
 BOOLEAN, DATE, TIMESTAMP, TIMESTAMP_NTZ. Other header comments are free text, but a comment
-that looks like `-- <word>: ...` must use one of the three keys, so a misspelt key is an error
+that looks like `-- <word>: ...` must use one of the four keys, so a misspelt key is an error
 rather than silently ignored. Every `:marker` in the SQL must be declared and every declared
 parameter used. Values are bound as Statement Execution parameters, never spliced into SQL.
 """
@@ -98,6 +99,14 @@ class QueryParam:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryCache:
+    """A named query's own cache policy (`-- cache: ttl=300 stale=60`; `off` is a TTL of 0)."""
+
+    ttl_s: float
+    stale_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class NamedQuery:
     """One vetted statement and the parameters it accepts."""
 
@@ -105,6 +114,30 @@ class NamedQuery:
     description: str | None
     sql: str
     params: tuple[QueryParam, ...]
+    cache: QueryCache | None = None  # None: the service's CACHE_TTL_S and CACHE_STALE_S
+
+
+_CACHE_SETTING_RE = re.compile(r"^(ttl|stale)=(\d+)$")
+
+
+def parse_cache(value: str) -> QueryCache:
+    """`off`, or `ttl=N` with an optional `stale=N` (seconds); ValueError naming the problem."""
+    words = value.split()
+    if [w.lower() for w in words] == ["off"]:
+        return QueryCache(0.0)
+    found: dict[str, float] = {}
+    for word in words:
+        match = _CACHE_SETTING_RE.match(word.lower())
+        if match is None:
+            raise ValueError(
+                f"cache: {word!r} is not understood (write 'off', or 'ttl=N stale=N' in seconds)"
+            )
+        if match[1] in found:
+            raise ValueError(f"cache: {match[1]} is given twice")
+        found[match[1]] = float(match[2])
+    if "ttl" not in found:
+        raise ValueError("cache: give ttl=N (seconds), or 'off'")
+    return QueryCache(found["ttl"], found.get("stale", 0.0))
 
 
 def load_queries(directory: Path) -> dict[str, NamedQuery]:
@@ -138,6 +171,7 @@ def parse_query(text: str, *, filename: str, default_name: str) -> NamedQuery:
     name: str | None = None
     description: str | None = None
     params: dict[str, QueryParam] = {}
+    cache: QueryCache | None = None
     body_start = len(lines)
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -160,6 +194,13 @@ def parse_query(text: str, *, filename: str, default_name: str) -> NamedQuery:
             if description is not None:
                 raise fail(number, "a second 'description' line")
             description = value or None
+        elif key == "cache":
+            if cache is not None:
+                raise fail(number, "a second 'cache' line")
+            try:
+                cache = parse_cache(value)
+            except ValueError as exc:
+                raise fail(number, str(exc)) from None
         elif key == "param":
             try:
                 param = _parse_param(value)
@@ -169,7 +210,9 @@ def parse_query(text: str, *, filename: str, default_name: str) -> NamedQuery:
                 raise fail(number, f"parameter {param.name!r} is declared twice")
             params[param.name] = param
         else:
-            raise fail(number, f"unknown header key {key!r} (expected name, description, param)")
+            raise fail(
+                number, f"unknown header key {key!r} (expected name, description, param, cache)"
+            )
     if name is None:
         if not IDENTIFIER_RE.match(default_name):
             raise fail(1, f"file name {default_name!r} is not an identifier; add a 'name' line")
@@ -186,7 +229,7 @@ def parse_query(text: str, *, filename: str, default_name: str) -> NamedQuery:
     for param in params.values():
         if param.name not in used:
             raise fail(_declared_line(lines, param.name), f"parameter {param.name!r} is never used")
-    return NamedQuery(name, description, sql, tuple(params.values()))
+    return NamedQuery(name, description, sql, tuple(params.values()), cache)
 
 
 def _declared_line(lines: list[str], param: str) -> int:

@@ -1,8 +1,13 @@
 """Readiness: whether the warehouse answers a cheap statement, checked in the background.
 
+The warehouse's own state is read first (the SQL Warehouses API): a warehouse that is not
+RUNNING is never sent the statement, so `/ready` never starts it. While it is stopped or
+starting the service is still ready (it answers from the cache, starts the warehouse and tells
+callers when it will be up), unless WAREHOUSE_AUTO_START is off and it is stopped.
+
 `/ready` never waits on the warehouse for long: it starts a check when the last one is stale,
 waits a moment for it, then reports the last known result and its age. One check runs at a
-time, in a task this object owns and cancels on `close()`.
+time, in a task of the process's `TaskOwner`, cancelled on `close()`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dbx_backend.engine.gate import PROBE
 from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.engine.warehouse_state import UNKNOWN, WarehouseStatus, WarehouseTracker
+from dbx_backend.warehouse.wire import WarehouseState
 
 log = logging.getLogger("dbx_backend.readiness")
 
@@ -32,8 +41,9 @@ class ReadinessReport:
     reason: str
     checked_at: float | None
     age_s: float | None
+    warehouse: WarehouseStatus | None = None
 
-    def to_json(self) -> dict[str, str | float | None]:
+    def to_json(self) -> dict[str, object]:
         """The fields `/ready` answers with."""
         checked_at = None
         if self.checked_at is not None:
@@ -43,6 +53,10 @@ class ReadinessReport:
             "status": "ready" if self.ready else "not_ready",
             "checked_at": checked_at,
             "age_s": None if self.age_s is None else round(self.age_s, 3),
+            "warehouse": {
+                "state": self.warehouse.state if self.warehouse else UNKNOWN,
+                "eta_s": self.warehouse.to_json()["eta_s"] if self.warehouse else None,
+            },
         }
 
 
@@ -67,22 +81,27 @@ class Readiness:
         timeout_s: float = READY_TIMEOUT_S,
         cache_s: float = READY_CACHE_S,
         wait_s: float = READY_WAIT_S,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.clock = clock
         self.wall_clock = wall_clock
         self.timeout_s = timeout_s
         self.cache_s = cache_s
         self.wait_s = wait_s
+        self.tasks = tasks if tasks is not None else TaskOwner()
         self._ready = False
         self._reason = "the first readiness check has not finished yet"
         self._checked: tuple[float, float] | None = None  # (monotonic, wall) when it ended
         self._check: asyncio.Task[None] | None = None
+        self._warehouse: WarehouseStatus | None = None
 
-    async def report(self, service: QueryService) -> ReadinessReport:
+    async def report(
+        self, service: QueryService, tracker: WarehouseTracker | None = None
+    ) -> ReadinessReport:
         """Start a check if the last result is stale, wait up to `wait_s` for it, report."""
         stale = self._checked is None or self.clock() - self._checked[0] >= self.cache_s
         if stale and (self._check is None or self._check.done()):
-            self._check = asyncio.get_running_loop().create_task(self._run_check(service))
+            self._check = self.tasks.spawn(self._run_check(service, tracker))
         if self._check is not None and not self._check.done():
             await asyncio.wait({self._check}, timeout=self.wait_s)  # never cancels the check
         return self._last()
@@ -96,22 +115,37 @@ class Readiness:
 
     def _last(self) -> ReadinessReport:
         if self._checked is None:
-            return ReadinessReport(self._ready, self._reason, None, None)
+            return ReadinessReport(self._ready, self._reason, None, None, self._warehouse)
         ended, wall = self._checked
-        return ReadinessReport(self._ready, self._reason, wall, max(0.0, self.clock() - ended))
+        age = max(0.0, self.clock() - ended)
+        return ReadinessReport(self._ready, self._reason, wall, age, self._warehouse)
 
-    async def _run_check(self, service: QueryService) -> None:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await service.execute_query(
-                    "SELECT 1", options=QueryOptions(timeout_s=self.timeout_s)
-                )
-        except Exception as exc:  # any failure means not ready; the check must not die loudly
-            ready, reason = False, f"the warehouse does not answer ({type(exc).__name__})"
+    async def _run_check(self, service: QueryService, tracker: WarehouseTracker | None) -> None:
+        status = None if tracker is None else await tracker.status()
+        self._warehouse = status
+        if status is not None and status.state not in (WarehouseState.RUNNING, UNKNOWN):
+            # Never send a statement to a warehouse that is not running: it would start it.
+            stopped = status.state == WarehouseState.STOPPED and not tracker_auto_start(tracker)
+            gone = status.state in (WarehouseState.DELETING, WarehouseState.DELETED)
+            ready = not (stopped or gone)
+            reason = "" if ready else f"the warehouse is {status.state}"
         else:
-            ready, reason = True, ""
+            ready, reason = await self._probe(service)
         if ready != self._ready or self._checked is None:
             level = logging.INFO if ready else logging.WARNING
             log.log(level, "readiness: %s", "ready" if ready else reason)
         self._ready, self._reason = ready, reason
         self._checked = (self.clock(), self.wall_clock())
+
+    async def _probe(self, service: QueryService) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await service.execute_query(PROBE, options=QueryOptions(timeout_s=self.timeout_s))
+        except Exception as exc:  # any failure means not ready; the check must not die loudly
+            return False, f"the warehouse does not answer ({type(exc).__name__})"
+        return True, ""
+
+
+def tracker_auto_start(tracker: WarehouseTracker | None) -> bool:
+    """Whether a stopped warehouse will be started by the service."""
+    return tracker is not None and tracker.auto_start

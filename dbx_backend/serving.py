@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from dbx_backend.api.shutdown import IN_FLIGHT
+from dbx_backend.keys import IN_FLIGHT
 
 log = logging.getLogger("dbx_backend")
 # After the grace: time for interrupted requests to write their 503 ...

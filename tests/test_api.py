@@ -319,7 +319,7 @@ async def test_an_unexpected_failure_gets_a_redacted_500(
     async def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError(f"boom {TEST_TOKEN} SELECT secret_column")
 
-    monkeypatch.setattr(QueryService, "execute_query", explode)
+    monkeypatch.setattr(QueryService, "collect", explode)
 
     status, body = await post_query(client, {"sql": "SELECT secret_column"})
 
@@ -408,3 +408,19 @@ async def test_the_token_never_reaches_a_response_or_a_log_line(
     seen += [str(record.__dict__) for record in caplog.records]
     assert len(seen) > 16
     assert not [text for text in seen if TEST_TOKEN in text]
+
+
+def test_a_request_interrupted_by_shutdown_is_logged_as_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from dbx_backend.api.errors import ShuttingDown, error_response
+
+    with caplog.at_level(logging.INFO, logger="dbx_backend.api"):
+        request = make_mocked_request("GET", "/", app=web.Application())
+        response = error_response(ShuttingDown("stopping"), request)
+
+    assert response.status == 503
+    levels = {r.levelname for r in caplog.records if "SHUTTING_DOWN" in r.getMessage()}
+    assert levels == {"WARNING"}

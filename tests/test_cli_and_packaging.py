@@ -18,6 +18,7 @@ from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import errors as api_errors
 from dbx_backend.api import guards
 from dbx_backend.cli import main
+from dbx_backend.engine import gate, handles, idempotency, limiter, open_statements, parameters
 from dbx_backend.readiness import NotReady
 from dbx_backend.warehouse import errors as dbx
 
@@ -150,7 +151,8 @@ def test_the_extras_the_docs_name_exist() -> None:
 
 def _exception_classes() -> list[type[BaseException]]:
     found: list[type[BaseException]] = []
-    for module in (dbx, guards, sqlpolicy, queries, api_errors):
+    engine_modules = (gate, limiter, handles, idempotency, open_statements, parameters)
+    for module in (dbx, guards, sqlpolicy, queries, api_errors, *engine_modules):
         found += [
             value
             for value in vars(module).values()

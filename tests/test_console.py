@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from dbx_backend.api.console import CONSOLE_FILES, CONTENT_SECURITY_POLICY, read
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from tests.conftest import TEST_ENV
+from tests.devprocess import run_dev
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -44,6 +46,18 @@ def test_console_is_off_by_default_and_dev_turns_it_on_unless_told_otherwise() -
     assert load_settings(TEST_ENV, env_file=None, defaults=dev_default).console is True
     told = {**TEST_ENV, "CONSOLE": "false"}
     assert load_settings(told, env_file=None, defaults=dev_default).console is False
+
+
+def test_dev_serves_the_console_at_the_root_and_says_where(tmp_path: Path) -> None:
+    with run_dev(tmp_path) as dev:
+        url = f"http://127.0.0.1:{dev.port}/"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            policy = response.headers["Content-Security-Policy"]
+            page = response.read().decode()
+
+    assert policy == CONTENT_SECURITY_POLICY
+    assert '<script type="module" src="/console/console.js">' in page
+    assert f"console:          http://localhost:{dev.port}/" in dev.output()
 
 
 @pytest.mark.parametrize("name", sorted(CONSOLE_FILES))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, ConsoleMessage, Page, Route
+from playwright.async_api import Browser, ConsoleMessage, Page
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
@@ -438,25 +438,20 @@ async def test_the_stream_reader_reads_lines_cut_anywhere(
     assert seen["failure"] == expected["failure"]
 
 
-async def test_a_cache_entry_in_server_timing_shows_the_cache_outcome(
+async def test_the_cache_outcome_and_age_are_shown_for_json_and_streamed_answers(
     base_url: str, open_console: OpenConsole
 ) -> None:
     console = await open_console(base_url)
+    await console.page.select_option("#format", "json")
+    outcomes = []
+    for format_ in ("json", "json", "ndjson"):  # stored by the first, then hits
+        await console.page.select_option("#format", format_)
+        await console.run_sql("SELECT 'cached' AS c, 3 AS n")
+        await console.wait_for_state("done")
+        shown = await console.page.is_visible("#cache-box")
+        outcomes.append(await console.text("#cache-outcome") if shown else "none")
+        assert await console.visible_rows() == [["1", "cached", "3"]]
 
-    async def add_cache_entry(route: Route) -> None:
-        # What a service with a result cache answers (Server-Timing `cache;desc=...`).
-        response = await route.fetch()
-        headers = {**response.headers, "server-timing": 'cache;desc="hit", wait;dur=0.4'}
-        await route.fulfill(response=response, headers=headers)
-
-    await console.page.route("**/api/query", add_cache_entry)
-    await console.run_sql("SELECT 1 AS one")
-    await console.wait_for_state("done")
-
-    assert await console.page.is_visible("#cache-box")
-    assert await console.text("#cache-outcome") == "hit"
-    # The footer's whole timing replaces the header's wait; the cache entry is no duration.
-    shown = await console.text("#server-timing")
-    assert shown.startswith("wait ")
-    assert "fetch " in shown
-    assert "cache" not in shown
+    assert outcomes == ["miss", "hit", "hit"]
+    assert (await console.text("#cache-age")).startswith("age ")
+    assert await console.problems() == []

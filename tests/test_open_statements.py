@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbx_backend.api.open_statements import CheckPolicy, OpenStatements, TooManyStatements
+from dbx_backend.engine.open_statements import CheckPolicy, OpenStatements, TooManyStatements
 from tests.conftest import FakeClock
 
 POLICY = CheckPolicy(interval_s=1.0, idle_s=60.0, max_lookups=2, lookup_timeout_s=1.0)

@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dbx_backend.api.open_statements import CheckPolicy
-from dbx_backend.api.statements import OPEN_STATEMENTS
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
+from dbx_backend.engine.open_statements import CheckPolicy
 from dbx_backend.engine.query_service import PollSchedule
+from dbx_backend.keys import OPEN_STATEMENTS
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
 from dbx_backend.warehouse.retry import NO_WAIT
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
@@ -156,6 +157,27 @@ async def test_fewer_rows_than_announced_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        pytest.param([[1, "a"]], "column 'id'", id="a-number-where-text-is-sent"),
+        pytest.param([["1", 2]], "column 'name'", id="a-number-in-a-text-column"),
+        pytest.param([["1", ["a"]]], "column 'name'", id="an-array-in-a-text-column"),
+        pytest.param([{"id": "1"}], "row 0", id="a-row-that-is-an-object"),
+        pytest.param(["1a"], "row 0", id="a-row-that-is-text"),
+        pytest.param([["1"]], "row 0", id="a-row-too-short"),
+    ],
+)
+async def test_inline_rows_that_are_not_arrays_of_text_are_refused(
+    service: QueryService, mocked: aioresponses, rows: list[Any], problem: str
+) -> None:
+    """The wire model leaves each cell to the normalizer, which checks what it converts."""
+    mocked.post(STATEMENTS, payload=succeeded(rows))
+
+    with pytest.raises(dbx.ProtocolError, match=problem):
+        await service.execute_query("SELECT *")
+
+
+@pytest.mark.parametrize(
     ("message", "sql_state"),
     [
         pytest.param(
@@ -236,6 +258,26 @@ async def test_the_deadline_mid_poll_cancels_the_statement(
     assert caught.value.statement_id == SID
     assert count(mocked, "POST", CANCEL) == 1
     assert sum(clock.sleeps) == pytest.approx(3)
+
+
+async def test_a_warehouse_call_failing_once_the_deadline_passed_is_a_timeout(
+    service: QueryService, mocked: aioresponses, clock: FakeClock
+) -> None:
+    mocked.post(STATEMENTS, payload=state("RUNNING"))
+
+    def slow_poll_timing_out(url: URL, **kwargs: Any) -> None:
+        clock.now += 5  # the call's own timeout, cut to the deadline, used up the rest of it
+        raise aiohttp.ServerTimeoutError("timed out")
+
+    mocked.get(STATUS, callback=slow_poll_timing_out, repeat=True)
+    mocked.post(CANCEL, body="")
+
+    with pytest.raises(dbx.StatementTimedOut) as caught:
+        await service.execute_query("SELECT slow", options=QueryOptions(timeout_s=3))
+    await service.drain()
+
+    assert caught.value.statement_id == SID
+    assert count(mocked, "POST", CANCEL) == 1
 
 
 async def test_a_caller_that_goes_away_cancels_the_statement(

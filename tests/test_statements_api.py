@@ -16,17 +16,14 @@ from aiohttp.test_utils import TestClient
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from dbx_backend.api import handles
-from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleSigner
-from dbx_backend.api.statements import (
-    HANDLE_SIGNER,
-    IdempotencyStore,
-    Submitted,
-    setup_statement_routes,
-)
+from dbx_backend.api.statements import setup_statement_routes
 from dbx_backend.app import create_app
 from dbx_backend.config import Settings, load_settings
+from dbx_backend.engine import handles
+from dbx_backend.engine.handles import UNKNOWN_HANDLE, HandleSigner
+from dbx_backend.engine.idempotency import IdempotencyStore, Submitted
 from dbx_backend.engine.query_service import PollSchedule
+from dbx_backend.keys import HANDLE_SIGNER
 from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_ENV, TEST_HOST
 

@@ -108,8 +108,10 @@ async def test_ndjson_and_csv_carry_the_same_rows_as_json(
     serve(mocked, times=3)
 
     buffered = await (await client.post("/api/query", json=INLINE)).json()
-    ndjson = await client.post(
-        "/api/query", json=INLINE, headers={"Accept": "application/x-ndjson"}
+    ndjson = await client.post(  # run fresh: a cached answer would not know the chunks
+        "/api/query",
+        json=INLINE,
+        headers={"Accept": "application/x-ndjson", "Cache-Control": "no-cache"},
     )
     csv_response = await client.post("/api/query", json=INLINE, headers={"Accept": "text/csv"})
 

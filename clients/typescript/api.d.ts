@@ -257,7 +257,7 @@ export interface components {
              * @description Stable machine-readable code, e.g. SQL_ERROR.
              * @enum {string}
              */
-            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_UNAVAILABLE";
+            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_CACHED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_STARTING" | "WAREHOUSE_STOPPED" | "WAREHOUSE_UNAVAILABLE";
             /** Message */
             message: string;
             /** Request Id */
@@ -290,6 +290,11 @@ export interface components {
              * @enum {string}
              */
             state?: "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELED" | "CLOSED";
+            /**
+             * @description WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it has been starting.
+             * @default null
+             */
+            warehouse?: components["schemas"]["WarehouseInfo"] | null;
         };
         /**
          * ErrorResponse
@@ -385,8 +390,18 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * NamedQueryCache
+         * @description A named query's own cache policy (its `-- cache:` line); a `ttl_s` of 0 is `off`.
+         */
+        NamedQueryCache: {
+            /** Ttl S */
+            ttl_s: number;
+            /** Stale S */
+            stale_s: number;
+        };
+        /**
          * NamedQueryInfo
-         * @description A named query as `GET /api/queries` lists it.
+         * @description A named query as `GET /api/queries` lists it; `cache` null: the service's policy.
          */
         NamedQueryInfo: {
             /** Name */
@@ -395,6 +410,7 @@ export interface components {
             description: string | null;
             /** Params */
             params: components["schemas"]["NamedQueryParam"][];
+            cache: components["schemas"]["NamedQueryCache"] | null;
         };
         /**
          * NamedQueryList
@@ -520,6 +536,8 @@ export interface components {
              * @description Seconds since the last check ended.
              */
             age_s: number | null;
+            /** @description The warehouse's state (read without starting it) and its ETA. */
+            warehouse: components["schemas"]["WarehouseInfo"];
             error: components["schemas"]["ErrorDetail"];
         };
         /**
@@ -656,6 +674,8 @@ export interface components {
              * @description Seconds since the last check ended.
              */
             age_s: number | null;
+            /** @description The warehouse's state (read without starting it) and its ETA. */
+            warehouse: components["schemas"]["WarehouseInfo"];
         };
         /**
          * RowsPage
@@ -869,6 +889,28 @@ export interface components {
              */
             type: string;
         };
+        /**
+         * WarehouseInfo
+         * @description The warehouse's state as the service last read it, and when it should be running.
+         */
+        WarehouseInfo: {
+            /**
+             * State
+             * @description RUNNING, STARTING, STOPPED, STOPPING, DELETING, DELETED or UNKNOWN.
+             */
+            state: string;
+            /**
+             * Eta S
+             * @description Seconds until it is expected to be RUNNING.
+             */
+            eta_s: number | null;
+            /**
+             * Starting For S
+             * @description Seconds since its start began, while STARTING.
+             * @default null
+             */
+            starting_for_s?: number | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -884,6 +926,7 @@ export type HealthResponse = components['schemas']['HealthResponse'];
 export type JsonField = components['schemas']['JsonField'];
 export type JsonShape = components['schemas']['JsonShape'];
 export type JsonValue = components['schemas']['JsonValue'];
+export type NamedQueryCache = components['schemas']['NamedQueryCache'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
@@ -906,6 +949,7 @@ export type StatementSubmitted = components['schemas']['StatementSubmitted'];
 export type StatementSucceeded = components['schemas']['StatementSucceeded'];
 export type SubmitRequest = components['schemas']['SubmitRequest'];
 export type TypedParamModel = components['schemas']['TypedParamModel'];
+export type WarehouseInfo = components['schemas']['WarehouseInfo'];
 export type $defs = Record<string, never>;
 export interface operations {
     health: {
@@ -1020,7 +1064,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1306,7 +1350,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1319,7 +1363,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1572,7 +1616,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1585,7 +1629,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1751,7 +1795,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1764,7 +1808,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1896,7 +1940,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1909,7 +1953,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2038,7 +2082,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2051,7 +2095,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2196,7 +2240,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2209,7 +2253,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The query ran past its timeout and was cancelled. error.code: QUERY_TIMEOUT */
+            /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */

@@ -59,14 +59,29 @@ def preflight_guard(origins: tuple[str, ...]) -> Middleware:
 
 
 # Response headers a page on an allowed origin may read (CORS hides all others from it).
-EXPOSED_HEADERS = (REQUEST_ID_HEADER, "Server-Timing", "Retry-After", "Content-Disposition")
+EXPOSED_HEADERS = (
+    REQUEST_ID_HEADER,
+    "Server-Timing",
+    "Retry-After",
+    "ETag",
+    "Age",
+    "Cache-Control",
+    "Content-Disposition",
+)
 
 
 def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     """Allow the web app's origins (preflight included); other origins get no CORS headers."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
         allow_credentials=False,
-        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER, "Idempotency-Key"),
+        allow_headers=(
+            "Content-Type",
+            "Authorization",
+            REQUEST_ID_HEADER,
+            "Idempotency-Key",
+            "Cache-Control",
+            "If-None-Match",
+        ),
         expose_headers=EXPOSED_HEADERS,
         allow_methods=("GET", "POST", "DELETE"),
         max_age=600,

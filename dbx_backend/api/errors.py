@@ -19,8 +19,22 @@ from pydantic import ValidationError
 from dbx_backend import queries, sqlpolicy
 from dbx_backend.api import guards
 from dbx_backend.api.cors import OriginNotAllowed
-from dbx_backend.api.open_statements import TooManyStatements
-from dbx_backend.engine.parameters import InvalidQuery, ParamOutOfRange
+from dbx_backend.engine import (
+    AdhocSqlDisabled,
+    IdempotencyKeyReused,
+    InvalidCacheControl,
+    InvalidQuery,
+    NotAdmitted,
+    NotCached,
+    ParamOutOfRange,
+    SqlTooLarge,
+    TooManyQueries,
+    TooManyStatements,
+    UnknownHandle,
+    WarehouseNotRunning,
+    WarehouseStarting,
+    WarehouseStopped,
+)
 from dbx_backend.keys import ERROR_CODE, REQUEST_ID, SETTINGS
 from dbx_backend.readiness import NotReady
 from dbx_backend.redaction import redact
@@ -100,26 +114,35 @@ class ErrorRow(NamedTuple):
     public_message: str = ""
 
 
+INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
+
 ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     InvalidRequest: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ValidationError: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     ParamOutOfRange: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
     InvalidQuery: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    InvalidCacheControl: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
+    NotCached: ErrorRow(504, "NOT_CACHED", expose_message=True),
+    WarehouseStarting: ErrorRow(503, "WAREHOUSE_STARTING", True, retryable=True),
+    WarehouseStopped: ErrorRow(503, "WAREHOUSE_STOPPED", True, retryable=True),
     PayloadTooLarge: ErrorRow(413, "PAYLOAD_TOO_LARGE", expose_message=True),
     RequestTimeout: ErrorRow(408, "REQUEST_TIMEOUT", expose_message=True, retryable=True),
     UnsupportedEncoding: ErrorRow(415, "UNSUPPORTED_MEDIA_TYPE", expose_message=True),
     NotFoundError: ErrorRow(404, "NOT_FOUND", expose_message=True),
+    UnknownHandle: ErrorRow(404, "NOT_FOUND", expose_message=True),
+    IdempotencyKeyReused: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
     StatementNotReady: ErrorRow(409, "STATEMENT_NOT_READY", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
     guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
-    guards.AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    AdhocSqlDisabled: ErrorRow(403, "ADHOC_SQL_DISABLED", expose_message=True),
+    NotAdmitted: INTERNAL,  # a route that went around the gate: a bug, and nothing was sent
     OriginNotAllowed: ErrorRow(403, "ORIGIN_NOT_ALLOWED", expose_message=True),
     sqlpolicy.StatementNotAllowed: ErrorRow(403, "STATEMENT_NOT_ALLOWED", expose_message=True),
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
-    guards.SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
-    guards.TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
+    TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
     TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
@@ -158,7 +181,6 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
 }
 # A Retry-After beyond a day is not advice a client can use; the header says at most this.
 MAX_RETRY_AFTER_S = 86_400
-INTERNAL = ErrorRow(500, "INTERNAL_ERROR", False, public_message="internal error")
 
 
 def response_for(exc: BaseException) -> ErrorRow | None:
@@ -206,6 +228,8 @@ def error_body(
 ) -> dict[str, Any]:
     """The `{"error": {...}}` envelope for `exc`; `statement_id` when `exc` names none."""
     field = getattr(exc, "field", None)
+    if isinstance(exc, InvalidCacheControl):
+        field = "Cache-Control"
     if isinstance(exc, queries.ParamError | ParamOutOfRange):
         field = f"params.{exc.param}"
     if isinstance(exc, ValidationError):
@@ -231,6 +255,8 @@ def error_body(
         detail["field"] = field
     if isinstance(exc, StatementNotReady):
         detail["state"] = exc.state
+    if isinstance(exc, WarehouseNotRunning):  # what the front end shows while it starts
+        detail["warehouse"] = exc.warehouse.to_json()
     if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
         return {**exc.report.to_json(), "error": detail}
     return {"error": detail}
@@ -258,7 +284,10 @@ def error_response(
     read_only = settings is not None and settings.read_only
     body = error_body(exc, row, request_id, secrets, read_only=read_only)
     if row.status >= 500:
-        log.error(
+        # A request a planned shutdown interrupts is expected: a warning, not an error.
+        level = logging.WARNING if isinstance(exc, ShuttingDown) else logging.ERROR
+        log.log(
+            level,
             "request %s failed with %s: %s",
             request_id,
             row.code,

@@ -1,45 +1,26 @@
-"""What a request must pass before the warehouse sees it: API keys, the SQL policy, limits."""
+"""What a request must pass before any handler runs: the API key and the `Host` header."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from dbx_backend.config import Settings
 from dbx_backend.hosts import HostAllowlist, allowlist_for
-from dbx_backend.sqlpolicy import check_read_only
 
 log = logging.getLogger("dbx_backend.api")
-THREAD_CHECK_BYTES = 8 * 1024
 
 
 class Unauthorized(Exception):
     """No valid API key was presented."""
 
 
-class AdhocSqlDisabled(Exception):
-    """Ad-hoc SQL is turned off (`ALLOW_ADHOC_SQL=false`): only named queries may run."""
-
-
-class SqlTooLarge(Exception):
-    """The SQL text is over `MAX_SQL_BYTES`."""
-
-
 class HostNotAllowed(Exception):
     """The request's `Host` is not a name this service answers (DNS rebinding guard)."""
-
-
-class TooManyQueries(Exception):
-    """This process already runs `MAX_CONCURRENT_QUERIES` statements."""
-
-    retry_after = 1.0
 
 
 def load_api_keys(settings: Settings) -> tuple[bytes, ...]:
@@ -82,41 +63,9 @@ def host_middleware(settings: Settings) -> Middleware:
     return middleware
 
 
-async def check_sql(settings: Settings, sql: str, *, adhoc: bool) -> None:
-    """Refuse SQL the service may not run: ad-hoc when disabled, too large, or not a read."""
-    if adhoc and not settings.allow_adhoc_sql:
-        raise AdhocSqlDisabled("ad-hoc SQL is disabled on this service; use a named query")
-    size = len(sql.encode())
-    if size > settings.max_sql_bytes:
-        raise SqlTooLarge(f"the SQL is {size} bytes; the limit is {settings.max_sql_bytes}")
-    if settings.read_only:
-        if size > THREAD_CHECK_BYTES:  # parsing a long statement takes long: off the loop
-            await asyncio.to_thread(check_read_only, sql)
-        else:
-            _check_read_only_cached(sql)
-
-
-# Front ends send the same statements again and again: remember the ones that passed (a
-# refusal raises, and exceptions are not cached).
-_check_read_only_cached = functools.lru_cache(maxsize=2048)(check_read_only)
-
-
-class QueryLimiter:
-    """At most `limit` statements in flight in this process; over it, refuse at once."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the duration of a query, or raise TooManyQueries."""
-        if self.in_flight >= self.limit:
-            raise TooManyQueries(
-                f"this service already runs {self.limit} queries; try again shortly"
-            )
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+def caller_identity(settings: Settings, authorization: str) -> str:
+    """Who is asking: a digest of the API key when keys are required, else everyone is one."""
+    if not (settings.api_keys or settings.api_keys_file):
+        return ""
+    _, _, presented = authorization.partition(" ")
+    return hashlib.sha256(presented.strip().encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from dbx_backend.keys import METRICS, QUERY_SERVICE, READINESS
+from dbx_backend.keys import METRICS, QUERY_SERVICE, READINESS, WAREHOUSE_TRACKER
 from dbx_backend.readiness import NotReady
 
 
@@ -19,7 +19,8 @@ async def ready(request: web.Request) -> web.Response:
 
     Answers within a second whatever the warehouse does: the check runs in the background.
     """
-    report = await request.app[READINESS].report(request.app[QUERY_SERVICE])
+    tracker = request.app.get(WAREHOUSE_TRACKER)
+    report = await request.app[READINESS].report(request.app[QUERY_SERVICE], tracker)
     if not report.ready:
         raise NotReady(report)
     return web.json_response(report.to_json())

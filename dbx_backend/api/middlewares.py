@@ -19,6 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from dbx_backend.keys import (
+    CACHE_STATUS,
     ERROR_CODE,
     METRICS,
     REQUEST_ID,
@@ -60,12 +61,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         _observe(request, status, time.perf_counter() - started, response)
+        cache = request.get(CACHE_STATUS)
         access_log.info(
-            "%s %s %s %.1fms",
+            "%s %s %s %.1fms%s",
             request.method,
             request.path,
             status,
             (time.perf_counter() - started) * 1000,
+            f" cache={cache}" if cache else "",
             extra={
                 "request_id": request_id,
                 "method": request.method,
@@ -78,6 +81,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "retries": request.get(RETRIES),
                 "warehouse_ms": request.get(WAREHOUSE_MS),
                 "error_code": request.get(ERROR_CODE),
+                "cache": cache,
             },
         )
 

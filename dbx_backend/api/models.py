@@ -146,12 +146,20 @@ class NamedQueryParam(BaseModel):
     description: str | None
 
 
+class NamedQueryCache(BaseModel):
+    """A named query's own cache policy (its `-- cache:` line); a `ttl_s` of 0 is `off`."""
+
+    ttl_s: float = Field(ge=0, le=MAX_SAFE_INT)
+    stale_s: float = Field(ge=0, le=MAX_SAFE_INT)
+
+
 class NamedQueryInfo(BaseModel):
-    """A named query as `GET /api/queries` lists it."""
+    """A named query as `GET /api/queries` lists it; `cache` null: the service's policy."""
 
     name: str
     description: str | None
     params: list[NamedQueryParam]
+    cache: NamedQueryCache | None
 
 
 class NamedQueryList(BaseModel):
@@ -252,6 +260,18 @@ class HealthResponse(BaseModel):
     status: Literal["ok"]
 
 
+class WarehouseInfo(BaseModel):
+    """The warehouse's state as the service last read it, and when it should be running."""
+
+    state: str = Field(
+        description="RUNNING, STARTING, STOPPED, STOPPING, DELETING, DELETED or UNKNOWN."
+    )
+    eta_s: Count | None = Field(description="Seconds until it is expected to be RUNNING.")
+    starting_for_s: Count | None = Field(
+        default=None, description="Seconds since its start began, while STARTING."
+    )
+
+
 class ReadyResponse(BaseModel):
     """Body of `GET /ready`: the last background check of the warehouse, and its age."""
 
@@ -261,6 +281,9 @@ class ReadyResponse(BaseModel):
     )
     age_s: float | None = Field(
         ge=0, le=MAX_SAFE_INT, description="Seconds since the last check ended."
+    )
+    warehouse: WarehouseInfo = Field(
+        description="The warehouse's state (read without starting it) and its ETA."
     )
 
 
@@ -360,6 +383,11 @@ class ErrorDetail(BaseModel):
         default=None,
         json_schema_extra=_absent_when_unset,
         description="STATEMENT_NOT_READY only: the statement's state.",
+    )
+    warehouse: WarehouseInfo | None = Field(
+        default=None,
+        description="WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it "
+        "has been starting.",
     )
 
 

@@ -8,11 +8,11 @@ import logging
 from collections.abc import Mapping
 from typing import TypeVar
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
 from dbx_backend.api.bodies import read_body
+from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -22,13 +22,20 @@ from dbx_backend.api.errors import (
     json_response,
     response_for,
 )
-from dbx_backend.api.guards import check_sql
 from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
-from dbx_backend.engine.normalize import NormalizeOptions
-from dbx_backend.engine.parameters import ParamScalar, TypedParam
-from dbx_backend.engine.query_service import OpenStatement, QueryOptions, QueryResult, Timings
+from dbx_backend.engine import (
+    Admitted,
+    CachePolicy,
+    NormalizeOptions,
+    OpenStatement,
+    ParamScalar,
+    QueryOptions,
+    QueryResult,
+    Timings,
+    TypedParam,
+)
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
@@ -139,9 +146,9 @@ def note_statement(request: web.Request, statement: OpenStatement | QueryResult)
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     body = await read_json(request, QueryRequest)
-    await check_sql(request.app[SETTINGS], body.sql, adhoc=True)
+    statement = await request.app[QUERY_SERVICE].admit(body.sql)
     return await run_statement(
-        request, body.sql, query_params(body), body, catalog=body.catalog, schema=body.schema_
+        request, statement, query_params(body), body, catalog=body.catalog, schema=body.schema_
     )
 
 
@@ -155,6 +162,7 @@ async def list_queries(request: web.Request) -> web.Response:
                     "name": q.name,
                     "description": q.description,
                     "params": [dataclasses.asdict(p) for p in q.params],
+                    "cache": None if q.cache is None else dataclasses.asdict(q.cache),
                 }
                 for q in queries.values()
             ]
@@ -170,46 +178,48 @@ async def run_named_query(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"no named query {name!r}; GET /api/queries lists them")
     body = await read_json(request, NamedQueryRequest, empty_ok=True)
     bound = bind_params(named, body.params)
-    await check_sql(request.app[SETTINGS], named.sql, adhoc=False)
+    statement = await request.app[QUERY_SERVICE].admit_named(named)
     params = {key: TypedParam(value["value"], str(value["type"])) for key, value in bound.items()}
-    return await run_statement(request, named.sql, params, body)
+    policy = None if named.cache is None else CachePolicy(named.cache.ttl_s, named.cache.stale_s)
+    return await run_statement(request, statement, params, body, cache_policy=policy)
 
 
 async def run_statement(
     request: web.Request,
-    sql: str,
+    statement: Admitted,
     params: Params,
     body: RunOptions,
     *,
     catalog: str | None = None,
     schema: str | None = None,
+    cache_policy: CachePolicy | None = None,
 ) -> web.StreamResponse:
-    """Run `sql` within the concurrency limit and answer in the negotiated format."""
+    """Answer from the result cache, or run `statement` (coalesced with identical runs, within
+    the concurrency limit) and answer in the negotiated format."""
     result_format = negotiate(request.headers.get("Accept", ""))
     streaming = result_format != "json"
     options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
-    service = request.app[QUERY_SERVICE]
-    async with request.app[LIMITER].slot():
-        if streaming:
-            async with service.open(sql, params, options) as statement:
-                note_statement(request, statement)
-                return await stream_result(request, statement, result_format)
-        result = await service.execute_query(sql, params, options)
-    note_statement(request, result)
-    request[ROW_COUNT] = result.row_count
-    payload = {
-        "columns": [c.to_json() for c in result.columns],
-        "rows": result.rows,
-        "row_count": result.row_count,
-        "truncated": result.truncated,
-        "statement_id": result.statement_id,
-    }
-    headers = {"Server-Timing": server_timing(result.timings)}
-    if result.row_count < THREAD_ENCODE_ROWS:
-        return json_response(payload, headers=headers)
-    # Encoding a large answer takes long enough to stall other requests: off the loop.
-    encoded = await asyncio.to_thread(orjson.dumps, payload)
-    return web.Response(body=encoded, content_type="application/json", headers=headers)
+    if streaming:
+        # A stream is answered from a fresh entry when there is one, else run as a stream.
+        hit = await lookup_cached(request, statement, params, options, body.row_limit, cache_policy)
+        if hit is not None:
+            return cached_response(request, hit, result_format, None)
+        service = request.app[QUERY_SERVICE]
+        async with (
+            request.app[LIMITER].slot(),
+            service.open(statement, params, options) as opened,
+        ):
+            note_statement(request, opened)
+            return await stream_result(request, opened, result_format)
+    answer = await answer_cached(
+        request, statement, params, options, row_limit=body.row_limit, policy=cache_policy
+    )
+    request[STATEMENT_ID] = answer.entry.statement_id
+    timing = None
+    if answer.produced is not None and isinstance(answer.produced.details, QueryResult):
+        note_statement(request, answer.produced.details)
+        timing = server_timing(answer.produced.details.timings)
+    return cached_response(request, answer, "json", timing)
 
 
 async def stream_result(

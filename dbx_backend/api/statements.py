@@ -5,14 +5,15 @@
     GET    /api/statements/{id}/rows?offset=&limit=   one page of rows; 409 until SUCCEEDED
     DELETE /api/statements/{id}             202: the cancel was sent
 
-`{id}` is a signed handle (`handles.py`), never the raw warehouse id. A poll answers 200 for any
-valid handle: PENDING and RUNNING with `elapsed_ms`, SUCCEEDED with the result's first page,
-FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages hold at most
-`MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. An `Idempotency-Key` on POST returns
+`{id}` is a signed handle (`engine/handles.py`), never the raw warehouse id. A poll answers 200
+for any valid handle: PENDING and RUNNING with `elapsed_ms`, SUCCEEDED with the result's first
+page, FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages hold at
+most `MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. A submit waits up to its
+`wait_s` for the statement to end. An `Idempotency-Key` on POST returns
 the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
 `IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
 unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
-statements open at once (`open_statements.py`).
+statements open at once (`engine/open_statements.py`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -34,167 +32,50 @@ from aiohttp import web
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
-    NotFoundError,
     StatementNotReady,
     error_body,
     json_response,
     response_for,
 )
-from dbx_backend.api.guards import TooManyQueries, check_sql
-from dbx_backend.api.handles import UNKNOWN_HANDLE, HandleClaims, HandleSigner
+from dbx_backend.api.guards import caller_identity
 from dbx_backend.api.models import MAX_SAFE_INT, SubmitRequest
-from dbx_backend.api.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
-from dbx_backend.engine.normalize import NormalizeOptions
-from dbx_backend.engine.statements import StatementInfo, StatementOperations
+from dbx_backend.engine import (
+    IDEMPOTENCY_HEADER,
+    HandleClaims,
+    HandleSigner,
+    IdempotencyStore,
+    NormalizeOptions,
+    OpenStatements,
+    StatementInfo,
+    Submitted,
+    UnknownHandle,
+    still_running,
+)
 from dbx_backend.keys import (
+    HANDLE_SIGNER,
+    IDEMPOTENCY,
     LIMITER,
+    OPEN_STATEMENTS,
     QUERY_SERVICE,
     REQUEST_ID,
     ROW_COUNT,
     SECRETS,
     SETTINGS,
     STATEMENT_ID,
-    WAREHOUSE,
+    TASKS,
 )
 from dbx_backend.warehouse import errors as dbx
-from dbx_backend.warehouse.retry import Deadline, never_ran
-from dbx_backend.warehouse.wire import State
-
-log = logging.getLogger("dbx_backend.api")
 
 MAX_PAGE_ROWS = 10_000
 DEFAULT_PAGE_ROWS = 1_000
-IDEMPOTENCY_MAX_KEYS = 10_000
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as in the IETF draft
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """What a submit answered: replayed as is for a repeated Idempotency-Key."""
-
-    handle: str
-    state: str
-    statement_id: str
-
-
-@dataclass(slots=True)
-class _Entry:
-    fingerprint: str
-    created: float
-    task: asyncio.Task[Submitted]
-
-
-class IdempotencyStore:
-    """Submits keyed by (caller, Idempotency-Key), kept `window_s` in an LRU of `max_keys`.
-
-    Submits run in tasks owned by the store, so a caller that leaves does not stop one that a
-    retry will ask for; a concurrent duplicate awaits the same task. A submit that failed
-    before anything could run (429, 503, no connection, our own limit) is forgotten, so a retry
-    may try again; any other failure is replayed, since the statement may have run.
-    """
-
-    def __init__(
-        self,
-        window_s: float,
-        *,
-        max_keys: int = IDEMPOTENCY_MAX_KEYS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self.clock = clock
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run `work` in a task the store owns until it ends."""
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def submit_once(
-        self,
-        key: tuple[str, str],
-        fingerprint: str,
-        submit: Callable[[], Awaitable[Submitted]],
-    ) -> Submitted:
-        """The answer of the first `submit` under `key`; a different body under it is refused."""
-        now = self.clock()
-        self._forget_expired(now)
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry.fingerprint != fingerprint:
-                raise InvalidRequest(
-                    "this Idempotency-Key was already used with a different request; "
-                    "use a new key for a new statement",
-                    field=IDEMPOTENCY_HEADER,
-                )
-            self._entries.move_to_end(key)
-            return await asyncio.shield(entry.task)
-        task: asyncio.Task[Submitted] = self.spawn(submit())
-        self._entries[key] = _Entry(fingerprint, now, task)
-        task.add_done_callback(lambda done: self._settle(key, done))
-        while len(self._entries) > self.max_keys:
-            self._entries.popitem(last=False)
-        return await asyncio.shield(task)
-
-    def running(self) -> list[asyncio.Task[Any]]:
-        """Submits still waiting for the warehouse's answer: no caller holds their handle."""
-        return [task for task in self._tasks if not task.done()]
-
-    def _settle(self, key: tuple[str, str], task: asyncio.Task[Submitted]) -> None:
-        entry = self._entries.get(key)
-        if entry is not None and entry.task is task and _nothing_ran(task):
-            del self._entries[key]
-
-    def _forget_expired(self, now: float) -> None:
-        expired = [k for k, e in self._entries.items() if now - e.created >= self.window_s]
-        for key in expired:
-            del self._entries[key]
-
-
-def _nothing_ran(task: asyncio.Task[Submitted]) -> bool:
-    """True when the submit failed in a way that proves no statement was started."""
-    if task.cancelled():
-        return True
-    exc = task.exception()  # also marks it retrieved
-    if exc is None:
-        return False
-    # Refused by us, or an answer that proves it never ran (4xx, 429, 503, no connection).
-    return isinstance(exc, (TooManyQueries, TooManyStatements)) or never_ran(exc)
-
-
-HANDLE_SIGNER = web.AppKey("statement_handle_signer", HandleSigner)
-IDEMPOTENCY = web.AppKey("statement_idempotency", IdempotencyStore)
-OPEN_STATEMENTS = web.AppKey("open_statements", OpenStatements)
 
 
 def caller_of(request: web.Request) -> str:
     """Who is asking: a digest of the API key when keys are required, else everyone is one."""
-    settings = request.app[SETTINGS]
-    if not (settings.api_keys or settings.api_keys_file):
-        return ""
-    _, _, presented = request.headers.get("Authorization", "").partition(" ")
-    return hashlib.sha256(presented.strip().encode()).hexdigest()
-
-
-def _operations(request: web.Request) -> StatementOperations:
-    settings = request.app[SETTINGS]
-    service = request.app[QUERY_SERVICE]
-    return StatementOperations(
-        request.app[WAREHOUSE],
-        call_timeout_s=settings.query_timeout_s,
-        schedule=service.schedule,
-        sleep=service.sleep,
-        abandon=service.cancel_when_submitted,
-    )
+    return caller_identity(request.app[SETTINGS], request.headers.get("Authorization", ""))
 
 
 def _open_handle(request: web.Request) -> tuple[str, HandleClaims]:
@@ -211,16 +92,21 @@ def _statement_scope(request: web.Request, claims: HandleClaims) -> Iterator[Non
     try:
         yield
     except dbx.NotFound:
-        _observe(request, claims, None)
-        raise NotFoundError(UNKNOWN_HANDLE, field="statement_id") from None
+        _release(request, claims)
+        raise UnknownHandle from None
     except (dbx.StatementFailed, dbx.StatementClosed):
-        _observe(request, claims, State.FAILED)
+        _release(request, claims)
         raise
 
 
-def _observe(request: web.Request, claims: HandleClaims, state: str | None) -> None:
-    """Tell the open-statements budget what was learned (None: the warehouse forgot it)."""
+def _observe(request: web.Request, claims: HandleClaims, state: str) -> None:
+    """Tell the open-statements budget the state a poll learned."""
     request.app[OPEN_STATEMENTS].observe(caller_of(request), claims.statement_id, state)
+
+
+def _release(request: web.Request, claims: HandleClaims) -> None:
+    """The statement ended or is gone: its caller's open-statement slot is free again."""
+    request.app[OPEN_STATEMENTS].release(caller_of(request), claims.statement_id)
 
 
 def _int_param(
@@ -248,83 +134,73 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 async def submit_statement(request: web.Request) -> web.Response:
-    """Start one ad-hoc statement and answer 202 with its handle, without waiting for rows."""
-    settings = request.app[SETTINGS]
+    """Start one ad-hoc statement and answer 202 with its handle, once it has ended or `wait_s`
+    has passed (0: at once)."""
     body = await read_json(request, SubmitRequest)
-    await check_sql(settings, body.sql, adhoc=True)
+    engine = request.app[QUERY_SERVICE]
+    statement = await engine.admit(body.sql)
     key = _idempotency_key(request)
     caller = caller_of(request)
     options = query_options(
         request, body, streaming=True, catalog=body.catalog, schema=body.schema_
     )
-    operations = _operations(request)
     limiter = request.app[LIMITER]
     budget = request.app[OPEN_STATEMENTS]
-    waiting = Deadline(min(body.wait_s, options.timeout_s), operations.clock)
+    wait_ends_at = engine.clock() + min(body.wait_s, options.timeout_s)
+
+    def wait_left() -> float:
+        return max(0.0, wait_ends_at - engine.clock())
 
     async def submit() -> Submitted:
+        # A caller that leaves mid-submit (no Idempotency-Key: nobody else can learn the handle)
+        # cancels this; the engine then cancels the statement once the warehouse names it.
         with budget.reserve(caller) as keep:  # over the budget: refused before any submit
             async with limiter.slot():
-                info = await operations.submit(
-                    body.sql, query_params(body), options, wait_s=waiting.remaining()
+                info = await engine.start(
+                    statement, query_params(body), options, wait_s=wait_left()
                 )
-            if info.state not in State.TERMINAL:
+            if not info.finished:
                 keep(info.statement_id)
         handle = request.app[HANDLE_SIGNER].issue(
             info.statement_id, caller=caller, long_as_string=body.long_as_string
         )
         return Submitted(handle, info.state, info.statement_id)
 
-    store = request.app[IDEMPOTENCY]
-    if key is not None:
-        # How long this request waits is not part of the statement: a retry may wait less.
-        statement = body.model_dump_json(by_alias=True, exclude={"wait_s"})
-        fingerprint = hashlib.sha256(statement.encode()).hexdigest()
-        submitted = await store.submit_once((caller, key), fingerprint, submit)
+    if key is None:
+        submitted = await submit()
     else:
-        task: asyncio.Task[Submitted] = store.spawn(submit())
-        try:
-            submitted = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # The caller left mid-submit and cannot learn the handle: stop what it started;
-            # its place in the caller's budget is free again.
-            def abandoned(submitted: Submitted) -> str | None:
-                budget.release(caller, submitted.statement_id)
-                return _still_running(submitted)
-
-            request.app[QUERY_SERVICE].cancel_when_started(task, abandoned)
-            raise
+        # How long this request waits is not part of the statement: a retry may wait less.
+        statement_json = body.model_dump_json(by_alias=True, exclude={"wait_s"})
+        fingerprint = hashlib.sha256(statement_json.encode()).hexdigest()
+        submitted = await request.app[IDEMPOTENCY].submit_once((caller, key), fingerprint, submit)
     request[STATEMENT_ID] = submitted.statement_id
-    state = await _wait_until_end(request, submitted, waiting, abandon=key is None)
+    state = await _wait_until_end(request, submitted, wait_left(), abandon=key is None)
     return json_response({"statement_id": submitted.handle, "state": state}, 202)
 
 
 async def _wait_until_end(
-    request: web.Request, submitted: Submitted, waiting: Deadline, *, abandon: bool
+    request: web.Request, submitted: Submitted, wait_s: float, *, abandon: bool
 ) -> str:
-    """The statement's state once it ends or `wait_s` runs out (outside the submit's task, so
-    a caller who leaves stops only the wait; without an Idempotency-Key nobody else can learn
+    """The statement's state once it ends or `wait_s` runs out, polled after the submit (so a
+    caller who leaves stops only the wait; without an Idempotency-Key nobody else can learn
     the handle, so the statement is cancelled then)."""
-    if submitted.state in State.TERMINAL or waiting.remaining() <= 0:
+    if still_running(submitted) is None or wait_s <= 0:
         return submitted.state
-    budget, caller = request.app[OPEN_STATEMENTS], caller_of(request)
+    engine, budget = request.app[QUERY_SERVICE], request.app[OPEN_STATEMENTS]
+    caller = caller_of(request)
     info = StatementInfo(submitted.statement_id, submitted.state)
     try:
-        info = await _operations(request).wait_until_end(info, waiting)
+        info = await engine.wait_until_end(info, wait_s)
     except asyncio.CancelledError:
         if abandon:
             budget.release(caller, submitted.statement_id)
-            request.app[QUERY_SERVICE].cancel_in_background(submitted.statement_id)
+            request.app[TASKS].spawn(engine.cancel_quietly(submitted.statement_id))
         raise
     except dbx.StatementFailed:
-        budget.observe(caller, submitted.statement_id, State.FAILED)
+        budget.release(caller, submitted.statement_id)
         raise
     budget.observe(caller, submitted.statement_id, info.state)
     return info.state
-
-
-def _still_running(submitted: Submitted) -> str | None:
-    return None if submitted.state in State.TERMINAL else submitted.statement_id
 
 
 async def statement_status(request: web.Request) -> web.Response:
@@ -335,21 +211,20 @@ async def statement_status(request: web.Request) -> web.Response:
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
-            info = await _operations(request).status(
+            info = await request.app[QUERY_SERVICE].status(
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
     _observe(request, claims, info.state)
     payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
-    if info.state in (State.PENDING, State.RUNNING):
+    if not info.finished:  # PENDING or RUNNING
         elapsed_s = request.app[HANDLE_SIGNER].clock() - claims.submitted_at
         payload["elapsed_ms"] = max(0, round(elapsed_s * 1000))
     if info.failure is not None:
-        failure = info.failure
-        row = response_for(failure) or INTERNAL
-        read_only = request.app[SETTINGS].read_only
+        row = response_for(info.failure) or INTERNAL
         secrets: tuple[str, ...] = request.app[SECRETS]
-        body = error_body(failure, row, request[REQUEST_ID], secrets, read_only=read_only)
-        payload["error"] = body["error"]
+        read_only = request.app[SETTINGS].read_only
+        failed = error_body(info.failure, row, request[REQUEST_ID], secrets, read_only=read_only)
+        payload["error"] = failed["error"]
     if info.columns is not None:
         rows = info.rows or []
         total = info.total_row_count or 0
@@ -372,9 +247,11 @@ async def statement_rows(request: web.Request) -> web.Response:
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
-            page = await _operations(request).rows(claims.statement_id, offset, limit, normalize)
+            page = await request.app[QUERY_SERVICE].rows(
+                claims.statement_id, offset, limit, normalize
+            )
     _observe(request, claims, page.state)
-    if page.state != State.SUCCEEDED:
+    if not page.succeeded:
         raise StatementNotReady(page.state)
     end = page.offset + len(page.rows)
     request[ROW_COUNT] = len(page.rows)
@@ -393,9 +270,9 @@ async def cancel_statement(request: web.Request) -> web.Response:
     """Send a cancel; the statement may still finish first, so poll to learn the outcome."""
     handle, claims = _open_handle(request)
     with _statement_scope(request, claims):
-        await _operations(request).cancel(claims.statement_id)
+        await request.app[QUERY_SERVICE].cancel(claims.statement_id)
     # It may still finish first; either way the caller is done with it.
-    request.app[OPEN_STATEMENTS].release(caller_of(request), claims.statement_id)
+    _release(request, claims)
     return json_response({"statement_id": handle}, 202)
 
 
@@ -415,7 +292,7 @@ def setup_statement_routes(
     app[HANDLE_SIGNER] = HandleSigner.from_settings(settings, clock)
     # A remembered handle must not outlive its own expiry.
     window_s = min(settings.idempotency_window_s, settings.statement_handle_ttl_s)
-    app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic)
+    app[IDEMPOTENCY] = IdempotencyStore(window_s, clock=monotonic, tasks=app[TASKS])
     app[OPEN_STATEMENTS] = OpenStatements(
         settings.max_open_statements, max_age_s=settings.statement_handle_ttl_s, clock=monotonic
     )
@@ -424,20 +301,14 @@ def setup_statement_routes(
         # The process is stopping: nobody will learn the handle of a submit still in flight
         # (an Idempotency-Key retry included), so each such statement gets its one cancel.
         for task in app[IDEMPOTENCY].running():
-            app[QUERY_SERVICE].cancel_when_started(task, _still_running)
+            app[QUERY_SERVICE].cancel_when_started(task, still_running)
 
     async def state_of(statement_id: str) -> str | None:
         timeout_s = app[OPEN_STATEMENTS].policy.lookup_timeout_s
-        try:
-            response = await app[WAREHOUSE].get_statement(
-                statement_id, deadline=Deadline(timeout_s, monotonic)
-            )
-        except dbx.NotFound:
-            return None
-        return response.status.state
+        return await app[QUERY_SERVICE].state_of(statement_id, timeout_s=timeout_s)
 
     async def open_statements_ctx(app: web.Application) -> AsyncIterator[None]:
-        checks = asyncio.get_running_loop().create_task(app[OPEN_STATEMENTS].run_checks(state_of))
+        checks = app[TASKS].spawn(app[OPEN_STATEMENTS].run_checks(state_of))
         yield
         checks.cancel()
         with contextlib.suppress(asyncio.CancelledError):

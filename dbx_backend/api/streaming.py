@@ -17,7 +17,7 @@ from typing import Literal
 
 import orjson
 
-from dbx_backend.engine.normalize import Column, JsonValue
+from dbx_backend.engine import Column, JsonValue
 
 ResultFormat = Literal["json", "ndjson", "csv"]
 NDJSON = "application/x-ndjson"

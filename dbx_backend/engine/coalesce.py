@@ -31,6 +31,7 @@ from dbx_backend.warehouse.errors import WarehouseError
 log = logging.getLogger(__name__)
 
 Produce = Callable[[], Awaitable[CacheEntry]]
+WIND_DOWN_S = 1.0
 
 
 def encode_failure(exc: BaseException) -> bytes:
@@ -105,6 +106,10 @@ class Coalescer:
         self.max_result_bytes = max_result_bytes
         self._flights: dict[str, _Flight] = {}
 
+    def in_flight_any(self) -> bool:
+        """True while any flight runs in this process."""
+        return any(not flight.abandoned for flight in self._flights.values())
+
     def in_flight(self, key: str) -> bool:
         """True when this process has a flight for `key` that requests may join."""
         flight = self._flights.get(key)
@@ -133,6 +138,8 @@ class Coalescer:
             if flight.waiters == 0 and not flight.task.done():
                 flight.abandoned = True
                 flight.task.cancel()  # the last waiter left: stop the statement too
+                # Let it wind down (its statement's cancel is on its way) before answering.
+                await asyncio.wait({flight.task}, timeout=WIND_DOWN_S)
         return Shared(entry, coalesced=not first or flight.followed)
 
     def _landed(self, key: str, flight: _Flight, _: object = None) -> None:

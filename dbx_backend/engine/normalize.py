@@ -29,7 +29,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from math import isfinite
-from operator import is_not, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from dbx_backend.engine.sqltypes import (
@@ -159,29 +159,51 @@ class RowConverter:
         column_converters = [_text_column(c, options) for c in self.columns]
         # Text-like columns pass through untouched, so only the others are converted.
         self._work = tuple((i, f) for i, f in enumerate(column_converters) if f is not None)
+        # Columns whose conversion would take a number (or anything) as it comes: `int()`,
+        # `float()`, nulls, the text itself. The others refuse a cell that is not a string.
+        self._lenient = tuple(
+            i
+            for i, (column, convert) in enumerate(zip(self.columns, column_converters, strict=True))
+            if convert is None or canonical_kind(column.type) in _LENIENT_KINDS
+        )
         self._arrow_converters: dict[tuple[int, Any], ColumnConverter] = {}
 
-    def convert_rows(self, data_array: Iterable[Sequence[str | None]]) -> list[list[JsonValue]]:
-        """JSON_ARRAY rows (strings and nulls, reference §7.2) -> rows of JSON values."""
+    def convert_rows(
+        self, data_array: Iterable[Sequence[Any]], *, check_cells: bool = False
+    ) -> list[list[JsonValue]]:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2) -> rows of JSON values.
+
+        Every row must be an array of the schema's width, and every cell a value of its column;
+        `check_cells` also refuses a number where the protocol sends text, in columns whose
+        conversion would take it (INLINE data: the wire model leaves every check to here).
+        """
         rows = data_array if isinstance(data_array, (list, tuple)) else list(data_array)
         width = len(self.columns)
         with nullcontext() if len(rows) < _GC_PAUSE_MIN_ROWS else _gc_paused():
             if not rows:
                 return []
+            if not _ROW_TYPES.issuperset(map(type, rows)):
+                raise self._bad_row(rows)
             if set(map(len, rows)) != {width}:
                 raise self._bad_width(rows)
-            if not self._work:
+            if not self._work and not (check_cells and self._lenient):
                 return list(map(list, rows))
             out: list[list[JsonValue]] = []
             for start in range(0, len(rows), _BLOCK_ROWS):
-                out.extend(self._convert_block(rows[start : start + _BLOCK_ROWS]))
+                out.extend(self._convert_block(rows[start : start + _BLOCK_ROWS], check_cells))
             return out
 
-    def _convert_block(self, rows: Sequence[Sequence[str | None]]) -> Iterator[list[JsonValue]]:
+    def _convert_block(
+        self, rows: Sequence[Sequence[Any]], check_cells: bool
+    ) -> Iterator[list[JsonValue]]:
         # Column by column: each converter sees a whole column, so it can check it in a few
         # C-speed passes and keep the texts that are already the value. Blocks of rows keep
         # the transposes within the CPU caches: over a whole 1M-row chunk they cost 2x more.
         columns: list[Sequence[JsonValue]] = list(zip(*rows, strict=True))
+        if check_cells:
+            for index in self._lenient:
+                if not _TEXT_CELLS.issuperset(map(type, columns[index])):
+                    raise self._bad_cell(index)
         for index, convert in self._work:
             try:
                 columns[index] = convert(columns[index])
@@ -189,7 +211,11 @@ class RowConverter:
                 raise self._bad_cell(index) from None
         return map(list, zip(*columns, strict=True))
 
-    def _bad_width(self, rows: Sequence[Sequence[str | None]]) -> ProtocolError:
+    def _bad_row(self, rows: Sequence[Any]) -> ProtocolError:
+        number = next(n for n, row in enumerate(rows) if type(row) not in _ROW_TYPES)
+        return ProtocolError(f"row {number} of a chunk is not an array")
+
+    def _bad_width(self, rows: Sequence[Sequence[Any]]) -> ProtocolError:
         width = len(self.columns)
         number, row = next((n, row) for n, row in enumerate(rows) if len(row) != width)
         return ProtocolError(
@@ -228,6 +254,9 @@ class RowConverter:
 
 
 _CELL_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
+_ROW_TYPES = frozenset({list, tuple})
+_TEXT_CELLS = frozenset({str, type(None)})
+_LENIENT_KINDS = frozenset({"BYTE", "SHORT", "INT", "LONG", "FLOAT", "DOUBLE", "NULL"})
 
 
 class _GcPause:
@@ -326,14 +355,17 @@ def _nulls(cells: Cells) -> list[JsonValue]:
     return [None] * len(cells)
 
 
-def _floats(cells: Cells) -> list[JsonValue]:
-    return _fix_non_finite(_each(float)(cells))
+def _floats(cells: Cells) -> Sequence[JsonValue]:
+    if None in cells:
+        return _fix_non_finite([None if cell is None else float(cell) for cell in cells])
+    return _fix_non_finite(list(map(float, cells)))
 
 
-def _fix_non_finite(values: list[JsonValue]) -> list[JsonValue]:
+def _fix_non_finite(values: list[float | None]) -> Sequence[JsonValue]:
     # One C-speed pass finds whether any NaN/inf is there (a finite sum overflowing only sends
-    # us down the exact path); the per-value pass runs only then.
-    if isfinite(sum(filter(partial(is_not, None), values))):
+    # us down the exact path); the per-value pass runs only then. Zeros and nulls, dropped by
+    # `filter(None, ...)`, add nothing to the sum.
+    if isfinite(sum(filter(None, values))):
         return values
     return [float_json(v) if v is not None else None for v in values]
 
@@ -577,10 +609,10 @@ def _arrow_dates(array: Any) -> list[JsonValue]:
     return list(map(texts.__getitem__, encoded.indices.to_pylist()))
 
 
-def _arrow_doubles(array: Any) -> list[JsonValue]:
+def _arrow_doubles(array: Any) -> Sequence[JsonValue]:
     import pyarrow.compute as pc
 
-    values: list[JsonValue] = array.to_pylist()
+    values: list[float | None] = array.to_pylist()
     if pc.all(pc.is_finite(array)).as_py() is False:  # nulls skipped; all-null gives None
         return [float_json(v) if v is not None else None for v in values]
     return values

@@ -1,8 +1,13 @@
-"""Run one SQL statement to its end: submit, poll, read every chunk, cancel on give-up.
+"""The statement engine: the life of every statement the service runs, written once.
 
-Polling is not retrying: the warehouse is healthy, the statement is just not done. One
-`Deadline` bounds the whole query; whenever we stop early (deadline, caller gone, error while
-reading) a statement that may still run is cancelled on the warehouse.
+    gate -> submit (shielded; cancelled if abandoned) -> poll -> result reader -> normalized rows
+
+Every route goes through `QueryService`: `/api/query` and named queries (`execute_query`, or
+`open` + `batches()` for streams), `/api/statements` (`start`, `status`, `rows`, `cancel`) and
+the readiness probe. Polling is not retrying: the warehouse is healthy, the statement is just
+not done. One `Deadline` bounds a query; whenever the service stops early (deadline, caller
+gone, shutdown, an error while polling) a statement that may still run gets one cancel, sent in
+the background by the process's `TaskOwner` so no answer waits for it.
 """
 
 from __future__ import annotations
@@ -11,20 +16,13 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from dbx_backend.engine.external import ExternalChunkReader
+from dbx_backend.engine.gate import Admitted, Gate
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -33,14 +31,20 @@ from dbx_backend.engine.normalize import (
     columns_from_manifest,
 )
 from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.warehouse.client import CallStats, WarehouseClient, call_stats
+from dbx_backend.engine.reader import ResultReader, Timings
+from dbx_backend.engine.tasks import DRAIN_TIMEOUT_S, TaskOwner
+from dbx_backend.queries import NamedQuery
+from dbx_backend.warehouse.client import CallStats, WarehouseClient
 from dbx_backend.warehouse.errors import (
+    NotFound,
     ProtocolError,
+    ResponseLost,
     StatementCanceled,
     StatementClosed,
     StatementFailed,
     StatementTimedOut,
     WarehouseError,
+    WarehouseUnavailable,
 )
 from dbx_backend.warehouse.retry import Deadline, never_ran
 from dbx_backend.warehouse.wire import (
@@ -55,14 +59,12 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Rows = list[list[JsonValue]]
+Params = Mapping[str, ParamScalar | TypedParam]
+Statement = str | Admitted  # a string is admitted by the gate as ad-hoc SQL on its way in
 # Under the 25 MiB INLINE cap, leaving room for how the warehouse measures it (unconfirmed).
 INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
-# Converting a chunk this large takes long enough to stall other requests: do it in a thread.
-THREAD_CONVERT_ROWS = 2_000
-# At shutdown, background cancels get this long before they are given up.
-DRAIN_TIMEOUT_S = 3.0
 _Started = TypeVar("_Started")
 
 
@@ -104,21 +106,12 @@ class PollSchedule:
 
 
 @dataclass(slots=True)
-class Timings:
-    """Where a query's time went, for `Server-Timing`."""
-
-    wait_s: float = 0.0
-    fetch_s: float = 0.0
-    convert_s: float = 0.0
-
-
-@dataclass(slots=True)
 class QueryResult:
-    """A whole result, normalized."""
+    """A whole result, normalized, with where its time went and what its calls cost."""
 
     statement_id: str
     columns: list[Column]
-    rows: list[list[JsonValue]]
+    rows: Rows
     truncated: bool
     timings: Timings
     stats: CallStats
@@ -127,6 +120,45 @@ class QueryResult:
     def row_count(self) -> int:
         """Rows returned."""
         return len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementInfo:
+    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows,
+    for FAILED what failed."""
+
+    statement_id: str
+    state: str
+    columns: list[Column] | None = None
+    total_row_count: int | None = None
+    truncated: bool = False
+    rows: Rows | None = None
+    failure: StatementFailed | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the statement reached a terminal state (it no longer runs)."""
+        return self.state in State.TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPage:
+    """Rows `[offset, offset + len(rows))` of a result; `state` says why a page may be empty."""
+
+    state: str
+    rows: Rows
+    offset: int
+    total_row_count: int
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the statement SUCCEEDED, so its rows can be read."""
+        return self.state == State.SUCCEEDED
+
+
+def reported_state(state: str) -> str:
+    """The protocol's states as they are; a state it adds later is still running (§6.2)."""
+    return state if state in State.KNOWN else State.RUNNING
 
 
 def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
@@ -177,8 +209,33 @@ def statement_failure(response: StatementResponse) -> StatementFailed:
     )
 
 
+@asynccontextmanager
+async def _answer_within(deadline: Deadline, statement_id: str) -> AsyncIterator[None]:
+    """Bound a read of a statement by `deadline`; running out is the warehouse being slow."""
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            yield
+    except TimeoutError:
+        raise ResponseLost(
+            "the warehouse did not answer in time", statement_id=statement_id
+        ) from None
+
+
+def _result_of(response: StatementResponse) -> tuple[ResultManifest, ResultData]:
+    if response.manifest is None:
+        raise ProtocolError(
+            "a finished statement came without its manifest", statement_id=response.statement_id
+        )
+    return response.manifest, response.result or ResultData(data_array=[])
+
+
+def _running_statement(response: StatementResponse) -> str | None:
+    """The id of a statement that may still run, None when it reached a terminal state."""
+    return None if response.status.state in State.TERMINAL else response.statement_id
+
+
 class QueryService:
-    """Runs statements on one warehouse through a `WarehouseClient`."""
+    """The engine: runs statements on one warehouse through a `WarehouseClient`."""
 
     def __init__(
         self,
@@ -188,54 +245,262 @@ class QueryService:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wait_timeout_s: int = 5,
+        call_timeout_s: float | None = None,
+        gate: Gate | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.client = client
         self.schedule = schedule or PollSchedule()
         self.sleep = sleep
         self.clock = clock
         self.wait_timeout_s = wait_timeout_s
-        self._background: set[asyncio.Task[None]] = set()
+        # The budget of one status, page or cancel call on a statement.
+        self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
+        self.gate = gate or Gate.from_settings(client.settings)
+        self.tasks = tasks if tasks is not None else TaskOwner()
         # Submits whose statement is already due a cancel: one cancel each, however many
         # callers give up on the same submit.
         self._abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
+    # -- the gate ---------------------------------------------------------------------------
+
+    async def admit(self, sql: str) -> Admitted:
+        """Ad-hoc SQL, past the gate (refused: AdhocSqlDisabled, SqlTooLarge, SqlPolicyError)."""
+        return await self.gate.admit(sql)
+
+    async def admit_named(self, named: NamedQuery) -> Admitted:
+        """A named query of this service, past the gate."""
+        return await self.gate.admit_named(named)
+
+    # -- running a statement to its result --------------------------------------------------
+
     def open(
         self,
-        sql: str,
-        params: Mapping[str, ParamScalar | TypedParam] | None = None,
+        statement: Statement,
+        params: Params | None = None,
         options: QueryOptions | None = None,
     ) -> OpenStatement:
-        """Run `sql` to a terminal state in `async with`; then read rows from `batches()`."""
+        """Run `statement` to a terminal state in `async with`; then read rows from `batches()`."""
         options = options or QueryOptions()
         parameters = to_statement_parameters(params or {})
-        return OpenStatement(self, sql, parameters, options)
+        return OpenStatement(self, statement, parameters, options)
 
     async def execute_query(
         self,
-        sql: str,
-        params: Mapping[str, ParamScalar | TypedParam] | None = None,
+        statement: Statement,
+        params: Params | None = None,
         options: QueryOptions | None = None,
     ) -> QueryResult:
-        """Run `sql` and return its whole result (capped at `options.max_rows`)."""
-        options = options or QueryOptions()
-        async with self.open(sql, params, options) as statement:
-            rows: list[list[JsonValue]] = []
+        """Run `statement` and return its whole result (capped at `options.max_rows`)."""
+        return await self.collect(self.open(statement, params, options))
+
+    async def collect(self, opened: OpenStatement) -> QueryResult:
+        """Run an opened statement and return its whole result (capped at `max_rows`); the
+        caller may read `opened.statement_id` meanwhile (e.g. when it gives up)."""
+        options = opened.options
+        async with opened:
+            rows: Rows = []
             cap = options.max_rows
-            truncated = statement.truncated
-            async for batch in statement.batches():
+            truncated = opened.truncated
+            async for batch in opened.batches():
                 if cap is not None and len(rows) + len(batch) > cap:
                     rows.extend(batch[: cap - len(rows)])
                     truncated = True
                     break
                 rows.extend(batch)
             return QueryResult(
-                statement_id=statement.statement_id,
-                columns=statement.columns,
+                statement_id=opened.statement_id,
+                columns=opened.columns,
                 rows=rows,
                 truncated=truncated,
-                timings=statement.timings,
-                stats=statement.stats,
+                timings=opened.timings,
+                stats=opened.stats,
             )
+
+    @asynccontextmanager
+    async def submitted(
+        self,
+        statement: Statement,
+        parameters: Sequence[StatementParameter],
+        options: QueryOptions,
+        *,
+        deadline: Deadline,
+        stats: CallStats | None = None,
+        waiting: Deadline | None = None,
+    ) -> AsyncIterator[StatementResponse]:
+        """The one submit: past the gate, then POSTed in a task of its own, and cancelled once
+        the warehouse names it if the `async with` ends early (deadline, caller gone, shutdown,
+        an error), unless it already reached a terminal state. The warehouse holds the answer
+        for `SUBMIT_WAIT_TIMEOUT_S`, or for most of `waiting` when the caller said how long."""
+
+        def wait_timeout() -> str:
+            if waiting is None:
+                return choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
+            return choose_wait_timeout(min(deadline.remaining(), waiting.remaining()), 50)
+
+        admitted = await self.gate.admitted(statement)
+        body = execute_request(admitted.sql, parameters, options)
+        submit = self.tasks.spawn(
+            self.client.submit(body, deadline=deadline, wait_timeout=wait_timeout, stats=stats)
+        )
+        try:
+            yield await asyncio.shield(submit)
+        except BaseException:
+            self.cancel_when_started(submit, _running_statement)
+            raise
+
+    # -- statements that outlive the request (/api/statements) ------------------------------
+
+    async def start(
+        self, statement: Statement, params: Params, options: QueryOptions, *, wait_s: float = 0.0
+    ) -> StatementInfo:
+        """Start `statement`; the warehouse holds the answer for most of `wait_s` (if 5 s or
+        more) or answers at once. FAILED raises; `wait_until_end` waits on from there.
+
+        The statement keeps running after we return: only `cancel` stops it (reference §4.3).
+        """
+        deadline = Deadline(options.timeout_s, self.clock)
+        waiting = Deadline(wait_s, self.clock)
+        parameters = to_statement_parameters(params)
+        try:
+            async with (
+                asyncio.timeout(deadline.remaining()),
+                self.submitted(
+                    statement, parameters, options, deadline=deadline, waiting=waiting
+                ) as response,
+            ):
+                pass
+        except TimeoutError:
+            raise StatementTimedOut(
+                f"the warehouse did not take the statement within {options.timeout_s:g} s; "
+                "it is cancelled if it started",
+                may_have_run=True,
+            ) from None
+        except WarehouseError as exc:
+            exc.may_have_run = not never_ran(exc)
+            raise
+        if response.status.state == State.FAILED:
+            raise statement_failure(response)
+        return StatementInfo(response.statement_id, reported_state(response.status.state))
+
+    async def wait_until_end(self, info: StatementInfo, wait_s: float) -> StatementInfo:
+        """Poll until the statement ends or `wait_s` passes (it then keeps running); FAILED
+        raises, as at submit."""
+        waiting = Deadline(wait_s, self.clock)
+        delays = self.schedule.delays()
+        state = info.state
+        while state not in State.TERMINAL and waiting.remaining() > 0:
+            await self.sleep(min(next(delays), waiting.remaining()))
+            if waiting.expired:
+                break
+            call = Deadline(self.call_timeout_s, self.clock)
+            async with _answer_within(call, info.statement_id):
+                response = await self.client.get_statement(info.statement_id, deadline=call)
+            if response.status.state == State.FAILED:
+                raise statement_failure(response)
+            state = reported_state(response.status.state)
+        return StatementInfo(info.statement_id, state)
+
+    async def status(
+        self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions
+    ) -> StatementInfo:
+        """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
+        rows from its first chunk; when FAILED, the failure (never raised: it is the state's
+        answer). CANCELED and CLOSED are states."""
+        deadline = Deadline(self.call_timeout_s, self.clock)
+        async with _answer_within(deadline, statement_id):
+            response = await self.client.get_statement(statement_id, deadline=deadline)
+            state = response.status.state
+            if state == State.FAILED:
+                return StatementInfo(statement_id, state, failure=statement_failure(response))
+            if state != State.SUCCEEDED:
+                return StatementInfo(response.statement_id, reported_state(state))
+            manifest, first = _result_of(response)
+            columns = columns_from_manifest(manifest, normalize)
+            rows: Rows = []
+            if first_page_rows > 0 and manifest.total_row_count > 0:
+                reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
+                rows = await reader.head(first_page_rows)
+        return StatementInfo(
+            response.statement_id,
+            state,
+            columns=columns,
+            total_row_count=manifest.total_row_count,
+            truncated=manifest.truncated,
+            rows=rows,
+        )
+
+    async def rows(
+        self, statement_id: str, offset: int, limit: int, normalize: NormalizeOptions
+    ) -> RowsPage:
+        """Rows `[offset, offset + limit)`, reading only the chunks that hold them, in order.
+
+        A statement that is not SUCCEEDED gives an empty page with its state (CLOSED raises
+        StatementClosed: its result is gone). Past the end: an empty page.
+        """
+        deadline = Deadline(self.call_timeout_s, self.clock)
+        async with _answer_within(deadline, statement_id):
+            response = await self.client.get_statement(statement_id, deadline=deadline)
+            state = response.status.state
+            if state == State.CLOSED:
+                raise StatementClosed(
+                    "the statement's result is no longer available", statement_id=statement_id
+                )
+            if state != State.SUCCEEDED:
+                return RowsPage(reported_state(state), [], offset, 0)
+            manifest, first = _result_of(response)
+            total = manifest.total_row_count
+            end = min(offset + limit, total)
+            if offset >= end:
+                return RowsPage(state, [], offset, total)
+            columns = columns_from_manifest(manifest, normalize)
+            reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
+            rows = await reader.rows(offset, end)
+        return RowsPage(state, rows, offset, total)
+
+    async def state_of(self, statement_id: str, *, timeout_s: float) -> str | None:
+        """The statement's state, or None when the warehouse no longer knows it."""
+        try:
+            response = await self.client.get_statement(
+                statement_id, deadline=Deadline(timeout_s, self.clock)
+            )
+        except NotFound:
+            return None
+        return response.status.state
+
+    def reader(
+        self,
+        statement_id: str,
+        manifest: ResultManifest,
+        first: ResultData,
+        columns: list[Column],
+        normalize: NormalizeOptions,
+        deadline: Deadline,
+        *,
+        window: int = 1,
+        stats: CallStats | None = None,
+        timings: Timings | None = None,
+    ) -> ResultReader:
+        """The result reader of one finished statement (the one way rows are read)."""
+        converter = RowConverter(columns, normalize)
+        return ResultReader(
+            self.client,
+            statement_id,
+            manifest,
+            first,
+            converter,
+            deadline=deadline,
+            window=window,
+            stats=stats,
+            timings=timings,
+            clock=self.clock,
+        )
+
+    # -- cancelling -------------------------------------------------------------------------
+
+    async def cancel(self, statement_id: str) -> None:
+        """Ask the warehouse to cancel; it may still finish first (reference §4.3)."""
+        await self.client.cancel(statement_id)
 
     async def cancel_quietly(self, statement_id: str) -> None:
         """Best-effort cancel: logged, never raised (we are already giving up)."""
@@ -243,20 +508,6 @@ class QueryService:
             await self.client.cancel(statement_id)
         except WarehouseError as exc:
             log.warning("cancel of statement %s failed: %s", statement_id, exc)
-
-    def cancel_in_background(self, statement_id: str) -> asyncio.Task[None]:
-        """Cancel in a tracked task that outlives its caller; `drain()` waits for it."""
-        return self._track(self.cancel_quietly(statement_id))
-
-    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    def cancel_when_submitted(self, submit: asyncio.Future[StatementResponse]) -> None:
-        """The caller left while the submit was in flight: cancel once the statement has an id."""
-        self.cancel_when_started(submit, _running_statement)
 
     def cancel_when_started(
         self, start: asyncio.Future[_Started], running_id: Callable[[_Started], str | None]
@@ -275,30 +526,11 @@ class QueryService:
             if statement_id is not None:
                 await self.cancel_quietly(statement_id)
 
-        self._track(cancel_later())
+        self.tasks.spawn(cancel_later())
 
     async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-        """Wait for background cancels (at shutdown) for up to `timeout_s`, then give up."""
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + timeout_s  # real time: the process is about to exit
-        while self._background and (left_s := give_up_at - loop.time()) > 0:
-            await asyncio.wait(set(self._background), timeout=left_s)
-        left = set(self._background)
-        if left:
-            log.warning(
-                "%d cancels did not finish within %g s; their statements run until the "
-                "warehouse ends them",
-                len(left),
-                timeout_s,
-            )
-            for task in left:
-                task.cancel()
-            await asyncio.wait(left)
-
-
-def _running_statement(response: StatementResponse) -> str | None:
-    """The id of a statement that may still run, None when it reached a terminal state."""
-    return None if response.status.state in State.TERMINAL else response.statement_id
+        """Wait for background work (at shutdown) for up to `timeout_s`, then give up."""
+        await self.tasks.drain(timeout_s)
 
 
 class OpenStatement:
@@ -307,12 +539,12 @@ class OpenStatement:
     def __init__(
         self,
         service: QueryService,
-        sql: str,
+        statement: Statement,
         parameters: Sequence[StatementParameter],
         options: QueryOptions,
     ) -> None:
         self.service = service
-        self.sql = sql
+        self.statement = statement
         self.parameters = parameters
         self.options = options
         self.deadline = Deadline(options.timeout_s, service.clock)
@@ -329,11 +561,6 @@ class OpenStatement:
         return self.manifest.truncated
 
     @property
-    def total_row_count(self) -> int:
-        """Rows the warehouse says the result has."""
-        return self.manifest.total_row_count
-
-    @property
     def announced_rows(self) -> int | None:
         """Rows of the result, when the warehouse said (it may leave out a zero, §5)."""
         said = "total_row_count" in self.manifest.model_fields_set
@@ -346,13 +573,9 @@ class OpenStatement:
         return self.manifest.total_chunk_count if said else None
 
     async def __aenter__(self) -> OpenStatement:
-        self._stats_token = call_stats.set(self.stats)
         started = self.service.clock()
         try:
             response = await self._run_to_terminal()
-        except BaseException:
-            call_stats.reset(self._stats_token)
-            raise
         finally:
             self.timings.wait_s = self.service.clock() - started
         self._accept(response)
@@ -366,54 +589,49 @@ class OpenStatement:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        call_stats.reset(self._stats_token)
+        return None
 
     async def _run_to_terminal(self) -> StatementResponse:
-        client = self.service.client
-        request = execute_request(self.sql, self.parameters, self.options)
-        submit = asyncio.ensure_future(
-            client.submit(request, deadline=self.deadline, wait_timeout=self._wait_timeout)
-        )
         try:
-            async with asyncio.timeout(self.deadline.remaining()):
-                response = await asyncio.shield(submit)
+            async with (
+                asyncio.timeout(self.deadline.remaining()),
+                self.service.submitted(
+                    self.statement,
+                    self.parameters,
+                    self.options,
+                    deadline=self.deadline,
+                    stats=self.stats,
+                ) as response,
+            ):
                 self.statement_id = response.statement_id
-                response = await self._poll(response)
+                return await self._poll(response)
         except TimeoutError:
-            self._finish("TIMED_OUT")
-            self._abandon(submit)
-            raise StatementTimedOut(
-                f"the query did not finish within {self.options.timeout_s:g} s; "
-                "a cancel was sent to the warehouse",
-                statement_id=self.statement_id or None,
-                may_have_run=True,
-            ) from None
+            raise self._timed_out() from None
         except asyncio.CancelledError:
-            # The caller went away (client disconnect, shutdown): stop the warehouse work too.
+            # The caller went away (client disconnect, shutdown): its cancel is on its way.
             self._finish("ABANDONED")
-            self._abandon(submit)
             raise
         except WarehouseError as exc:
+            if isinstance(exc, WarehouseUnavailable) and self.deadline.expired:
+                # A warehouse call's own timeout is cut to the deadline and may fire first:
+                # that is the deadline passing, not the warehouse failing.
+                raise self._timed_out() from None
             self._finish("ERROR")
             if self.statement_id and exc.statement_id is None:
                 exc.statement_id = self.statement_id
             # Once the warehouse named the statement it exists; before, only some failures
             # prove that the submit started nothing.
             exc.may_have_run = bool(self.statement_id) or not never_ran(exc)
-            self._abandon(submit)
             raise
-        return response
 
-    def _abandon(self, submit: asyncio.Future[StatementResponse]) -> None:
-        """We stop waiting: cancel the statement in the background (tracked, drained at
-        shutdown) so the answer to our caller is not held up by the warehouse."""
-        if not submit.done():
-            self.service.cancel_when_submitted(submit)
-        elif self.statement_id:
-            self.service.cancel_in_background(self.statement_id)
-
-    def _wait_timeout(self) -> str:
-        return choose_wait_timeout(self.deadline.remaining(), self.service.wait_timeout_s)
+    def _timed_out(self) -> StatementTimedOut:
+        self._finish("TIMED_OUT")
+        return StatementTimedOut(
+            f"the query did not finish within {self.options.timeout_s:g} s; "
+            "a cancel was sent to the warehouse",
+            statement_id=self.statement_id or None,
+            may_have_run=True,
+        )
 
     async def _poll(self, response: StatementResponse) -> StatementResponse:
         """GET the status with a growing interval until it is terminal or the deadline passes."""
@@ -428,7 +646,7 @@ class OpenStatement:
             if self.deadline.expired:
                 raise TimeoutError
             response = await self.service.client.get_statement(
-                self.statement_id, deadline=self.deadline
+                self.statement_id, deadline=self.deadline, stats=self.stats
             )
         return response
 
@@ -458,12 +676,25 @@ class OpenStatement:
         self.first_chunk = response.result
         self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
-    async def batches(self) -> AsyncIterator[list[list[JsonValue]]]:
+    async def batches(self) -> AsyncIterator[Rows]:
         """The result's rows, one normalized list per chunk, in order."""
-        converter = RowConverter(self.columns, self.options.normalize)
+        if self.first_chunk is None:
+            raise RuntimeError("batches() is read inside `async with`, after the statement ran")
+        reader = self.service.reader(
+            self.statement_id,
+            self.manifest,
+            self.first_chunk,
+            self.columns,
+            self.options.normalize,
+            self.deadline,
+            window=self.options.download_window,
+            stats=self.stats,
+            timings=self.timings,
+        )
+        chunks = reader.chunks()
         expected_offset = 0
         try:
-            async for row_offset, rows in self._chunks(converter):
+            async for row_offset, rows in chunks:
                 if row_offset != expected_offset:
                     raise ProtocolError(
                         f"a chunk starts at row {row_offset}, expected {expected_offset}",
@@ -483,71 +714,11 @@ class OpenStatement:
             exc.may_have_run = True
             exc.statement_id = exc.statement_id or self.statement_id
             raise
+        finally:
+            await chunks.aclose()
         if expected_offset != self.manifest.total_row_count:
             raise ProtocolError(
                 f"read {expected_offset} rows, the warehouse announced "
                 f"{self.manifest.total_row_count}",
                 statement_id=self.statement_id,
             )
-
-    async def _chunks(
-        self, converter: RowConverter
-    ) -> AsyncIterator[tuple[int, list[list[JsonValue]]]]:
-        """(row_offset, rows) per chunk, from INLINE data or external links."""
-        chunk = self.first_chunk
-        if chunk is not None and chunk.external_links is not None:
-            reader = ExternalChunkReader(
-                self.service.client,
-                self.statement_id,
-                self.manifest,
-                chunk,
-                converter,
-                deadline=self.deadline,
-                window=self.options.download_window,
-            )
-            chunks = reader.chunks()
-            try:
-                while True:
-                    started = self.service.clock()
-                    # The deadline bounds each wait for a chunk, never the time our caller
-                    # spends between chunks (a timeout must not span a `yield`).
-                    async with asyncio.timeout(self.deadline.remaining()):
-                        item = await anext(chunks, None)
-                    self.timings.fetch_s += self.service.clock() - started
-                    if item is None:
-                        return
-                    yield item
-            finally:
-                await chunks.aclose()
-        while chunk is not None:
-            yield chunk.row_offset, await self._convert(converter, chunk.data_array or [])
-            chunk = await self._next_chunk(chunk)
-
-    async def _next_chunk(self, chunk: ResultData) -> ResultData | None:
-        index, link = chunk.next_pointer()
-        if index is None and link is None:
-            return None
-        started = self.service.clock()
-        client = self.service.client
-        async with asyncio.timeout(self.deadline.remaining()):
-            if link:
-                result = await client.follow_chunk_link(
-                    self.statement_id, link, deadline=self.deadline
-                )
-            else:
-                result = await client.get_chunk(
-                    self.statement_id, index or 0, deadline=self.deadline
-                )
-        self.timings.fetch_s += self.service.clock() - started
-        return result
-
-    async def _convert(
-        self, converter: RowConverter, data: list[list[str | None]]
-    ) -> list[list[JsonValue]]:
-        started = self.service.clock()
-        if len(data) >= THREAD_CONVERT_ROWS:
-            rows = await asyncio.to_thread(converter.convert_rows, data)
-        else:
-            rows = converter.convert_rows(data)
-        self.timings.convert_s += self.service.clock() - started
-        return rows

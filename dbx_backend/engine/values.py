@@ -21,19 +21,23 @@ import binascii
 import json
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache, partial
 from math import isfinite
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import orjson
 
 from dbx_backend.engine.sqltypes import STRING_KINDS, SqlType
 
-JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]
+# What a result value becomes: JSON, to any depth.
+# (Sequence and Mapping, not list and dict: read-only, so a list of rows is a JSON value too.)
+JsonValue: TypeAlias = (
+    "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
+)
 Convert = Callable[[Any], JsonValue]
 
 
@@ -195,16 +199,21 @@ _LONG_INTEGER = re.compile(r"[0-9]{19}")
 
 def json_text(text: str) -> JsonValue:
     """JSON text as JSON values: integers exact, NaN/Infinity literals as their strings."""
+    parsed: JsonValue
     if _LONG_INTEGER.search(text) is None:
         try:
-            return orjson.loads(text)
+            parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
             pass  # NaN/Infinity literals, or truly bad JSON: the exact parser decides
-    return json.loads(text, parse_float=_json_float, parse_constant=_json_constant)
+        else:
+            return parsed
+    parsed = json.loads(text, parse_float=_json_float, parse_constant=_json_constant)
+    return parsed
 
 
-def json_text_exact(text: str) -> JsonValue:
-    """JSON text with every fractional number kept as a `Decimal` of the digits written."""
+def json_text_exact(text: str) -> Any:
+    """JSON text with every fractional number kept as a `Decimal` of the digits written: raw
+    input for the value rules, which turn each part into JSON by its type."""
     return json.loads(text, parse_float=Decimal, parse_constant=_json_constant)
 
 
@@ -287,7 +296,8 @@ def untyped(value: Any) -> JsonValue:
         return int(value) if whole else float_json(float(value))
     if type(value) is float:
         return float_json(value)
-    return value
+    scalar: JsonValue = value  # str, int, bool: JSON as they are
+    return scalar
 
 
 def _integer(value: Any) -> int:
@@ -450,7 +460,7 @@ def _map(key: Convert, value: Convert, *, as_object: bool) -> Convert:
     def convert(entries: Any) -> JsonValue:
         pairs = _map_pairs(_parsed(entries))
         if as_object:
-            return {key(k): None if v is None else value(v) for k, v in pairs}
+            return {str(key(k)): None if v is None else value(v) for k, v in pairs}
         return [{"key": key(k), "value": None if v is None else value(v)} for k, v in pairs]
 
     return convert

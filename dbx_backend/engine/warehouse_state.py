@@ -33,6 +33,8 @@ START_RECORD_TTL_S = 3600.0
 # How long one replica's start keeps others from starting: longer than the Warehouses API's
 # lag between `start` and a GET that says STARTING (warehouses reference §1.2).
 START_LOCK_TTL_S = 30.0
+WARN_EVERY_S = 60.0
+_WAITING = frozenset({WarehouseState.STOPPED, WarehouseState.STOPPING, WarehouseState.STARTING})
 
 
 class WarehousesApi(Protocol):
@@ -81,8 +83,11 @@ class WarehouseStatus:
         """`{state, eta_s, starting_for_s}` as the API shows it (whole seconds)."""
         return {
             "state": self.state,
-            "eta_s": None if self.eta_s is None else round(self.eta_s),
-            "starting_for_s": None if self.starting_for_s is None else round(self.starting_for_s),
+            # Never negative: an overdue start is expected now, not in the past.
+            "eta_s": None if self.eta_s is None else max(0, round(self.eta_s)),
+            "starting_for_s": (
+                None if self.starting_for_s is None else max(0, round(self.starting_for_s))
+            ),
         }
 
 
@@ -117,6 +122,7 @@ class WarehouseTracker:
         self._reading: asyncio.Task[WarehouseStatus] | None = None
         self.starts_issued = 0
         self.last_state = UNKNOWN
+        self._warned_at = float("-inf")
 
     # -- what the engine tells the tracker -------------------------------------------------
 
@@ -140,7 +146,7 @@ class WarehouseTracker:
     async def status(self, *, max_age_s: float | None = None) -> WarehouseStatus:
         """The state, read at most `max_age_s` (default: a few seconds) ago; one read at a time.
 
-        Raises WarehouseError when the Warehouses API cannot be read.
+        UNKNOWN when the Warehouses API cannot be read (logged at most once a minute).
         """
         max_age = self.cache_s if max_age_s is None else max_age_s
         if self._status is not None and self.clock() - self._read_at < max_age:
@@ -150,7 +156,17 @@ class WarehouseTracker:
         return await asyncio.shield(self._reading)
 
     async def _read(self) -> WarehouseStatus:
-        info = await self.api.get_warehouse()
+        try:
+            info = await self.api.get_warehouse()
+        except WarehouseError as exc:
+            # Unreadable (no permission, API down): statements find out for themselves.
+            now = self.clock()
+            if now - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("the warehouse's state cannot be read: %s", exc)
+            unknown = WarehouseStatus(UNKNOWN)
+            self._status, self._read_at, self.last_state = unknown, now, UNKNOWN
+            return unknown
         now = self.clock()
         state = info.state
         if state == WarehouseState.RUNNING:
@@ -257,7 +273,7 @@ class WarehouseTracker:
         status = await self.status(max_age_s=poll_s)
         for _ in range(100_000):  # bounded by the deadline, well before this count
             status = await self.ensure_started(status)
-            if status.running or status.state in (WarehouseState.DELETING, WarehouseState.DELETED):
+            if status.state not in _WAITING:  # RUNNING, or nothing to wait for
                 return status
             remaining = deadline - self.clock()
             if remaining <= 0:

@@ -74,6 +74,7 @@ _SCHEMA = re.compile(r'schema "?(?P<name>[^"!\s]+)"? does not exist', re.IGNOREC
 _FUNCTION = re.compile(r"Function with name (?P<name>\S+) does not exist")
 _COLUMN = re.compile(r'Referenced column "(?P<name>[^"]+)" not found')
 _TABLE_FUNCTION = re.compile(r'Table Function with name "?(?P<name>[^"!\s]+)"? (?:does not|is not)')
+_UNBOUND = re.compile(r"Values were not provided for the following \w* ?parameters: (?P<name>\S+)")
 _CAST = re.compile(r"Could not convert string '(?P<value>.*)' to (?P<target>\w+)")
 _CAST_OVERFLOW = re.compile(
     r"(?:Type (?P<source>\S+) with value|(?P<big>BIGNUM) value) (?P<value>\S+) (?:can't be cast "
@@ -177,6 +178,9 @@ def sql_error_from_duckdb(exc: duckdb.Error) -> SqlError:
     if isinstance(exc, duckdb.BinderException):
         # DuckDB lists candidate signatures after the first sentence: engine detail, dropped.
         return SqlError("DATATYPE_MISMATCH", detail.split(". ", 1)[0] + ".", "42K09")
+    if isinstance(exc, duckdb.InvalidInputException) and (match := _UNBOUND.search(text)):
+        # A positional marker ($1, ?) the translation left alone: Databricks binds none of them.
+        return unbound_parameter(match["name"])
     if isinstance(exc, duckdb.InvalidInputException) and text.startswith("Invalid Input Error:"):
         # DuckDB's error() is what Databricks' raise_error() translates to.
         return SqlError("USER_RAISED_EXCEPTION", detail, "P0001")

@@ -10,7 +10,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -90,13 +89,10 @@ _MAX_MESSAGE = 1000
 
 @dataclass(slots=True)
 class CallStats:
-    """Counters for one query, shared by every call made on its behalf (see `call_stats`)."""
+    """Counters for one query: each call made on its behalf adds to the `stats` it is given."""
 
     retries: int = 0
     warehouse_s: float = 0.0
-
-
-call_stats: ContextVar[CallStats | None] = ContextVar("call_stats", default=None)
 
 
 class CallObserver(Protocol):
@@ -268,6 +264,7 @@ class WarehouseClient:
         *,
         deadline: Deadline | None = None,
         wait_timeout: Callable[[], str] | None = None,
+        stats: CallStats | None = None,
     ) -> StatementResponse:
         """POST a statement; retried only when the answer proves it did not run.
 
@@ -285,30 +282,45 @@ class WarehouseClient:
                 body["wait_timeout"] = wait_timeout()
                 wait_s = int(float(str(body["wait_timeout"]).removesuffix("s")))
             timeout_s = max(self.settings.http_request_timeout_s, wait_s + SUBMIT_MARGIN_S)
-            return await self._send("execute", "POST", url, body, None, timeout_s)
+            return await self._send("execute", "POST", url, body, None, timeout_s, stats)
 
-        data = await self._retrying("execute", attempt, idempotent=False, deadline=deadline)
+        data = await self._retrying(
+            "execute", attempt, idempotent=False, deadline=deadline, stats=stats
+        )
         return self._parse(StatementResponse, data)
 
     async def get_statement(
-        self, statement_id: str, *, deadline: Deadline | None = None
+        self,
+        statement_id: str,
+        *,
+        deadline: Deadline | None = None,
+        stats: CallStats | None = None,
     ) -> StatementResponse:
         """GET a statement's status (with manifest and first chunk once it succeeded)."""
-        data = await self._call(
-            "get_statement", "GET", self._statement_url(statement_id), deadline=deadline
-        )
+        url = self._statement_url(statement_id)
+        data = await self._call("get_statement", "GET", url, deadline=deadline, stats=stats)
         return self._parse(StatementResponse, data, statement_id)
 
     async def get_chunk(
-        self, statement_id: str, chunk_index: int, *, deadline: Deadline | None = None
+        self,
+        statement_id: str,
+        chunk_index: int,
+        *,
+        deadline: Deadline | None = None,
+        stats: CallStats | None = None,
     ) -> ResultData:
         """GET result chunk `chunk_index` by index (for parallel reads and link refresh)."""
         url = self._statement_url(statement_id, f"/result/chunks/{int(chunk_index)}")
-        data = await self._call("get_chunk", "GET", url, deadline=deadline)
+        data = await self._call("get_chunk", "GET", url, deadline=deadline, stats=stats)
         return self._parse(ResultData, data, statement_id)
 
     async def follow_chunk_link(
-        self, statement_id: str, link: str, *, deadline: Deadline | None = None
+        self,
+        statement_id: str,
+        link: str,
+        *,
+        deadline: Deadline | None = None,
+        stats: CallStats | None = None,
     ) -> ResultData:
         """GET a `next_chunk_internal_link` verbatim, once proven a chunk of this statement."""
         prefix = f"{STATEMENTS_PATH}/{quote(statement_id, safe='')}/result/chunks/"
@@ -318,9 +330,8 @@ class WarehouseClient:
                 statement_id=statement_id,
             )
         # encoded=True keeps the path and query string (`?row_offset=`) exactly as sent.
-        data = await self._call(
-            "get_chunk", "GET", URL(self._host + link, encoded=True), deadline=deadline
-        )
+        url = URL(self._host + link, encoded=True)
+        data = await self._call("get_chunk", "GET", url, deadline=deadline, stats=stats)
         return self._parse(ResultData, data, statement_id)
 
     async def cancel(self, statement_id: str) -> None:
@@ -333,7 +344,13 @@ class WarehouseClient:
             timeout_s=CANCEL_TIMEOUT_S,
         )
 
-    async def download(self, link: ExternalLink, *, deadline: Deadline | None = None) -> bytes:
+    async def download(
+        self,
+        link: ExternalLink,
+        *,
+        deadline: Deadline | None = None,
+        stats: CallStats | None = None,
+    ) -> bytes:
         """GET one presigned chunk: no Authorization header, the link's own headers; retried.
 
         An expired link raises LinkExpired; the caller refreshes it through the chunk endpoint.
@@ -360,7 +377,7 @@ class WarehouseClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _transport_error(exc) from exc
             finally:
-                self._record("download", outcome, time.monotonic() - started)
+                self._record("download", outcome, time.monotonic() - started, stats)
             if response.status == 403:
                 # Cloud stores answer an expired presigned URL with 403 (reference §9).
                 raise LinkExpired("a result link expired", status=403)
@@ -369,7 +386,9 @@ class WarehouseClient:
                 raise error_from_response(response.status, response.reason, b"")
             return payload
 
-        return await self._retrying("download", attempt, idempotent=True, deadline=deadline)
+        return await self._retrying(
+            "download", attempt, idempotent=True, deadline=deadline, stats=stats
+        )
 
     # -- the SQL Warehouses API (warehouses reference §1) ----------------------------------
 
@@ -419,13 +438,16 @@ class WarehouseClient:
         idempotent: bool = True,
         deadline: Deadline | None = None,
         timeout_s: float | None = None,
+        stats: CallStats | None = None,
     ) -> Any:
         """One logical API call: retried per policy within the deadline; returns parsed JSON."""
 
         async def attempt() -> Any:
-            return await self._send(endpoint, method, url, body, deadline, timeout_s)
+            return await self._send(endpoint, method, url, body, deadline, timeout_s, stats)
 
-        return await self._retrying(endpoint, attempt, idempotent=idempotent, deadline=deadline)
+        return await self._retrying(
+            endpoint, attempt, idempotent=idempotent, deadline=deadline, stats=stats
+        )
 
     async def _retrying(
         self,
@@ -434,6 +456,7 @@ class WarehouseClient:
         *,
         idempotent: bool,
         deadline: Deadline | None,
+        stats: CallStats | None = None,
     ) -> _T:
         """Run `attempt` under the retry policy, bounded by attempts, total time and deadline."""
         policy = self.policy
@@ -442,7 +465,6 @@ class WarehouseClient:
             return policy.total_s if deadline is None else min(policy.total_s, deadline.remaining())
 
         def on_backoff(details: Any) -> None:
-            stats = call_stats.get()
             if stats is not None:
                 stats.retries += 1
             if self._observer is not None:
@@ -471,6 +493,7 @@ class WarehouseClient:
         body: dict[str, Any] | None,
         deadline: Deadline | None,
         timeout_s: float | None,
+        stats: CallStats | None = None,
     ) -> Any:
         total = timeout_s or self.settings.http_request_timeout_s
         if deadline is not None:
@@ -502,10 +525,9 @@ class WarehouseClient:
                 )
             return self._json(payload)
         finally:
-            self._record(endpoint, outcome, time.monotonic() - started)
+            self._record(endpoint, outcome, time.monotonic() - started, stats)
 
-    def _record(self, endpoint: str, outcome: str, seconds: float) -> None:
-        stats = call_stats.get()
+    def _record(self, endpoint: str, outcome: str, seconds: float, stats: CallStats | None) -> None:
         if stats is not None:
             stats.warehouse_s += seconds
         if self._observer is not None:

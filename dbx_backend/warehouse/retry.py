@@ -95,10 +95,6 @@ class Deadline:
         """Seconds left, never negative."""
         return max(0.0, self.timeout_s - (self.clock() - self.started))
 
-    def elapsed(self) -> float:
-        """Seconds since the deadline started."""
-        return self.clock() - self.started
-
     @property
     def expired(self) -> bool:
         """True once no time is left."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
 
 def _int64(value: Any) -> Any:
@@ -22,6 +22,18 @@ def _int64(value: Any) -> Any:
 
 
 Int64 = Annotated[int, BeforeValidator(_int64)]
+
+
+def _rows(value: Any) -> list[Any]:
+    # Only the outer shape: the normalizer checks every row and cell as it converts them
+    # (reference §7.2), so validating each cell here as well would pay for it twice.
+    if not isinstance(value, list):
+        raise ValueError("data_array is not an array")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+# JSON_ARRAY rows: arrays of strings and nulls, checked by `RowConverter.convert_rows`.
+JsonRows = Annotated[list[Any], PlainValidator(_rows)]
 
 
 class WireModel(BaseModel):
@@ -124,7 +136,7 @@ class ResultData(WireModel):
     row_offset: Int64 = 0
     row_count: Int64 = 0
     byte_count: Int64 = 0
-    data_array: list[list[str | None]] | None = None
+    data_array: JsonRows | None = None
     external_links: tuple[ExternalLink, ...] | None = None
     next_chunk_index: int | None = None
     next_chunk_internal_link: str | None = None

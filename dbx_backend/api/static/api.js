@@ -2,6 +2,7 @@
 
 const KEY_NAME = "dbx-backend.api-key";
 export const NDJSON = "application/x-ndjson";
+export const JSON_TYPE = "application/json";
 
 export function apiKey() {
   return sessionStorage.getItem(KEY_NAME);
@@ -35,7 +36,8 @@ export async function call(path, { method = "GET", body, accept = "application/j
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     signal,
-    cache: "no-store",
+    // No `cache` mode: "no-store" would add `Cache-Control: no-cache`, which tells the
+    // service's result cache to run the statement afresh.
   });
   if (response.ok) return response;
   throw await errorFrom(response);

@@ -1,7 +1,7 @@
 // The dev console: SQL editor, sample tables, named queries, and a streamed, virtualized result.
 // Everything goes through the service's public API, as a front end's own code would.
 
-import { ApiError, NDJSON, apiKey, call, forgetApiKey, getJson, postJson, setApiKey } from "./api.js";
+import { ApiError, JSON_TYPE, NDJSON, apiKey, call, forgetApiKey, getJson, postJson, setApiKey } from "./api.js";
 import { Grid } from "./grid.js";
 import { readResultStream } from "./ndjson.js";
 import { parseServerTiming } from "./timing.js";
@@ -65,23 +65,27 @@ function handleCallError(error, note) {
 
 // ---- running a statement -----------------------------------------------------------------
 
-function showServerTiming(header, footer) {
+function timingChip(entry) {
+  if (entry.dur === undefined) return chip(`${entry.name}: ${entry.desc || "yes"}`);
+  return chip(`${entry.name} ${ms(entry.dur)}`, entry.desc || "");
+}
+
+// `age` is the response's Age header: how old a cached answer is, in seconds.
+function showServerTiming(header, footer, age) {
   // A stream's footer has the whole timing; its header (sent before the rows) only the wait,
   // and what the footer does not repeat (the cache outcome).
   const entries = footer ? parseServerTiming(footer) : [];
   const inFooter = new Set(entries.map((e) => e.name));
   entries.unshift(...parseServerTiming(header).filter((e) => !inFooter.has(e.name)));
-  const box = $("server-timing");
-  const durations = entries.filter((e) => e.dur !== undefined && e.name !== "cache");
-  box.replaceChildren(
-    ...(durations.length ? durations.map((e) => chip(`${e.name} ${ms(e.dur)}`, e.desc || "")) : [chip("–")]),
-  );
+  const others = entries.filter((e) => e.name !== "cache");
+  $("server-timing").replaceChildren(...(others.length ? others.map(timingChip) : [chip("–")]));
   const cache = entries.find((e) => e.name === "cache");
   $("cache-box").hidden = !cache;
   if (cache) {
-    const outcome = cache.desc || (cache.dur !== undefined ? ms(cache.dur) : "yes");
+    const outcome = cache.desc || "yes";
     $("cache-outcome").textContent = outcome;
     $("cache-outcome").dataset.outcome = outcome;
+    $("cache-age").textContent = age !== null && age !== undefined ? `age ${age} s` : "";
   }
 }
 
@@ -89,7 +93,7 @@ function showBrowserTiming(marks) {
   const parts = [];
   if (marks.headers !== undefined) parts.push(chip(`headers ${ms(marks.headers)}`, "until the response headers arrived"));
   if (marks.firstRow !== undefined) parts.push(chip(`first row ${ms(marks.firstRow)}`, "until the first row was painted"));
-  if (marks.done !== undefined) parts.push(chip(`stream end ${ms(marks.done)}`, "until the last line arrived"));
+  if (marks.done !== undefined) parts.push(chip(`last byte ${ms(marks.done)}`, "until the whole answer had arrived"));
   $("browser-timing").replaceChildren(...(parts.length ? parts : [chip("–")]));
   const gridElement = $("grid");
   for (const [name, value] of Object.entries(marks)) gridElement.dataset[`${name}Ms`] = value.toFixed(1);
@@ -119,8 +123,8 @@ function setRunning(running) {
   }
 }
 
-// POST `path` with Accept: application/x-ndjson and stream the rows into the grid.
-async function runStream(path, body, label) {
+// POST `path` and show the answer: streamed from NDJSON, or the whole JSON answer at once.
+async function runQuery(path, body, label) {
   if (run.controller) return;
   resetResult();
   const controller = new AbortController();
@@ -134,31 +138,44 @@ async function runStream(path, body, label) {
     showBrowserTiming(marks);
   };
   let outcome = { state: "done" };
+  const format = $("format").value;
   try {
-    const response = await call(path, { method: "POST", body, accept: NDJSON, signal: controller.signal });
+    const accept = format === "json" ? JSON_TYPE : NDJSON;
+    const response = await call(path, { method: "POST", body, accept, signal: controller.signal });
     marks.headers = performance.now() - run.started;
     $("request-id").textContent = response.headers.get("X-Request-ID") || "–";
     const serverTiming = response.headers.get("Server-Timing");
-    showServerTiming(serverTiming);
-    await readResultStream(response.body, {
-      header(line) {
-        grid.setColumns(line.columns);
-        $("statement-id").textContent = line.statement_id || "–";
-      },
-      rows(rows) {
-        marks.firstRowReceived ??= performance.now() - run.started;
-        grid.append(rows);
-      },
-      footer(line) {
-        const truncated = line.truncated ? " (truncated)" : "";
-        $("row-count").textContent = `${line.row_count.toLocaleString("en-US")}${truncated}`;
-        if (typeof line.server_timing === "string") showServerTiming(serverTiming, line.server_timing);
-      },
-      error(detail) {
-        outcome = { state: "failed" };
-        showError(detail);
-      },
-    });
+    const age = response.headers.get("Age");
+    showServerTiming(serverTiming, "", age);
+    if (format === "json") {
+      const answer = await response.json();
+      marks.firstRowReceived = performance.now() - run.started;
+      grid.setColumns(answer.columns);
+      grid.append(answer.rows);
+      $("statement-id").textContent = answer.statement_id || "–";
+      const truncated = answer.truncated ? " (truncated)" : "";
+      $("row-count").textContent = `${answer.row_count.toLocaleString("en-US")}${truncated}`;
+    } else {
+      await readResultStream(response.body, {
+        header(line) {
+          grid.setColumns(line.columns);
+          $("statement-id").textContent = line.statement_id || "–";
+        },
+        rows(rows) {
+          marks.firstRowReceived ??= performance.now() - run.started;
+          grid.append(rows);
+        },
+        footer(line) {
+          const truncated = line.truncated ? " (truncated)" : "";
+          $("row-count").textContent = `${line.row_count.toLocaleString("en-US")}${truncated}`;
+          if (typeof line.server_timing === "string") showServerTiming(serverTiming, line.server_timing, age);
+        },
+        error(detail) {
+          outcome = { state: "failed" };
+          showError(detail);
+        },
+      });
+    }
   } catch (error) {
     if (controller.signal.aborted) {
       outcome = { state: "cancelled" };
@@ -183,7 +200,7 @@ async function runStream(path, body, label) {
     setStatus("done", `Done: ${rows} rows in ${took}`);
   } else if (outcome.state === "cancelled") {
     $("row-count").textContent = `${rows} (cancelled)`;
-    setStatus("cancelled", `Cancelled after ${took}: the service cancels the statement when the request goes away`);
+    setStatus("cancelled", `Cancelled after ${took}: request aborted; a statement still running is cancelled`);
   } else {
     if (grid.rowCount) $("row-count").textContent = `${rows} (incomplete)`;
     setStatus("failed", `Failed after ${took}`);
@@ -198,7 +215,7 @@ function runEditor() {
   }
   const body = { sql };
   if ($("long-as-string").checked) body.long_as_string = true;
-  runStream("/api/query", body, "the statement");
+  runQuery("/api/query", body, "the statement");
 }
 
 // ---- tables --------------------------------------------------------------------------------
@@ -367,7 +384,7 @@ function queryForm(query) {
     }
     const body = { params };
     if ($("long-as-string").checked) body.long_as_string = true;
-    runStream(`/api/queries/${encodeURIComponent(query.name)}`, body, query.name);
+    runQuery(`/api/queries/${encodeURIComponent(query.name)}`, body, query.name);
   });
   entry.append(summary, form);
   return entry;

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbx_backend.api.errors import NotFoundError
 from dbx_backend.config import ConfigError, Settings
 
 log = logging.getLogger("dbx_backend.api")
@@ -41,6 +40,17 @@ _HANDLE_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
 UNKNOWN_HANDLE = "no such statement: the handle is unknown or has expired"
 
 _warned_random_secret = False
+
+
+class UnknownHandle(Exception):
+    """A handle that is malformed, forged, expired, another caller's, or names a statement
+    the warehouse no longer knows: all answer alike."""
+
+    field = "statement_id"
+
+    def __init__(self, message: str = UNKNOWN_HANDLE) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +110,10 @@ class HandleSigner:
         return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
 
     def open(self, handle: str, *, caller: str = "") -> HandleClaims:
-        """The claims of a valid handle; NotFoundError for anything else, all alike."""
+        """The claims of a valid handle; UnknownHandle for anything else, all alike."""
         claims = self._verify(handle, caller)
         if claims is None:
-            raise NotFoundError(UNKNOWN_HANDLE, field="statement_id")
+            raise UnknownHandle
         return claims
 
     def _verify(self, handle: str, caller: str) -> HandleClaims | None:

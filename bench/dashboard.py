@@ -1,0 +1,337 @@
+"""Dashboard benchmark: the result cache, coalescing and cold starts, with their targets.
+
+    .venv/bin/python bench/dashboard.py > dashboard-report.json
+
+Starts the local warehouse (`dbx-backend warehouse --admin`) and a service per scenario
+(`dbx-backend serve`) on free loopback ports, prints one JSON document on stdout (progress on
+stderr) and stops every process at the end, also on error.
+
+* dashboard: 50 viewers each open a dashboard of 8 named queries (each slowed to 300 ms with
+  `sleep_ms`) 5 times; every viewer opens it at once in each round, and the TTL covers rounds
+  2-5, so 80% of the views fall inside the TTL. Run with the cache on and off (CACHE_TTL_S=0,
+  coalescing stays): warehouse statements, requests/s, p50/p99 per cache result, peak RSS.
+* hit cost: a cached named query and `GET /health` under the same load (c=1 and c=32):
+  a hit's added p50 latency and its throughput relative to `/health`.
+* cold start: the warehouse stopped (`--start-s 20`), a fresh service, 20 viewers arrive:
+  starts issued, and the slowest answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from harness import (
+    ChildProcess,
+    RssSampler,
+    child_env,
+    free_port,
+    log,
+    percentile,
+    venv_script,
+)
+
+TOKEN = "dapi-local"  # the local warehouse's fake token, not a secret
+WAREHOUSE_ID = "local"
+QUERIES = 8
+VIEWERS = 50
+VIEWS = 5
+SLOW_MS = 300
+TIMEOUT = aiohttp.ClientTimeout(total=120)
+
+
+def write_queries(folder: Path) -> None:
+    """Eight distinct dashboard tiles, each taking 300 ms on the warehouse."""
+    for index in range(QUERIES):
+        (folder / f"tile_{index}.sql").write_text(
+            f"-- description: dashboard tile {index}\n"
+            f"SELECT sleep_ms({SLOW_MS}) AS slept, {index} AS tile, count(*) AS n, "
+            f"sum(id) AS total FROM range({1000 * (index + 1)}) t(id)\n"
+        )
+
+
+def start_warehouse(port: int, *extra: str) -> ChildProcess:
+    argv = [venv_script("dbx-backend"), "warehouse", "--port", str(port), "--token", TOKEN]
+    return ChildProcess("warehouse", [*argv, "--admin", *extra], child_env({}))
+
+
+def start_service(wport: int, port: int, queries: Path, **env: str) -> ChildProcess:
+    full = child_env(
+        {
+            "DATABRICKS_HOST": f"http://127.0.0.1:{wport}",
+            "DATABRICKS_HTTP_PATH": f"/sql/1.0/warehouses/{WAREHOUSE_ID}",
+            "DATABRICKS_TOKEN": TOKEN,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "QUERIES_DIR": str(queries),
+            "MAX_CONCURRENT_QUERIES": "64",
+            **env,
+        }
+    )
+    return ChildProcess("service", [venv_script("dbx-backend"), "serve"], full)
+
+
+async def statements_seen(session: aiohttp.ClientSession, sport: int) -> float:
+    """Statements the service ran (its own metric), any final state."""
+    async with session.get(f"http://127.0.0.1:{sport}/metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dbx_statements_total{")
+    )
+
+
+async def metric(session: aiohttp.ClientSession, sport: int, name: str) -> float:
+    async with session.get(f"http://127.0.0.1:{sport}/metrics") as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def cache_result(headers: Any) -> str:
+    timing = str(headers.get("Server-Timing", ""))
+    return timing.split("cache;desc=")[1].split(",")[0] if "cache;desc=" in timing else "none"
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+    return {
+        "count": len(ordered),
+        "p50_ms": round(percentile(ordered, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 3),
+    }
+
+
+async def dashboard(sport: int, pid: int, wpid: int) -> dict[str, Any]:
+    """50 viewers x 5 views of 8 tiles; all viewers at once in each round."""
+    by_result: dict[str, list[float]] = defaultdict(list)
+    statuses: dict[int, int] = defaultdict(int)
+    connector = aiohttp.TCPConnector(limit=VIEWERS * QUERIES)
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+        base = f"http://127.0.0.1:{sport}/api/queries/tile_"
+
+        async def tile(index: int) -> None:
+            started = time.perf_counter()
+            async with session.post(base + str(index), json={}) as response:
+                await response.read()
+                statuses[response.status] += 1
+                by_result[cache_result(response.headers)].append(time.perf_counter() - started)
+
+        async def viewer() -> None:
+            await asyncio.gather(*(tile(i) for i in range(QUERIES)))
+
+        before = await statements_seen(session, sport)
+        with RssSampler({"service": pid, "warehouse": wpid}) as rss:
+            started = time.perf_counter()
+            for _ in range(VIEWS):
+                async with asyncio.timeout(300):
+                    await asyncio.gather(*(viewer() for _ in range(VIEWERS)))
+            elapsed = time.perf_counter() - started
+        statements = await statements_seen(session, sport) - before
+    requests = VIEWERS * VIEWS * QUERIES
+    return {
+        "requests": requests,
+        "statuses": {str(code): count for code, count in sorted(statuses.items())},
+        "warehouse_statements": statements,
+        "requests_per_s": round(requests / elapsed, 1),
+        "wall_s": round(elapsed, 2),
+        "latency_by_cache_result": {k: latency_summary(v) for k, v in sorted(by_result.items())},
+        "rss": rss.report(),
+    }
+
+
+async def load(
+    session: aiohttp.ClientSession, method: str, url: str, *, requests: int, concurrency: int
+) -> dict[str, Any]:
+    """`requests` calls from `concurrency` workers after a warm-up; latencies and requests/s."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker(count: int) -> None:
+        nonlocal failures
+        for _ in range(count):
+            started = time.perf_counter()
+            async with session.request(method, url, json={} if method == "POST" else None) as r:
+                await r.read()
+                if r.status != 200:
+                    failures += 1
+            latencies.append(time.perf_counter() - started)
+
+    async def run(total: int) -> float:
+        share, rest = divmod(total, concurrency)
+        started = time.perf_counter()
+        async with asyncio.timeout(240), asyncio.TaskGroup() as group:
+            for index in range(concurrency):
+                group.create_task(worker(share + (1 if index < rest else 0)))
+        return time.perf_counter() - started
+
+    await run(min(200, requests))
+    latencies.clear()
+    elapsed = await run(requests)
+    ordered = sorted(latencies)
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "failures": failures,
+        "p50_ms": round(percentile(ordered, 0.5) * 1000, 3),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+        "requests_per_s": round(requests / elapsed, 1),
+    }
+
+
+async def hit_cost(sport: int, requests: int) -> dict[str, Any]:
+    """A cached named query against GET /health, same client, same run."""
+    out: dict[str, Any] = {}
+    for concurrency in (1, 32):
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+            hit_url = f"http://127.0.0.1:{sport}/api/queries/tile_0"
+            async with session.post(hit_url, json={}) as first:  # fill the entry
+                await first.read()
+            health = await load(
+                session, "GET", f"http://127.0.0.1:{sport}/health",
+                requests=requests, concurrency=concurrency,
+            )  # fmt: skip
+            hits = await load(session, "POST", hit_url, requests=requests, concurrency=concurrency)
+        out[f"c{concurrency}"] = {
+            "health": health,
+            "hit": hits,
+            "hit_added_p50_ms": round(hits["p50_ms"] - health["p50_ms"], 3),
+            "hit_over_health_throughput": round(
+                hits["requests_per_s"] / health["requests_per_s"], 3
+            ),
+        }
+    return out
+
+
+async def cold_start(wport: int, sport: int) -> dict[str, Any]:
+    """20 viewers of one tile at once while the warehouse is stopped, on a fresh service."""
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with session.post(
+            f"http://127.0.0.1:{wport}/_admin/stop", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as stopped:
+            await stopped.read()
+        url = f"http://127.0.0.1:{sport}/api/queries/tile_1"
+
+        async def viewer() -> tuple[int, float, Any]:
+            started = time.perf_counter()
+            async with session.post(url, json={"timeout_s": 10}) as response:
+                body = orjson.loads(await response.read())
+                return response.status, time.perf_counter() - started, body
+
+        answers = await asyncio.gather(*(viewer() for _ in range(20)))
+        starts = await metric(session, sport, "dbx_warehouse_starts_total")
+        statements = await statements_seen(session, sport)
+        async with session.get(
+            f"http://127.0.0.1:{wport}/api/2.0/sql/warehouses/{WAREHOUSE_ID}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as state:
+            warehouse_state = (await state.json())["state"]
+    first_error = next((body for status, _, body in answers if status != 200), None)
+    return {
+        "viewers": 20,
+        "statuses": sorted({status for status, _, _ in answers}),
+        "slowest_answer_s": round(max(seconds for _, seconds, _ in answers), 3),
+        "starts_issued": starts,
+        "statements_submitted": statements,
+        "warehouse_state_after": warehouse_state,
+        "example_answer": first_error,
+    }
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "machine_note": "All processes share the machine's cores: warehouse, service, client.",
+        "scenario": {
+            "viewers": VIEWERS,
+            "views_each": VIEWS,
+            "tiles": QUERIES,
+            "statement_ms": SLOW_MS,
+            "views_inside_ttl": f"{VIEWS - 1} of {VIEWS}",
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="dbx-dash-") as folder:
+        queries = Path(folder)
+        write_queries(queries)
+        wport = free_port()
+        with start_warehouse(wport, "--start-s", str(args.start_s)) as warehouse:
+            warehouse.wait_http(
+                f"http://127.0.0.1:{wport}/api/2.0/sql/statements/none", ok_statuses={401, 404}
+            )
+            for name, env in (
+                ("cache_on", {"CACHE_TTL_S": "600"}),
+                ("cache_off", {"CACHE_TTL_S": "0"}),
+            ):
+                sport = free_port()
+                with start_service(wport, sport, queries, **env) as service:
+                    await asyncio.to_thread(
+                        service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
+                    )
+                    log(f"dashboard, {name}")
+                    report[f"dashboard_{name}"] = await dashboard(sport, service.pid, warehouse.pid)
+                    if name == "cache_on":
+                        log("hit cost against /health")
+                        report["hit_cost"] = await hit_cost(sport, args.requests)
+            sport = free_port()
+            with start_service(wport, sport, queries, CACHE_TTL_S="600") as service:
+                await asyncio.to_thread(
+                    service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
+                )
+                log("cold start")
+                report["cold_start"] = await cold_start(wport, sport)
+    report["targets"] = targets(report)
+    return report
+
+
+def targets(report: dict[str, Any]) -> dict[str, Any]:
+    on = report["dashboard_cache_on"]
+    hit = report["hit_cost"]
+    cold = report["cold_start"]
+    return {
+        "statements_equal_distinct_queries_per_ttl_window": {
+            "target": QUERIES,
+            "measured": on["warehouse_statements"],
+            "met": on["warehouse_statements"] == QUERIES,
+        },
+        "hit_added_p50_under_1ms": {
+            "measured_c1_ms": hit["c1"]["hit_added_p50_ms"],
+            "met": hit["c1"]["hit_added_p50_ms"] < 1.0,
+        },
+        "hit_throughput_at_least_0_8_of_health": {
+            "measured_c32": hit["c32"]["hit_over_health_throughput"],
+            "met": hit["c32"]["hit_over_health_throughput"] >= 0.8,
+        },
+        "cold_start_one_start_every_viewer_within_1s": {
+            "starts_issued": cold["starts_issued"],
+            "slowest_answer_s": cold["slowest_answer_s"],
+            "statements_submitted": cold["statements_submitted"],
+            "met": cold["starts_issued"] == 1 and cold["slowest_answer_s"] < 1.0,
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per hit-cost load")
+    parser.add_argument("--start-s", type=float, default=20, help="the warehouse's start time")
+    args = parser.parse_args()
+    report = asyncio.run(run_all(args))
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

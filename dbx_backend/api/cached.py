@@ -1,0 +1,252 @@
+"""HTTP semantics of the result cache: request `Cache-Control`, `ETag`/`If-None-Match`, `Age`,
+response `Cache-Control` (always `private`), `Server-Timing` `cache;desc=...`.
+
+The cache, coalescing and cold starts themselves live in the engine (`ResultCache`); this
+module only turns a request into the engine's inputs and its `Answer` into a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dbx_backend.api.guards import caller_identity
+from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat
+from dbx_backend.engine import (
+    Admitted,
+    Answer,
+    CacheEntry,
+    CacheKeyParts,
+    CachePolicy,
+    Column,
+    OpenStatement,
+    Produced,
+    QueryOptions,
+    QueryResult,
+    cache_key,
+    parse_cache_control,
+    sql_facts,
+    strong_etag,
+    to_statement_parameters,
+    warehouse_note,
+)
+from dbx_backend.keys import CACHE_STATUS, LIMITER, QUERY_SERVICE, RESULT_CACHE, ROW_COUNT, SETTINGS
+
+THREAD_ENCODE_ROWS = 10_000
+CACHE_HEADERS = ("ETag", "Age", "Server-Timing", "Cache-Control")
+
+
+def policy_for(request: web.Request, named: CachePolicy | None) -> CachePolicy:
+    """A named query's own policy, else the service's."""
+    if named is not None:
+        return named
+    settings = request.app[SETTINGS]
+    return CachePolicy(settings.cache_ttl_s, settings.cache_stale_s)
+
+
+def key_for(
+    request: web.Request,
+    statement: Admitted,
+    params: Mapping[str, Any],
+    options: QueryOptions,
+    row_limit: int | None,
+) -> str:
+    """The cache key of this request (see `engine.cache_key`)."""
+    settings = request.app[SETTINGS]
+    wire = to_statement_parameters(params)
+    return cache_key(
+        CacheKeyParts(
+            statement.sql,
+            params=tuple((p.name, p.value, p.type) for p in wire),
+            catalog=options.catalog,
+            schema=options.schema,
+            row_limit=row_limit,
+            long_as_string=options.normalize.long_as_string,
+            warehouse_id=settings.warehouse_id,
+            caller=caller_identity(settings, request.headers.get("Authorization", ""))
+            if settings.cache_scope == "per_key"
+            else None,
+        )
+    )
+
+
+def encode_result(result: QueryResult, max_entry_bytes: int) -> Produced:
+    """The JSON answer, with its ETag taken over the result alone (not the statement id), so
+    a fresh run with the same rows keeps the ETag and a client's copy stays valid."""
+    content = orjson.dumps(
+        {
+            "columns": [c.to_json() for c in result.columns],
+            "rows": result.rows,
+            "row_count": result.row_count,
+            "truncated": result.truncated,
+        }
+    )
+    body = content[:-1] + b',"statement_id":' + orjson.dumps(result.statement_id) + b"}"
+    return Produced(
+        body,
+        strong_etag(content),
+        result.row_count,
+        result.statement_id,
+        storable=not result.truncated and len(body) <= max_entry_bytes,
+        details=result,
+    )
+
+
+async def answer_cached(
+    request: web.Request,
+    statement: Admitted,
+    params: Mapping[str, Any],
+    options: QueryOptions,
+    *,
+    row_limit: int | None,
+    policy: CachePolicy | None,
+) -> Answer:
+    """Ask the engine's result cache for this request's answer (running it if it must)."""
+    app = request.app
+    settings = app[SETTINGS]
+    flight_options = _replace_timeout(options, settings.max_query_timeout_s)
+
+    opened: list[OpenStatement] = []
+
+    async def run() -> Produced:
+        async with app[LIMITER].slot():
+            service = app[QUERY_SERVICE]
+            opened.append(service.open(statement, params, flight_options))
+            result = await service.collect(opened[0])
+        if result.row_count >= THREAD_ENCODE_ROWS:  # large: encode off the loop
+            return await asyncio.to_thread(encode_result, result, settings.cache_max_entry_bytes)
+        return encode_result(result, settings.cache_max_entry_bytes)
+
+    answer = await app[RESULT_CACHE].answer(
+        key_for(request, statement, params, options, row_limit),
+        cacheable=sql_facts(statement.sql).cacheable,
+        policy=policy_for(request, policy),
+        request=parse_cache_control(request.headers.get("Cache-Control")),
+        timeout_s=options.timeout_s,
+        run=run,
+        statement_id=lambda: opened[0].statement_id or None if opened else None,
+    )
+    request[CACHE_STATUS] = answer.status
+    request[ROW_COUNT] = answer.entry.row_count
+    return answer
+
+
+async def lookup_cached(
+    request: web.Request,
+    statement: Admitted,
+    params: Mapping[str, Any],
+    options: QueryOptions,
+    row_limit: int | None,
+    policy: CachePolicy | None,
+) -> Answer | None:
+    """A fresh cached answer for this request, without running anything."""
+    answer = await request.app[RESULT_CACHE].lookup(
+        key_for(request, statement, params, options, row_limit),
+        cacheable=sql_facts(statement.sql).cacheable,
+        policy=policy_for(request, policy),
+        request=parse_cache_control(request.headers.get("Cache-Control")),
+    )
+    if answer is not None:
+        request[CACHE_STATUS] = answer.status
+        request[ROW_COUNT] = answer.entry.row_count
+    return answer
+
+
+def _replace_timeout(options: QueryOptions, timeout_s: float) -> QueryOptions:
+    # A shared run lives as long as its most patient waiter may; each waiter keeps its own.
+    return dataclasses.replace(options, timeout_s=timeout_s)
+
+
+def cache_headers(
+    request: web.Request, answer: Answer, etag: str, timing: str | None
+) -> dict[str, str]:
+    """`Cache-Control` (private, never public), `Age`, `ETag` and `Server-Timing`."""
+    now = request.app[RESULT_CACHE].clock()
+    stored = f"private, max-age={answer.max_age_s(now)}"
+    control = stored if answer.stored else "private, no-store"
+    server_timing = f"cache;desc={answer.status}"
+    if answer.warehouse is not None:
+        server_timing += f', warehouse;desc="{warehouse_note(answer.warehouse)}"'
+    if timing:
+        server_timing = f"{timing}, {server_timing}"
+    return {
+        "Cache-Control": control,
+        "Age": str(int(answer.age_s)),
+        "ETag": etag,
+        "Server-Timing": server_timing,
+    }
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    """True when the caller's `If-None-Match` names this ETag (or `*`)."""
+    given = request.headers.get("If-None-Match")
+    if not given:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in given.split(",")]
+    return "*" in tags or etag in tags
+
+
+def cached_response(
+    request: web.Request, answer: Answer, result_format: ResultFormat, timing: str | None
+) -> web.Response:
+    """The response for an answer: the stored JSON body as is, or NDJSON/CSV derived from it;
+    `304 Not Modified` when the caller already holds it."""
+    entry = answer.entry
+    etag = entry.etag if result_format == "json" else entry.etag[:-1] + f'-{result_format}"'
+    headers = cache_headers(request, answer, etag, timing)
+    if result_format == "json":
+        body, content_type = entry.body, "application/json"
+    else:
+        body, content_type = derive_stream_body(entry, result_format, headers["Server-Timing"])
+    if not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(body=body, headers=headers)
+    response.content_type = content_type
+    if result_format != "json":
+        response.charset = "utf-8"
+    if result_format == "csv":
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="result-{entry.statement_id}.csv"'
+        )
+    return response
+
+
+def derive_stream_body(
+    entry: CacheEntry, result_format: ResultFormat, server_timing: str = ""
+) -> tuple[bytes, str]:
+    """NDJSON or CSV of a cached JSON answer (decoded once per such hit)."""
+    answer = orjson.loads(entry.body)
+    rows, truncated = answer["rows"], bool(answer["truncated"])
+    if result_format == "ndjson":
+        ndjson = NdjsonWriter()
+        # The columns exactly as the JSON answer has them.
+        header = orjson.dumps(
+            {
+                "columns": answer["columns"],
+                "statement_id": entry.statement_id,
+                "total_row_count": len(rows),
+            }
+        )
+        footer = ndjson.footer(len(rows), truncated, server_timing)
+        body = header + b"\n" + ndjson.rows(rows) + footer
+        return body, ndjson.content_type
+    csv = CsvWriter()
+    columns = [_column(c) for c in answer["columns"]]
+    return csv.header(columns, entry.statement_id) + csv.rows(rows), csv.content_type
+
+
+def _column(data: dict[str, Any]) -> Column:
+    return Column(
+        name=str(data["name"]),
+        type=str(data["type"]),
+        type_text=str(data["type_text"]),
+        position=int(data["position"]),
+        nullable=data.get("nullable"),
+        precision=data.get("precision"),
+        scale=data.get("scale"),
+    )

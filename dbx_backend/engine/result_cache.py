@@ -1,0 +1,334 @@
+"""The one place results are cached, identical runs coalesced and cold warehouses handled.
+
+Every buffered run of `/api/query` and `/api/queries/{name}` asks `ResultCache.answer`, giving
+it the key, whether the statement may be cached, the caller's `Cache-Control` and a `run`
+that executes the statement and encodes its answer. In order:
+
+1. an entry fresh enough answers at once (`hit`); one in its stale-while-revalidate window
+   answers at once too (`stale`) while one background refresh runs;
+2. `only-if-cached` with no such entry is `NotCached`;
+3. if the warehouse may not be RUNNING, its state is read: a usable entry answers (`stale`),
+   else the request waits for the start when its deadline leaves room, else it is refused
+   with the ETA (`WarehouseStarting` / `WarehouseStopped`), no statement submitted;
+4. otherwise the statement runs once for every identical request in flight (`miss` for the
+   one that ran it, `coalesced` for the others, `bypass` when nothing may be cached) and the
+   result is stored when it may be. A warehouse failure is answered by a usable entry if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from dbx_backend.engine.cache_control import CacheRequest
+from dbx_backend.engine.cache_store import CacheEntry
+from dbx_backend.engine.coalesce import Coalescer
+from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.engine.tasks import TaskOwner
+from dbx_backend.engine.warehouse_state import (
+    WarehouseNotRunning,
+    WarehouseStarting,
+    WarehouseStatus,
+    WarehouseStopped,
+    WarehouseTracker,
+)
+from dbx_backend.warehouse.errors import (
+    StatementTimedOut,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from dbx_backend.warehouse.wire import WarehouseState
+
+log = logging.getLogger(__name__)
+
+CacheStatus = Literal["hit", "miss", "stale", "coalesced", "bypass"]
+# A statement still unfinished after this long makes the warehouse's state worth a look.
+PENDING_DOUBT_S = 1.0
+# Time kept, after waiting for a start, for the statement itself.
+RUN_MARGIN_S = 2.0
+_NOT_RUNNING = frozenset({WarehouseState.STOPPED, WarehouseState.STOPPING, WarehouseState.STARTING})
+
+
+class NotCached(Exception):
+    """`Cache-Control: only-if-cached` and no entry can answer."""
+
+
+class CacheObserver(Protocol):
+    """Hears what the cache did (metrics)."""
+
+    def cache_answered(self, status: str) -> None: ...
+
+    def cache_refreshed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How long a query's results are kept fresh, and stale-while-revalidate after that."""
+
+    ttl_s: float
+    stale_s: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """False when its results are never stored (TTL 0, `-- cache: off`)."""
+        return self.ttl_s > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A statement's encoded answer, as `run` returns it."""
+
+    body: bytes
+    etag: str
+    row_count: int
+    statement_id: str
+    storable: bool  # complete: not truncated, within the entry cap
+    details: object = None  # what the run knows besides (timings, stats), for its own request
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send: the entry, how it was come by, how old it is."""
+
+    entry: CacheEntry
+    status: CacheStatus
+    age_s: float
+    stored: bool  # it is in the cache: the response may say `max-age`
+    produced: Produced | None = None  # set when this request ran the statement
+    warehouse: WarehouseStatus | None = None  # why a stale entry answered
+
+    def max_age_s(self, now: float) -> int:
+        """Seconds a client may keep it: the entry's remaining freshness, 0 when stale."""
+        if not self.stored or self.status == "stale":
+            return 0
+        return int(self.entry.remaining_s(now))
+
+
+Run = Callable[[], Awaitable[Produced]]
+
+
+class ResultCache:
+    """Cache + coalescing + cold starts in front of every buffered run of a statement."""
+
+    def __init__(
+        self,
+        state: SharedState,
+        coalescer: Coalescer,
+        tracker: WarehouseTracker,
+        *,
+        stale_if_error_s: float,
+        flight_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+        observer: CacheObserver | None = None,
+        tasks: TaskOwner | None = None,
+    ) -> None:
+        self.state = state
+        self.coalescer = coalescer
+        self.tracker = tracker
+        self.stale_if_error_s = stale_if_error_s
+        self.flight_timeout_s = flight_timeout_s
+        self.clock = clock
+        self.observer = observer
+        self.tasks = tasks if tasks is not None else TaskOwner()
+        self._refreshes: set[asyncio.Task[None]] = set()  # cancelled, not awaited, at shutdown
+
+    async def answer(
+        self,
+        key: str,
+        *,
+        cacheable: bool,
+        policy: CachePolicy,
+        request: CacheRequest,
+        timeout_s: float,
+        run: Run,
+        statement_id: Callable[[], str | None] = lambda: None,
+    ) -> Answer:
+        """The answer for one request (see the module's docstring for the order).
+
+        `statement_id()` names the statement this request started, if any, for its timeout.
+        """
+        deadline = self.clock() + timeout_s
+        caching = cacheable and policy.enabled
+        entry = await self.state.get_entry(key) if caching else None
+        now = self.clock()
+        if entry is not None and request.may_read:
+            age = entry.age(now)
+            fits = request.max_age_s is None or age <= request.max_age_s
+            if entry.is_fresh(now) and fits:
+                return self._answered(Answer(entry, "hit", age, stored=True))
+            if entry.in_stale_window(now) and fits:
+                self._refresh_in_background(key, policy, run)
+                return self._answered(Answer(entry, "stale", age, stored=True))
+        if request.only_if_cached:
+            raise NotCached("no cached result for this request (Cache-Control: only-if-cached)")
+        usable = entry if entry is not None and entry.age(now) < self.stale_if_error_s else None
+        if not request.may_read:
+            usable = None
+        stale = await self._unless_running(usable, deadline)
+        if stale is not None:
+            return self._answered(stale)
+        store = caching and not request.no_store
+        try:
+            answer = await self._run(key, policy, store, run, deadline, statement_id)
+            return self._answered(answer)
+        except (WarehouseUnavailable, StatementTimedOut, WarehouseNotRunning) as exc:
+            if not isinstance(exc, WarehouseNotRunning):
+                self.tracker.doubt()
+            if usable is None:
+                raise
+            log.warning("warehouse failed (%s): answering a stale result", type(exc).__name__)
+            return self._answered(Answer(usable, "stale", usable.age(self.clock()), stored=True))
+
+    async def lookup(
+        self, key: str, *, cacheable: bool, policy: CachePolicy, request: CacheRequest
+    ) -> Answer | None:
+        """A fresh entry's answer, or None; never runs anything (for streams, which run as
+        streams when the cache cannot answer)."""
+        if not (cacheable and policy.enabled and request.may_read):
+            return None
+        entry = await self.state.get_entry(key)
+        now = self.clock()
+        if entry is None or not entry.is_fresh(now):
+            return None
+        if request.max_age_s is not None and entry.age(now) > request.max_age_s:
+            return None
+        return self._answered(Answer(entry, "hit", entry.age(now), stored=True))
+
+    async def drain(self) -> None:
+        """Cancel background refreshes (at shutdown)."""
+        for task in list(self._refreshes):
+            task.cancel()
+        if self._refreshes:
+            await asyncio.gather(*self._refreshes, return_exceptions=True)
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def _answered(self, answer: Answer) -> Answer:
+        if self.observer is not None:
+            self.observer.cache_answered(answer.status)
+        return answer
+
+    async def _unless_running(self, usable: CacheEntry | None, deadline: float) -> Answer | None:
+        """None when the request may run now (after waiting for a start, if it had time);
+        a stale answer when the warehouse is not up and an entry can answer; raises when
+        neither."""
+        if not self.tracker.doubted:
+            return None
+        status = await self.tracker.status()
+        if status.state not in _NOT_RUNNING:  # RUNNING, or unreadable: let it run
+            return None
+        status = await self.tracker.ensure_started(status)
+        if usable is not None:
+            return Answer(usable, "stale", usable.age(self.clock()), True, warehouse=status)
+        self._refuse_unless_time_for(status, deadline)
+        status = await self.tracker.wait_running(deadline - self.clock() - RUN_MARGIN_S)
+        if status.state in _NOT_RUNNING:
+            raise WarehouseStarting("the warehouse is still starting", status)
+        return None
+
+    def _refuse_unless_time_for(self, status: WarehouseStatus, deadline: float) -> None:
+        if status.state == WarehouseState.STOPPED and not self.tracker.auto_start:
+            raise WarehouseStopped(
+                "the warehouse is stopped and WAREHOUSE_AUTO_START is off", status
+            )
+        remaining = deadline - self.clock() - RUN_MARGIN_S
+        if status.eta_s is None or remaining < status.eta_s:
+            raise WarehouseStarting("the warehouse is starting; retry after its ETA", status)
+
+    async def _run(
+        self,
+        key: str,
+        policy: CachePolicy,
+        store: bool,
+        run: Run,
+        deadline: float,
+        statement_id: Callable[[], str | None],
+    ) -> Answer:
+        mine: list[Produced] = []
+
+        async def produce() -> CacheEntry:
+            produced = await run()
+            mine.append(produced)
+            self.tracker.confirm_running()
+            entry = CacheEntry(
+                produced.body,
+                produced.etag,
+                self.clock(),
+                policy.ttl_s,
+                policy.stale_s,
+                produced.row_count,
+                produced.statement_id,
+            )
+            if store and produced.storable:
+                keep_s = max(policy.ttl_s + policy.stale_s, self.stale_if_error_s)
+                stored = await self.state.put_entry(key, entry, keep_s)
+                entry = replace(entry, ttl_s=policy.ttl_s if stored else 0.0)
+            else:
+                entry = replace(entry, ttl_s=0.0)
+            return entry
+
+        flight = asyncio.get_running_loop().create_task(
+            self.coalescer.run(key, produce, timeout_s=max(0.0, deadline - self.clock()))
+        )
+        try:
+            done, _ = await asyncio.wait({flight}, timeout=PENDING_DOUBT_S)
+            if not done:
+                await self._check_while_pending(flight, deadline)
+            shared = await flight
+        except TimeoutError:
+            raise StatementTimedOut(
+                "the query did not finish within its timeout; it was cancelled on the "
+                "warehouse unless identical requests still wait for it",
+                statement_id=statement_id(),
+            ) from None
+        finally:
+            if not flight.done():
+                flight.cancel()  # this request leaves: the statement stops if nobody else waits
+        entry = shared.entry
+        stored = entry.ttl_s > 0
+        if shared.coalesced:
+            status: CacheStatus = "coalesced"
+        elif store:
+            status = "miss"
+        else:
+            status = "bypass"
+        produced = mine[0] if mine and not shared.coalesced else None
+        return Answer(entry, status, 0.0, stored=stored, produced=produced)
+
+    async def _check_while_pending(self, flight: asyncio.Task[object], deadline: float) -> None:
+        """A slow statement may wait for a warehouse that is starting: when its deadline
+        cannot cover the start, leave now (the statement is cancelled if nobody else waits)."""
+        self.tracker.doubt()
+        status = await self.tracker.status()
+        if flight.done() or status.state not in _NOT_RUNNING:
+            return
+        self._refuse_unless_time_for(status, deadline)
+
+    def _refresh_in_background(self, key: str, policy: CachePolicy, run: Run) -> None:
+        """One refresh per key at a time; it outlives the request that started it."""
+        if self.coalescer.in_flight(key):
+            return
+
+        async def refresh() -> None:
+            try:
+                deadline = self.clock() + self.flight_timeout_s
+                await self._run(key, policy, True, run, deadline, lambda: None)
+            except (WarehouseError, TimeoutError) as exc:
+                log.warning("background refresh of a stale result failed: %s", type(exc).__name__)
+            else:
+                if self.observer is not None:
+                    self.observer.cache_refreshed()
+
+        task = self.tasks.spawn(refresh())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+
+def warehouse_note(status: WarehouseStatus) -> str:
+    """A short, safe description of the warehouse's state for `Server-Timing`."""
+    eta = "" if status.eta_s is None else f", eta {round(status.eta_s)}s"
+    return f"{status.state.lower()}{eta}"

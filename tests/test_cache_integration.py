@@ -1,0 +1,437 @@
+"""The result cache, coalescing and cold starts, end to end: the service over loopback HTTP
+against the local warehouse."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dbx_backend.app import create_app
+from dbx_backend.config import load_settings
+from dbx_backend.engine.query_service import PollSchedule
+from dbx_backend.keys import RESULT_CACHE, WAREHOUSE_TRACKER
+from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.logs import JsonFormatter
+from dbx_backend.warehouse.retry import NO_WAIT
+
+TOKEN = "dapi-cache-integration-0123456789"
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.05)
+COUNT = "SELECT count(*) AS n FROM range(10)"
+
+
+class WallClock:
+    """The cache's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def warehouse() -> AsyncIterator[LocalWarehouse]:
+    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
+    async with LocalWarehouse(config) as running:
+        yield running
+
+
+MakeService = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+def make_service(warehouse: LocalWarehouse, aiohttp_client: MakeClient) -> MakeService:
+    async def make(**env: str) -> Client:
+        settings = load_settings(
+            {
+                "DATABRICKS_HOST": warehouse.url,
+                "DATABRICKS_HTTP_PATH": warehouse.http_path,
+                "DATABRICKS_TOKEN": TOKEN,
+                **env,
+            },
+            env_file=None,
+        )
+        app = create_app(settings, retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
+        return await aiohttp_client(app)
+
+    return make
+
+
+def executes(warehouse: LocalWarehouse) -> int:
+    return sum(1 for r in warehouse.requests if r.endpoint == "execute")
+
+
+def starts(warehouse: LocalWarehouse) -> int:
+    return sum(1 for r in warehouse.requests if r.endpoint == "warehouse_start")
+
+
+async def post(
+    service: Client, sql: str = COUNT, path: str = "/api/query", **headers: str
+) -> tuple[int, Any, Any]:
+    body = {"sql": sql} if path == "/api/query" else {}
+    response = await service.post(path, json=body, headers=headers)
+    text = await response.read()
+    return response.status, orjson.loads(text) if text else None, response.headers
+
+
+def cache_of(headers: Any) -> str:
+    return str(headers["Server-Timing"]).split("cache;desc=")[1].split(",")[0]
+
+
+async def test_a_repeated_query_is_answered_from_the_cache(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+
+    first = await post(service)
+    second = await post(service, "select   COUNT(*) as n from range(10) -- again")
+
+    assert first[0] == second[0] == 200
+    assert first[1] == second[1]
+    assert [cache_of(first[2]), cache_of(second[2])] == ["miss", "hit"]
+    assert executes(warehouse) == 1
+    assert second[2]["Cache-Control"].startswith("private, max-age=")
+    assert "public" not in second[2]["Cache-Control"]
+    assert second[2]["ETag"] == first[2]["ETag"]
+    assert int(second[2]["Age"]) >= 0
+
+
+async def test_if_none_match_gets_304_also_after_a_fresh_run(make_service: MakeService) -> None:
+    service = await make_service()
+    _, _, headers = await post(service)
+
+    cached = await post(service, **{"If-None-Match": headers["ETag"]})
+    fresh = await post(service, **{"If-None-Match": headers["ETag"], "Cache-Control": "no-cache"})
+
+    assert (cached[0], cached[1]) == (304, None)
+    assert (fresh[0], cache_of(fresh[2])) == (304, "miss")
+    assert fresh[2]["ETag"] == headers["ETag"]
+
+
+@pytest.mark.parametrize(
+    ("control", "second", "runs"),
+    [
+        pytest.param("no-cache", "hit", 2, id="no-cache-runs-and-stores"),
+        pytest.param("no-store", "miss", 3, id="no-store-runs-and-stores-nothing"),
+        pytest.param("max-age=0", "hit", 2, id="max-age-0-runs-and-stores"),
+    ],
+)
+async def test_request_cache_control(
+    make_service: MakeService, warehouse: LocalWarehouse, control: str, second: str, runs: int
+) -> None:
+    service = await make_service()
+    await post(service, **{"Cache-Control": "no-store"})
+
+    told = await post(service, **{"Cache-Control": control})
+    after = await post(service)
+
+    assert cache_of(told[2]) in ("miss", "bypass")
+    assert cache_of(after[2]) == second
+    assert executes(warehouse) == runs
+
+
+async def test_no_store_answers_say_no_store(make_service: MakeService) -> None:
+    service = await make_service()
+
+    _, _, headers = await post(service, **{"Cache-Control": "no-store"})
+
+    assert headers["Cache-Control"] == "private, no-store"
+    assert cache_of(headers) == "bypass"
+
+
+async def test_only_if_cached_answers_504_not_cached_then_the_entry(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+
+    empty = await post(service, **{"Cache-Control": "only-if-cached"})
+    await post(service)
+    filled = await post(service, **{"Cache-Control": "only-if-cached"})
+
+    assert (empty[0], empty[1]["error"]["code"]) == (504, "NOT_CACHED")
+    assert (filled[0], cache_of(filled[2])) == (200, "hit")
+    assert executes(warehouse) == 1
+
+
+async def test_a_malformed_cache_control_is_a_400_naming_it(make_service: MakeService) -> None:
+    service = await make_service()
+
+    status, body, _ = await post(service, **{"Cache-Control": "max-age=soon"})
+
+    assert status == 400
+    assert body["error"]["field"] == "Cache-Control"
+
+
+async def test_a_non_deterministic_query_runs_every_time(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+
+    answers = [await post(service, "SELECT random() AS r") for _ in range(2)]
+
+    assert [cache_of(a[2]) for a in answers] == ["bypass", "bypass"]
+    assert answers[0][2]["Cache-Control"] == "private, no-store"
+    assert executes(warehouse) == 2
+
+
+async def test_the_ttl_then_stale_while_revalidate(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service(CACHE_TTL_S="60", CACHE_STALE_S="30")
+    clock = WallClock()
+    service.app[RESULT_CACHE].clock = clock
+    await post(service)
+
+    clock.now += 70  # expired, within the stale window
+    stale = await post(service)
+    for _ in range(200):  # bounded: the one background refresh lands
+        if executes(warehouse) == 2 and not service.app[RESULT_CACHE].coalescer.in_flight_any():
+            break
+        await asyncio.sleep(0.01)
+    refreshed = await post(service)
+
+    assert (cache_of(stale[2]), stale[2]["Cache-Control"]) == ("stale", "private, max-age=0")
+    assert int(stale[2]["Age"]) == 70
+    assert cache_of(refreshed[2]) == "hit"
+    assert executes(warehouse) == 2
+
+
+async def test_identical_requests_in_flight_share_one_statement(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(300) AS slept"
+
+    answers = await asyncio.gather(*(post(service, sql) for _ in range(8)))
+
+    assert [a[0] for a in answers] == [200] * 8
+    assert sorted(cache_of(a[2]) for a in answers) == ["coalesced"] * 7 + ["miss"]
+    assert executes(warehouse) == 1
+
+
+async def test_uncached_requests_in_flight_are_coalesced_too(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(300) AS slept"
+
+    answers = await asyncio.gather(
+        *(post(service, sql, **{"Cache-Control": "no-store"}) for _ in range(4))
+    )
+
+    assert sorted(cache_of(a[2]) for a in answers) == ["bypass"] + ["coalesced"] * 3
+    assert executes(warehouse) == 1
+
+
+async def test_a_waiter_past_its_deadline_gets_504_and_the_others_their_result(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(1500) AS slept"
+
+    async def run(timeout_s: float) -> int:
+        response = await service.post("/api/query", json={"sql": sql, "timeout_s": timeout_s})
+        return response.status
+
+    statuses = await asyncio.gather(run(30), run(0.3))
+
+    assert list(statuses) == [200, 504]
+    assert executes(warehouse) == 1
+
+
+async def test_a_failure_reaches_every_waiter_and_is_not_cached(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(200), 1 / 0"
+
+    answers = await asyncio.gather(*(post(service, sql) for _ in range(3)))
+    again = await post(service, sql)
+
+    assert [a[0] for a in answers] == [400, 400, 400]
+    assert again[0] == 400
+    assert executes(warehouse) == 2
+
+
+async def test_a_stream_is_answered_from_a_fresh_entry(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    await post(service)
+
+    response = await service.post(
+        "/api/query", json={"sql": COUNT}, headers={"Accept": "application/x-ndjson"}
+    )
+    lines = (await response.read()).splitlines()
+
+    assert response.status == 200
+    assert cache_of(response.headers) == "hit"
+    assert orjson.loads(lines[1]) == [10]
+    footer = orjson.loads(lines[-1])
+    assert (footer["row_count"], footer["truncated"]) == (1, False)
+    assert "cache;desc=" in footer["server_timing"]
+    assert executes(warehouse) == 1
+
+
+async def test_a_stopped_warehouse_is_started_once_and_callers_get_503_with_the_eta(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    warehouse.stop()
+    service = await make_service(WAREHOUSE_START_ESTIMATE_S="120")
+
+    answers = await asyncio.gather(*(post(service) for _ in range(5)))
+
+    assert [a[0] for a in answers] == [503] * 5
+    error = answers[0][1]["error"]
+    assert error["code"] == "WAREHOUSE_STARTING"
+    assert error["retryable"] is True
+    assert error["warehouse"]["state"] == "STARTING"
+    assert error["warehouse"]["eta_s"] == 120
+    assert answers[0][2]["Retry-After"] == "120"
+    assert starts(warehouse) == 1
+    assert executes(warehouse) == 0
+
+
+async def test_without_auto_start_a_stopped_warehouse_is_503_warehouse_stopped(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    warehouse.stop()
+    service = await make_service(WAREHOUSE_AUTO_START="false")
+
+    status, body, _ = await post(service)
+
+    assert (status, body["error"]["code"]) == (503, "WAREHOUSE_STOPPED")
+    assert body["error"]["warehouse"]["state"] == "STOPPED"
+    assert starts(warehouse) == 0
+
+
+async def test_while_the_warehouse_starts_a_cached_result_answers_as_stale(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service(CACHE_TTL_S="60")
+    clock = WallClock()
+    service.app[RESULT_CACHE].clock = clock
+    await post(service)
+    warehouse.stop()
+    service.app[WAREHOUSE_TRACKER].doubt()  # as after a warehouse error
+    clock.now += 600
+
+    status, body, headers = await post(service)
+
+    assert (status, body["rows"]) == (200, [[10]])
+    assert cache_of(headers) == "stale"
+    assert 'warehouse;desc="starting' in headers["Server-Timing"]
+    assert starts(warehouse) == 1
+    assert executes(warehouse) == 1
+
+
+async def test_a_request_with_time_to_spare_waits_for_the_start(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    warehouse.stop()
+    service = await make_service(WAREHOUSE_START_ESTIMATE_S="1")
+
+    status, body, headers = await post(service)
+
+    assert (status, body["rows"]) == (200, [[10]])
+    assert cache_of(headers) == "miss"
+    assert starts(warehouse) == 1
+
+
+async def test_ready_reports_the_warehouse_without_starting_it(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    warehouse.stop()
+    service = await make_service()
+
+    response = await service.get("/ready")
+    body = await response.json()
+
+    assert response.status == 200
+    assert body["warehouse"] == {"state": "STOPPED", "eta_s": 120}
+    assert starts(warehouse) == 0
+    assert executes(warehouse) == 0
+    assert warehouse.state == "STOPPED"
+
+
+async def test_named_queries_carry_their_own_cache_policy(
+    make_service: MakeService, warehouse: LocalWarehouse, tmp_path: Path
+) -> None:
+    (tmp_path / "off.sql").write_text("-- cache: off\nSELECT 1 AS one\n")
+    (tmp_path / "long.sql").write_text("-- cache: ttl=300 stale=60\nSELECT 2 AS two\n")
+    (tmp_path / "plain.sql").write_text("SELECT 3 AS three\n")
+    service = await make_service(QUERIES_DIR=str(tmp_path))
+
+    listed = await (await service.get("/api/queries")).json()
+    off = [await post(service, path="/api/queries/off") for _ in range(2)]
+    long = [await post(service, path="/api/queries/long") for _ in range(2)]
+
+    policies = {q["name"]: q["cache"] for q in listed["queries"]}
+    assert policies == {
+        "off": {"ttl_s": 0, "stale_s": 0},
+        "long": {"ttl_s": 300, "stale_s": 60},
+        "plain": None,
+    }
+    assert [cache_of(a[2]) for a in off] == ["bypass", "bypass"]
+    assert [cache_of(a[2]) for a in long] == ["miss", "hit"]
+    assert long[1][2]["Cache-Control"].startswith("private, max-age=29")
+
+
+async def test_the_access_log_and_metrics_say_how_it_was_answered(
+    make_service: MakeService,
+) -> None:
+    service = await make_service()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("dbx_backend.access")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        await post(service)
+        await post(service)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    metrics = await (await service.get("/metrics")).text()
+
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["cache"] for line in lines if line["route"] == "/api/query"] == ["miss", "hit"]
+    assert 'dbx_cache_answers_total{result="hit"} 1.0' in metrics
+    assert 'dbx_cache_answers_total{result="miss"} 1.0' in metrics
+    assert 'dbx_warehouse_state{state="RUNNING"} 1.0' in metrics
+
+
+async def test_cors_exposes_and_allows_the_cache_headers(make_service: MakeService) -> None:
+    service = await make_service()
+
+    preflight = await service.options(
+        "/api/query",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "cache-control, if-none-match, content-type",
+        },
+    )
+    answer = await service.post(
+        "/api/query", json={"sql": COUNT}, headers={"Origin": "http://localhost:3000"}
+    )
+
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert preflight.status == 200
+    assert "cache-control" in allowed
+    assert "if-none-match" in allowed
+    exposed = answer.headers["Access-Control-Expose-Headers"].lower()
+    assert {"etag", "age", "server-timing"} <= {h.strip() for h in exposed.split(",")}
