@@ -36,6 +36,7 @@ from dbx_backend.engine.tasks import TaskOwner
 from dbx_backend.engine.warehouse_state import WarehouseTracker
 from dbx_backend.inflight import InFlight
 from dbx_backend.keys import (
+    IDEMPOTENCY,
     IN_FLIGHT,
     LIMITER,
     METRICS,
@@ -161,6 +162,7 @@ def create_app(
             tasks=tasks,
         )
         app[SHARED_STATE], app[WAREHOUSE_TRACKER], app[RESULT_CACHE] = state, tracker, cache
+        app[IDEMPOTENCY].share(state)  # Idempotency-Keys claimed across replicas with Redis
         metrics.track_cache(
             lambda: local.store.stats.bytes_held,
             lambda: local.store.stats.evictions,

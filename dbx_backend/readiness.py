@@ -1,9 +1,12 @@
-"""Readiness: whether the warehouse answers a cheap statement, checked in the background.
+"""Readiness: whether the warehouse can take statements, checked in the background.
 
-The warehouse's own state is read first (the SQL Warehouses API): a warehouse that is not
-RUNNING is never sent the statement, so `/ready` never starts it. While it is stopped or
-starting the service is still ready (it answers from the cache, starts the warehouse and tells
-callers when it will be up), unless WAREHOUSE_AUTO_START is off and it is stopped.
+The check reads the warehouse's state through the SQL Warehouses API, which costs nothing on
+the warehouse: it neither starts a stopped warehouse nor keeps a running one from stopping
+when idle (a statement every few seconds would do both, and bill warehouse time). RUNNING is
+ready. While it is stopped or starting the service is still ready (it answers from the cache,
+starts the warehouse and tells callers when it will be up), unless WAREHOUSE_AUTO_START is off
+and it is stopped, or it is deleted. Only when the Warehouses API refuses this identity does
+the check fall back to running `SELECT 1`, and then only while the state is unknown.
 
 `/ready` never waits on the warehouse for long: it starts a check when the last one is stale,
 waits a moment for it, then reports the last known result and its age. One check runs at a
@@ -121,21 +124,40 @@ class Readiness:
         return ReadinessReport(self._ready, self._reason, wall, age, self._warehouse)
 
     async def _run_check(self, service: QueryService, tracker: WarehouseTracker | None) -> None:
-        status = None if tracker is None else await tracker.status()
-        self._warehouse = status
-        if status is not None and status.state not in (WarehouseState.RUNNING, UNKNOWN):
-            # Never send a statement to a warehouse that is not running: it would start it.
-            stopped = status.state == WarehouseState.STOPPED and not tracker_auto_start(tracker)
-            gone = status.state in (WarehouseState.DELETING, WarehouseState.DELETED)
-            ready = not (stopped or gone)
-            reason = "" if ready else f"the warehouse is {status.state}"
-        else:
-            ready, reason = await self._probe(service)
+        ready, reason = await self._judge(service, tracker)
         if ready != self._ready or self._checked is None:
             level = logging.INFO if ready else logging.WARNING
             log.log(level, "readiness: %s", "ready" if ready else reason)
         self._ready, self._reason = ready, reason
         self._checked = (self.clock(), self.wall_clock())
+
+    async def _judge(
+        self, service: QueryService, tracker: WarehouseTracker | None
+    ) -> tuple[bool, str]:
+        if tracker is None:
+            return await self._probe(service)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                status = await tracker.status()
+        except TimeoutError:
+            self._warehouse = None
+            return False, "the warehouse's state could not be read (TimeoutError)"
+        self._warehouse = status
+        state = status.state
+        if state == WarehouseState.RUNNING:
+            return True, ""
+        if state == UNKNOWN:
+            if status.refused:
+                # The Warehouses API is not ours to read: only a statement can tell.
+                return await self._probe(service)
+            return False, f"the warehouse's state could not be read ({status.unreadable})"
+        if state == WarehouseState.STOPPED and not tracker.auto_start:
+            return False, "the warehouse is STOPPED and WAREHOUSE_AUTO_START is off"
+        if state in (WarehouseState.DELETING, WarehouseState.DELETED):
+            return False, f"the warehouse is {state}"
+        # STOPPED (it will be started), STARTING, STOPPING (started once stopped), and states
+        # the API may add later: requests are answered meanwhile.
+        return True, ""
 
     async def _probe(self, service: QueryService) -> tuple[bool, str]:
         try:
@@ -144,8 +166,3 @@ class Readiness:
         except Exception as exc:  # any failure means not ready; the check must not die loudly
             return False, f"the warehouse does not answer ({type(exc).__name__})"
         return True, ""
-
-
-def tracker_auto_start(tracker: WarehouseTracker | None) -> bool:
-    """Whether a stopped warehouse will be started by the service."""
-    return tracker is not None and tracker.auto_start

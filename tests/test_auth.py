@@ -17,21 +17,13 @@ from yarl import URL
 from dbx_backend.config import Settings, load_settings
 from dbx_backend.warehouse.auth import OAuthM2M, StaticToken, token_provider_for
 from dbx_backend.warehouse.errors import TokenUnavailable
-from tests.conftest import TEST_ENV, TEST_HOST, TEST_TOKEN
+from tests.conftest import TEST_ENV, TEST_HOST, TEST_TOKEN, FakeClock
 
 CLIENT_ID = "0a1b2c3d-service-principal"
 CLIENT_SECRET = "dose-very-secret-client-secret-42"
 DISCOVERY = f"{TEST_HOST}/oidc/.well-known/oauth-authorization-server"
 TOKEN_URL = f"{TEST_HOST}/oidc/v1/token"
 HOUR = 3600
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordedSleep:
@@ -54,11 +46,6 @@ def calls(mocked: aioresponses, method: str, url: str) -> list[Any]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

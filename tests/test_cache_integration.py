@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import RESULT_CACHE, WAREHOUSE_TRACKER
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.logs import JsonFormatter
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 
 TOKEN = "dapi-cache-integration-0123456789"
 Client = TestClient[web.Request, web.Application]
@@ -30,21 +31,9 @@ FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.05)
 COUNT = "SELECT count(*) AS n FROM range(10)"
 
 
-class WallClock:
-    """The cache's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.02)
 
 
 MakeService = Callable[..., Awaitable[Client]]
@@ -189,7 +178,7 @@ async def test_the_ttl_then_stale_while_revalidate(
     make_service: MakeService, warehouse: LocalWarehouse
 ) -> None:
     service = await make_service(CACHE_TTL_S="60", CACHE_STALE_S="30")
-    clock = WallClock()
+    clock = FakeClock(WALL_CLOCK_START)
     service.app[RESULT_CACHE].clock = clock
     await post(service)
 
@@ -320,7 +309,7 @@ async def test_while_the_warehouse_starts_a_cached_result_answers_as_stale(
     make_service: MakeService, warehouse: LocalWarehouse
 ) -> None:
     service = await make_service(CACHE_TTL_S="60")
-    clock = WallClock()
+    clock = FakeClock(WALL_CLOCK_START)
     service.app[RESULT_CACHE].clock = clock
     await post(service)
     warehouse.stop()

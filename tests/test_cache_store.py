@@ -10,17 +10,8 @@ import pytest
 from dbx_backend.engine.cache_store import ENTRY_OVERHEAD_BYTES, CacheEntry, MemoryStore
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import SAMPLES_KEPT, LocalState, SharedState
+from tests.conftest import WALL_CLOCK_START, FakeClock
 from tests.redisserver import RedisServer
-
-
-class WallClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def entry(body: bytes = b'{"rows":[[1]]}', *, stored_at: float = 1_700_000_000.0) -> CacheEntry:
@@ -96,7 +87,7 @@ def test_replacing_an_entry_counts_its_bytes_once() -> None:
 
 
 def test_an_entry_past_its_keeping_time_is_dropped() -> None:
-    clock = WallClock()
+    clock = FakeClock(WALL_CLOCK_START)
     store = MemoryStore(max_bytes=1_000_000, max_entry_bytes=10_000, clock=clock)
     store.put("k", entry(), keep_s=90)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +156,28 @@ async def test_a_route_that_skips_the_gate_with_a_string_is_gated_by_the_engine(
     assert posted(mocked) == []
 
 
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda real: Admitted(WRITE, "named", seal=b"\0" * 32), id="made-up"),
+        pytest.param(lambda real: replace(real, sql=WRITE), id="sql-swapped"),
+        pytest.param(lambda real: replace(real, source="probe"), id="source-swapped"),
+    ],
+)
 async def test_a_route_that_forges_an_admission_reaches_nothing(
-    aiohttp_client: MakeClient, mocked: aioresponses, tmp_path: Path
+    aiohttp_client: MakeClient,
+    mocked: aioresponses,
+    tmp_path: Path,
+    forge: Callable[[Admitted], Admitted],
 ) -> None:
     async def forger(request: web.Request) -> web.Response:
-        forged = Admitted(WRITE, "named", seal=object())
-        await request.app[QUERY_SERVICE].execute_query(forged)
+        engine = request.app[QUERY_SERVICE]
+        await engine.execute_query(forge(await engine.admit("SELECT 1")))
         return web.json_response({})
 
-    client = await service(aiohttp_client, tmp_path, extra={"/forger": forger})
+    client = await service(
+        aiohttp_client, tmp_path, extra={"/forger": forger}, ALLOW_ADHOC_SQL="true"
+    )
     mocked.post(STATEMENTS, payload=ONE_ROW, repeat=True)
 
     response = await client.post("/forger")

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -24,9 +24,10 @@ from dbx_backend.api.openapi import openapi_document
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.logs import TextFormatter
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-hostile-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]
@@ -40,10 +41,8 @@ DUCKDB_TYPES = re.compile(
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.02)
 
 
 def make_service(warehouse: LocalWarehouse, tmp_path: Any, **env: str) -> web.Application:
@@ -76,7 +75,8 @@ async def post_json(client: Client, path: str, body: Any, **headers: str) -> tup
 
 
 async def handle(client: Client) -> str:
-    status, body = await post_json(client, "/api/statements", {"sql": "SELECT 1"})
+    # Waits for the end, so its rows can be read (before that they are a 409).
+    status, body = await post_json(client, "/api/statements", {"sql": "SELECT 1", "wait_s": 5})
     assert status == 202
     return str(body["statement_id"])
 

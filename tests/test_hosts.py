@@ -12,8 +12,7 @@ from aiohttp.test_utils import TestClient
 from dbx_backend.app import create_app
 from dbx_backend.config import ConfigError, load_settings
 from dbx_backend.hosts import HostAllowlist, allowlist_for, host_name
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
-from tests.conftest import TEST_ENV
+from tests.conftest import TEST_ENV, StartLocalWarehouse
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -132,9 +131,11 @@ async def test_bound_beyond_loopback_any_host_is_answered_by_default(
     assert response.status == 200
 
 
-async def test_the_local_warehouse_refuses_a_foreign_host() -> None:
-    config = WarehouseConfig(token="t", seed_samples=False)
-    async with LocalWarehouse(config) as warehouse, aiohttp.ClientSession() as session:
+async def test_the_local_warehouse_refuses_a_foreign_host(
+    local_warehouse: StartLocalWarehouse,
+) -> None:
+    warehouse = await local_warehouse(token="t", wait_timeout_scale=1.0)
+    async with aiohttp.ClientSession() as session:
         auth = {"Authorization": "Bearer t"}
         url = f"{warehouse.url}/api/2.0/sql/statements/none"
         async with session.get(url, headers={**auth, "Host": "attacker.example"}) as foreign:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dbx_backend.app import create_app
-from dbx_backend.config import load_settings
+from dbx_backend.config import Settings, load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.warehouse.retry import NO_WAIT, RetryPolicy
+from tests.conftest import StartLocalWarehouse, StartService, warehouse_settings
 
 TOKEN = "dapi-integration-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]
@@ -26,30 +27,17 @@ FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.1)
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(
-        token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.02
-    )
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, chunk_rows=1000, wait_timeout_scale=0.02)
 
 
-def service_settings(warehouse: LocalWarehouse, **env: str) -> Any:
-    return load_settings(
-        {
-            "DATABRICKS_HOST": warehouse.url,
-            "DATABRICKS_HTTP_PATH": warehouse.http_path,
-            "DATABRICKS_TOKEN": TOKEN,
-            **env,
-        },
-        env_file=None,
-    )
+def service_settings(warehouse: LocalWarehouse, **env: str) -> Settings:
+    return warehouse_settings(warehouse, **env)
 
 
 @pytest.fixture
-async def service(warehouse: LocalWarehouse, aiohttp_client: MakeClient) -> Client:
-    app = create_app(service_settings(warehouse), retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
-    return await aiohttp_client(app)
+async def service(warehouse: LocalWarehouse, start_service: StartService) -> Client:
+    return await start_service(service_settings(warehouse), poll_schedule=FAST_POLL)
 
 
 async def query(service: Client, body: dict[str, Any], **headers: str) -> tuple[int, Any]:
@@ -74,9 +62,7 @@ async def wait_for_state(
 
 
 SP_SECRET = "sp-secret-value-123"
-OAUTH_WAREHOUSE = WarehouseConfig(
-    token=TOKEN, seed_samples=False, oauth_clients={"sp-id": SP_SECRET}
-)
+OAUTH_WAREHOUSE = {"token": TOKEN, "oauth_clients": {"sp-id": SP_SECRET}, "wait_timeout_scale": 1.0}
 
 
 def oauth_service(warehouse: LocalWarehouse) -> web.Application:
@@ -105,10 +91,9 @@ RANGE_SQL = "SELECT id, id * 2 AS twice, CAST(id AS STRING) AS label FROM range(
     ],
 )
 async def test_a_multi_chunk_result_arrives_whole_and_in_order(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
-    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
-    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
 
     status, body = await query(service, {"sql": RANGE_SQL, "disposition": disposition})
 
@@ -357,10 +342,9 @@ WAREHOUSE_FORMATS = [
 
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
 async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
-    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
-    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
     body = {"sql": NESTED_SQL, "disposition": disposition}
 
     _, buffered = await query(service, body)
@@ -387,10 +371,9 @@ async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
 
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
 async def test_long_as_string_holds_at_every_depth_and_says_so_in_json_type(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient, disposition: str, fmt: str
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
-    settings = service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt)
-    service = await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+    service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
     body = {"sql": NESTED_SQL, "disposition": disposition, "long_as_string": True}
 
     _, result = await query(service, body)
@@ -415,17 +398,17 @@ async def test_read_only_refusals_never_reach_the_warehouse(
 
 
 async def test_oauth_service_principal_against_the_token_endpoint(
-    aiohttp_client: MakeClient,
+    aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
 ) -> None:
-    async with LocalWarehouse(OAUTH_WAREHOUSE) as warehouse:
-        service = await aiohttp_client(oauth_service(warehouse))
+    warehouse = await local_warehouse(**OAUTH_WAREHOUSE)
+    service = await aiohttp_client(oauth_service(warehouse))
 
-        results = await asyncio.gather(*(query(service, {"sql": f"SELECT {n}"}) for n in range(8)))
+    results = await asyncio.gather(*(query(service, {"sql": f"SELECT {n}"}) for n in range(8)))
 
-        assert [status for status, _ in results] == [200] * 8
-        token_calls = [r for r in warehouse.requests if r.path.startswith("/oidc/v1/token")]
-        assert len(token_calls) == 1
-        assert all(SP_SECRET not in str(body) for _, body in results)
+    assert [status for status, _ in results] == [200] * 8
+    token_calls = [r for r in warehouse.requests if r.path.startswith("/oidc/v1/token")]
+    assert len(token_calls) == 1
+    assert all(SP_SECRET not in str(body) for _, body in results)
 
 
 async def test_graceful_shutdown_cancels_what_is_still_running(
@@ -470,13 +453,15 @@ async def test_each_statement_carries_query_tags_with_the_request_id(
 
 
 async def test_a_token_endpoint_that_stays_down_gives_503_and_a_clear_log_line(
-    aiohttp_client: MakeClient, caplog: pytest.LogCaptureFixture
+    aiohttp_client: MakeClient,
+    local_warehouse: StartLocalWarehouse,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with LocalWarehouse(OAUTH_WAREHOUSE) as warehouse:
-        warehouse.faults.add("token", Fault.status(500), times=None)
-        service = await aiohttp_client(oauth_service(warehouse))
+    warehouse = await local_warehouse(**OAUTH_WAREHOUSE)
+    warehouse.faults.add("token", Fault.status(500), times=None)
+    service = await aiohttp_client(oauth_service(warehouse))
 
-        status, body = await query(service, {"sql": "SELECT 1"})
+    status, body = await query(service, {"sql": "SELECT 1"})
 
     assert status == 503
     assert body["error"]["code"] == "WAREHOUSE_UNAVAILABLE"
@@ -505,9 +490,9 @@ async def test_a_submit_retried_past_the_deadline_still_ends_cancelled(
 
 
 async def test_a_stream_outlives_its_timeout_while_the_client_reads_slowly(
-    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+    warehouse: LocalWarehouse, start_service: StartService
 ) -> None:
-    service = await aiohttp_client(create_app(service_settings(warehouse), retry_policy=NO_WAIT))
+    service = await start_service(service_settings(warehouse))
     sql = "SELECT id, repeat('x', 1000) AS pad FROM range(30000) t(id)"
 
     response = await service.post(

@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 from yarl import URL
 
-from dbx_backend.app import create_app
 from dbx_backend.config import Settings
 from dbx_backend.logs import JsonFormatter
-from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST, TEST_TOKEN
+from tests.conftest import TEST_HOST, TEST_TOKEN, StartService
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
+WAREHOUSE = f"{TEST_HOST}/api/2.0/sql/warehouses/wh123"
+RUNNING = {"id": "wh123", "state": "RUNNING"}
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
 ONE_ROW = {
@@ -35,8 +35,8 @@ ONE_ROW = {
 
 
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client: MakeClient) -> Client:
-    return await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+async def client(settings: Settings, start_service: StartService) -> Client:
+    return await start_service(settings)
 
 
 def metric(text: str, name: str) -> float:
@@ -65,26 +65,44 @@ async def test_counters_move_with_requests(client: Client, mocked: aioresponses)
     assert metric(text, "dbx_queries_in_flight") == 0
 
 
-async def test_ready_when_the_warehouse_answers_and_cached(
+async def test_ready_reads_the_warehouse_state_and_sends_no_statement(
     client: Client, mocked: aioresponses
 ) -> None:
-    mocked.post(STATEMENTS, payload=ONE_ROW)
+    mocked.get(WAREHOUSE, payload=RUNNING, repeat=True)
 
     first = await client.get("/ready")
     second = await client.get("/ready")
 
     assert first.status == 200
     assert second.status == 200
+    assert (await first.json())["warehouse"] == {"state": "RUNNING", "eta_s": 0}
+    assert len(mocked.requests[("GET", URL(WAREHOUSE))]) == 1
+    assert ("POST", URL(STATEMENTS)) not in mocked.requests
+
+
+async def test_ready_falls_back_to_a_statement_when_the_state_is_not_ours_to_read(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.get(WAREHOUSE, status=403, payload={"error_code": "PERMISSION_DENIED"}, repeat=True)
+    mocked.post(STATEMENTS, payload=ONE_ROW)
+
+    response = await client.get("/ready")
+
+    assert response.status == 200
+    assert (await response.json())["warehouse"]["state"] == "UNKNOWN"
     assert len(mocked.requests[("POST", URL(STATEMENTS))]) == 1
 
 
 async def test_not_ready_when_the_warehouse_is_down(client: Client, mocked: aioresponses) -> None:
-    mocked.post(STATEMENTS, status=503, repeat=True)
+    mocked.get(WAREHOUSE, status=503, repeat=True)
 
     response = await client.get("/ready")
 
     assert response.status == 503
-    assert (await response.json())["error"]["code"] == "NOT_READY"
+    body = await response.json()
+    assert body["error"]["code"] == "NOT_READY"
+    assert "ServerError" in body["error"]["message"]
+    assert ("POST", URL(STATEMENTS)) not in mocked.requests
 
 
 async def test_one_json_log_line_per_request_without_sql_values_or_token(
@@ -123,12 +141,12 @@ async def test_one_json_log_line_per_request_without_sql_values_or_token(
         assert secret not in text
 
 
-async def test_concurrent_readiness_checks_share_one_probe(
+async def test_concurrent_readiness_checks_share_one_look(
     client: Client, mocked: aioresponses
 ) -> None:
-    mocked.post(STATEMENTS, payload=ONE_ROW, repeat=True)
+    mocked.get(WAREHOUSE, payload=RUNNING, repeat=True)
 
     responses = await asyncio.gather(*(client.get("/ready") for _ in range(20)))
 
     assert [r.status for r in responses] == [200] * 20
-    assert len(mocked.requests[("POST", URL(STATEMENTS))]) == 1
+    assert len(mocked.requests[("GET", URL(WAREHOUSE))]) == 1

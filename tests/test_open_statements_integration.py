@@ -5,7 +5,7 @@ ends gives its slot back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,8 +17,9 @@ from dbx_backend.config import load_settings
 from dbx_backend.engine.open_statements import CheckPolicy
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import OPEN_STATEMENTS
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-local-open-statements"
 Client = TestClient[web.Request, web.Application]
@@ -31,10 +32,8 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.01)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.01)
 
 
 @pytest.fixture

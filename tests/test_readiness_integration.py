@@ -1,11 +1,12 @@
 """`/ready` over loopback HTTP: it answers at once from a background check, whatever the local
-warehouse does (answers, hangs, or is not there), with the last result and its age."""
+warehouse does (answers, hangs, or is not there), with the last result and its age; the check
+reads the warehouse's state and sends it no statement, so it can still stop when idle."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,26 +18,25 @@ from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import READINESS
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.readiness import READY_WAIT_S, Readiness
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-local-ready"
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
-# A hanging warehouse answers after this long (longer would only hold up the test's teardown,
-# which waits for the abandoned submit's answer to cancel its statement).
-HANG_S = 6.0
+# A hanging warehouse answers after this long; the check gives up after 1 s, and the next look
+# waits for the read in flight (shared with requests), so longer only makes the test slower.
+HANG_S = 2.5
 # A bound on any /ready answer that proves it did not wait for the hanging warehouse; not a
 # speed measurement.
 ANSWER_BOUND_S = READY_WAIT_S + 2.5
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.01)
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, wait_timeout_scale=0.01)
 
 
 def make_app(url: str, http_path: str, readiness: Readiness) -> web.Application:
@@ -61,6 +61,10 @@ def executes(warehouse: LocalWarehouse) -> int:
     return sum(1 for r in warehouse.requests if r.endpoint == "execute")
 
 
+def state_reads(warehouse: LocalWarehouse) -> int:
+    return sum(1 for r in warehouse.requests if r.endpoint == "warehouse_get")
+
+
 async def test_ready_reports_the_last_check_and_its_age(
     warehouse: LocalWarehouse, aiohttp_client: MakeClient
 ) -> None:
@@ -75,13 +79,15 @@ async def test_ready_reports_the_last_check_and_its_age(
     assert second["checked_at"] == first["checked_at"]  # remembered, not checked again
     assert datetime.fromisoformat(first["checked_at"]).tzinfo is not None
     assert 0 <= first["age_s"] <= second["age_s"]
-    assert executes(warehouse) == 1
+    assert first["warehouse"] == {"state": "RUNNING", "eta_s": 0}
+    assert state_reads(warehouse) == 1
+    assert executes(warehouse) == 0
 
 
 async def test_ready_answers_at_once_while_the_warehouse_hangs_then_recovers(
     warehouse: LocalWarehouse, aiohttp_client: MakeClient
 ) -> None:
-    warehouse.faults.add("execute", Fault.delay(HANG_S), times=None)
+    warehouse.faults.add("warehouse_get", Fault.delay(HANG_S), times=None)
     readiness = Readiness(timeout_s=1.0, cache_s=0.2)
     client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
 
@@ -102,7 +108,7 @@ async def test_ready_answers_at_once_while_the_warehouse_hangs_then_recovers(
     assert "TimeoutError" in body["error"]["message"]
 
     warehouse.faults.clear()
-    for _ in range(40):  # bounded: the next check after 0.2 s finds it answering
+    for _ in range(60):  # bounded: once the hung read ends, the next check finds it answering
         status, body, _ = await get_ready(client)
         if status == 200:
             break
@@ -125,6 +131,40 @@ async def test_ready_answers_when_nothing_listens_at_the_warehouse_address(
     assert body["status"] == "not_ready"
     assert body["error"]["code"] == "NOT_READY"
     assert "ConnectFailed" in body["error"]["message"]
+
+
+async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
+    aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
+) -> None:
+    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=0.3, wait_timeout_scale=1.0)
+    readiness = Readiness(cache_s=0.0)
+    client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
+
+    seen = []
+    for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
+        status, body, _ = await get_ready(client)
+        seen.append((status, body["warehouse"]["state"]))
+        if warehouse.state == "STOPPED":
+            break
+        await asyncio.sleep(0.05)
+
+    assert warehouse.state == "STOPPED"
+    assert executes(warehouse) == 0
+    assert seen[0] == (200, "RUNNING")
+    assert {status for status, _ in seen} == {200}
+
+
+async def test_ready_runs_a_statement_only_when_the_warehouses_api_refuses_us(
+    warehouse: LocalWarehouse, aiohttp_client: MakeClient
+) -> None:
+    warehouse.faults.add("warehouse_get", Fault.status(403), times=None)
+    client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, Readiness()))
+
+    status, body, _ = await get_ready(client)
+
+    assert (status, body["status"]) == (200, "ready")
+    assert body["warehouse"]["state"] == "UNKNOWN"
+    assert executes(warehouse) == 1
 
 
 class _HangingService:

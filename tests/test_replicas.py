@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
+from tests.conftest import StartLocalWarehouse
 from tests.devprocess import free_port
 from tests.redisserver import RedisServer
 
@@ -74,11 +75,10 @@ async def replica(warehouse: LocalWarehouse, redis_url: str, workdir: Path) -> A
 
 @pytest.fixture
 async def replicas(
-    redis_server: RedisServer, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path, local_warehouse: StartLocalWarehouse
 ) -> AsyncIterator[tuple[LocalWarehouse, str, str]]:
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, wait_timeout_scale=0.02)
+    warehouse = await local_warehouse(token=TOKEN)
     async with (
-        LocalWarehouse(config) as warehouse,
         replica(warehouse, redis_server.url, tmp_path) as one,
         replica(warehouse, redis_server.url, tmp_path) as other,
     ):
@@ -144,3 +144,35 @@ async def test_a_statement_handle_made_on_one_is_honoured_by_the_other(
     assert status == 202
     assert seen["state"] == "SUCCEEDED"
     assert seen["rows"] == [[5]]
+
+
+async def test_an_idempotency_key_used_on_one_is_honoured_by_the_other(
+    replicas: tuple[LocalWarehouse, str, str],
+) -> None:
+    warehouse, one, other = replicas
+    key = {"Idempotency-Key": "replicas-key-1"}
+
+    first = await post(one + "/api/statements", {"sql": "SELECT 6 AS six"}, **key)
+    again = await post(other + "/api/statements", {"sql": "SELECT 6 AS six"}, **key)
+    reused = await post(other + "/api/statements", {"sql": "SELECT 7 AS seven"}, **key)
+
+    assert (first[0], again[0]) == (202, 202)
+    assert again[1]["statement_id"] == first[1]["statement_id"]
+    assert (reused[0], reused[1]["error"]["field"]) == (400, "Idempotency-Key")
+    assert executes(warehouse) == 1
+
+
+async def test_one_idempotency_key_sent_to_both_at_once_submits_once(
+    replicas: tuple[LocalWarehouse, str, str],
+) -> None:
+    warehouse, one, other = replicas
+    key = {"Idempotency-Key": "replicas-key-2"}
+    body = {"sql": "SELECT sleep_ms(300) AS slept"}
+
+    answers = await asyncio.gather(
+        post(one + "/api/statements", body, **key), post(other + "/api/statements", body, **key)
+    )
+
+    assert [a[0] for a in answers] == [202, 202]
+    assert answers[0][1]["statement_id"] == answers[1][1]["statement_id"]
+    assert executes(warehouse) == 1

@@ -3,7 +3,7 @@ request again cannot run a statement twice, and the error names the statement wh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -11,11 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dbx_backend.app import create_app
-from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
-from dbx_backend.warehouse.retry import NO_WAIT
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
+from tests.conftest import StartLocalWarehouse, StartService, warehouse_settings
 
 TOKEN = "dapi-local-retryable"
 Client = TestClient[web.Request, web.Application]
@@ -28,28 +26,15 @@ LONG_SQL = "SELECT id FROM range(20000) AS t(id)"
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(
-        token=TOKEN, seed_samples=False, chunk_rows=500, wait_timeout_scale=0.01
-    )
-    async with LocalWarehouse(config) as running:
-        yield running
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(token=TOKEN, chunk_rows=500, wait_timeout_scale=0.01)
 
 
 @pytest.fixture
-def service(warehouse: LocalWarehouse, aiohttp_client: MakeClient) -> MakeService:
+def service(warehouse: LocalWarehouse, start_service: StartService) -> MakeService:
     async def make(read_only: bool) -> Client:
-        settings = load_settings(
-            {
-                "DATABRICKS_HOST": warehouse.url,
-                "DATABRICKS_HTTP_PATH": warehouse.http_path,
-                "DATABRICKS_TOKEN": TOKEN,
-                "READ_ONLY": str(read_only).lower(),
-            },
-            env_file=None,
-        )
-        poll = PollSchedule(0.01, 1, 0.01)
-        return await aiohttp_client(create_app(settings, retry_policy=NO_WAIT, poll_schedule=poll))
+        settings = warehouse_settings(warehouse, READ_ONLY=str(read_only).lower())
+        return await start_service(settings, poll_schedule=PollSchedule(0.01, 1, 0.01))
 
     return make
 

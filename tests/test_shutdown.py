@@ -14,7 +14,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import aiohttp
 import orjson
 import pytest
 
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.localwarehouse.faults import Fault
+from tests.conftest import StartLocalWarehouse
 from tests.devprocess import free_port, run_dev
 
 GRACE_S = 3.0
@@ -122,11 +122,9 @@ async def exit_after_sigterm(process: asyncio.subprocess.Process) -> tuple[int |
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
     # 100-row chunks: a 300-row result has chunks the service must fetch after the first.
-    config = WarehouseConfig(token=TOKEN, seed_samples=False, chunk_rows=100)
-    async with LocalWarehouse(config) as running:
-        yield running
+    return await local_warehouse(token=TOKEN, chunk_rows=100, wait_timeout_scale=1.0)
 
 
 def statement_ids_by_sql(warehouse: LocalWarehouse) -> dict[str, str]:

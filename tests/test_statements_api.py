@@ -25,7 +25,7 @@ from dbx_backend.engine.idempotency import IdempotencyStore, Submitted
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.keys import HANDLE_SIGNER
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_ENV, TEST_HOST
+from tests.conftest import TEST_ENV, TEST_HOST, WALL_CLOCK_START, FakeClock
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
 SID = "01f0-async"
@@ -88,16 +88,6 @@ FAILED = state(
 )
 
 
-class WallClock:
-    """Wall time that only moves when a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def settings_with(**env: str) -> Settings:
     return load_settings({**TEST_ENV, "STATEMENT_HANDLE_SECRET": SECRET, **env}, env_file=None)
 
@@ -112,12 +102,12 @@ def make_app(settings: Settings, clock: Callable[[], float] | None = None) -> we
 
 
 @pytest.fixture
-def wall() -> WallClock:
-    return WallClock()
+def wall() -> FakeClock:
+    return FakeClock(WALL_CLOCK_START)
 
 
 @pytest.fixture
-async def client(aiohttp_client: MakeClient, wall: WallClock) -> Client:
+async def client(aiohttp_client: MakeClient, wall: FakeClock) -> Client:
     return await aiohttp_client(make_app(settings_with(), wall))
 
 
@@ -360,7 +350,7 @@ async def test_rows_before_success_are_a_409_statement_not_ready_with_the_state(
 
 
 async def test_a_running_statement_says_how_long_it_has_run(
-    client: Client, mocked: aioresponses, wall: WallClock
+    client: Client, mocked: aioresponses, wall: FakeClock
 ) -> None:
     mocked.post(STATEMENTS, payload=state("PENDING"))
     mocked.get(STATUS, payload=state("PENDING"))
@@ -558,7 +548,7 @@ async def test_delete_sends_the_cancel_to_the_warehouse(
 
 
 async def test_a_handle_issued_before_submit_times_were_kept_still_opens(
-    client: Client, mocked: aioresponses, wall: WallClock
+    client: Client, mocked: aioresponses, wall: FakeClock
 ) -> None:
     signer = client.app[HANDLE_SIGNER]
     payload = struct.pack(">BQB", 1, int(wall.now + 3600 - 30), 0) + SID.encode()
@@ -604,7 +594,7 @@ def _foreign(handle: str) -> str:
 async def test_a_bad_handle_is_a_404_and_reaches_no_warehouse(
     client: Client,
     mocked: aioresponses,
-    wall: WallClock,
+    wall: FakeClock,
     forge: Callable[[str], str],
     advance_s: float,
     method: str,

@@ -16,10 +16,8 @@ from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 
 from dbx_backend.api.streaming import negotiate
-from dbx_backend.app import create_app
 from dbx_backend.config import Settings
-from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST
+from tests.conftest import TEST_HOST, StartService
 
 STATEMENTS = f"{TEST_HOST}/api/2.0/sql/statements"
 SID = "01f0-stream"
@@ -81,8 +79,8 @@ def serve(mocked: aioresponses, *, fail_chunk: int | None = None, times: int = 1
 
 
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client: MakeClient) -> Client:
-    return await aiohttp_client(create_app(settings, retry_policy=NO_WAIT))
+async def client(settings: Settings, start_service: StartService) -> Client:
+    return await start_service(settings)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +88,8 @@ async def client(settings: Settings, aiohttp_client: MakeClient) -> Client:
     [
         pytest.param("application/x-ndjson", "ndjson", id="ndjson"),
         pytest.param("text/csv;q=0.9", "csv", id="csv"),
+        pytest.param("application/vnd.apache.arrow.stream", "arrow", id="arrow"),
+        pytest.param("Application/Vnd.Apache.Arrow.Stream; q=1", "arrow", id="arrow-any-case"),
         pytest.param("application/json", "json", id="json"),
         pytest.param("", "json", id="none"),
         pytest.param("text/html,*/*", "json", id="browser"),

@@ -7,7 +7,7 @@ so a client leaving mid-stream cannot make it CANCELED: what must stop is our re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
-from dbx_backend.localwarehouse import Fault, LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import StartLocalWarehouse
 
 TOKEN = "dapi-stream-0123456789abcdef"
 Client = TestClient[web.Request, web.Application]
@@ -29,16 +30,10 @@ CHUNKS = 200
 
 
 @pytest.fixture
-async def warehouse() -> AsyncIterator[LocalWarehouse]:
-    config = WarehouseConfig(
-        token=TOKEN,
-        seed_samples=False,
-        chunk_rows=500,
-        chunk_bytes=64 * 1024 * 1024,
-        wait_timeout_scale=0.02,
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(
+        token=TOKEN, chunk_rows=500, chunk_bytes=64 * 1024 * 1024, wait_timeout_scale=0.02
     )
-    async with LocalWarehouse(config) as running:
-        yield running
 
 
 @pytest.fixture

@@ -16,30 +16,16 @@ from dbx_backend.engine.cache_store import MemoryStore
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.warehouse_state import WarehouseStatus, WarehouseTracker
-from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.localwarehouse.faults import Fault
 from dbx_backend.warehouse import errors as dbx
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import TEST_HOST
+from tests.conftest import TEST_HOST, WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 from tests.redisserver import RedisServer
 
 TOKEN = "dapi-warehouse-state-0123456789"
 WAREHOUSE = f"{TEST_HOST}/api/2.0/sql/warehouses/wh123"
-
-
-class Clock:
-    """One wall clock for the local warehouse and the tracker; sleeping moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 # -- the transport's two calls, unit-tested on the wire ----------------------------------
@@ -82,7 +68,7 @@ async def test_start_is_not_repeated_after_an_answer_that_may_have_reached_it(
 class Setup:
     warehouse: LocalWarehouse
     client: WarehouseClient
-    clock: Clock
+    clock: FakeClock
 
     def tracker(self, state: SharedState | None = None, **options: Any) -> WarehouseTracker:
         return WarehouseTracker(
@@ -102,15 +88,14 @@ MakeSetup = Callable[..., Awaitable[Setup]]
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[MakeSetup]:
-    opened: list[tuple[LocalWarehouse, WarehouseClient]] = []
-    clock = Clock()
+async def setup(local_warehouse: StartLocalWarehouse) -> AsyncIterator[MakeSetup]:
+    opened: list[WarehouseClient] = []
+    clock = FakeClock(WALL_CLOCK_START)
 
     async def make(**config: Any) -> Setup:
-        warehouse = LocalWarehouse(
-            WarehouseConfig(token=TOKEN, seed_samples=False, **config), clock=clock
+        warehouse = await local_warehouse(
+            clock=clock, **{"token": TOKEN, "wait_timeout_scale": 1.0, **config}
         )
-        await warehouse.__aenter__()
         settings = load_settings(
             {
                 "DATABRICKS_HOST": warehouse.url,
@@ -120,13 +105,12 @@ async def setup() -> AsyncIterator[MakeSetup]:
             env_file=None,
         )
         client = await WarehouseClient(settings, policy=NO_WAIT).__aenter__()
-        opened.append((warehouse, client))
+        opened.append(client)
         return Setup(warehouse, client, clock)
 
     yield make
-    for warehouse, client in opened:
+    for client in opened:
         await client.__aexit__(None, None, None)
-        await warehouse.__aexit__(None, None, None)
 
 
 async def test_a_running_warehouse_reads_running_and_is_trusted(setup: MakeSetup) -> None:

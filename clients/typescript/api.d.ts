@@ -1221,6 +1221,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueryResponse"];
                     "application/x-ndjson": string;
                     "text/csv": string;
+                    "application/vnd.apache.arrow.stream": string;
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
@@ -1476,6 +1477,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueryResponse"];
                     "application/x-ndjson": string;
                     "text/csv": string;
+                    "application/vnd.apache.arrow.stream": string;
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */

@@ -207,7 +207,7 @@ def cached_response(
         return web.Response(status=304, headers=headers)
     response = web.Response(body=body, headers=headers)
     response.content_type = content_type
-    if result_format != "json":
+    if result_format in ("ndjson", "csv"):
         response.charset = "utf-8"
     if result_format == "csv":
         response.headers["Content-Disposition"] = (
@@ -219,9 +219,15 @@ def cached_response(
 def derive_stream_body(
     entry: CacheEntry, result_format: ResultFormat, server_timing: str = ""
 ) -> tuple[bytes, str]:
-    """NDJSON or CSV of a cached JSON answer (decoded once per such hit)."""
+    """NDJSON, CSV or Arrow of a cached JSON answer (decoded once per such hit)."""
     answer = orjson.loads(entry.body)
     rows, truncated = answer["rows"], bool(answer["truncated"])
+    if result_format == "arrow":
+        from dbx_backend.api.arrow_stream import ArrowStreamWriter, arrow_body  # pyarrow
+
+        columns = [_column(c) for c in answer["columns"]]
+        body = arrow_body(columns, rows, statement_id=entry.statement_id, truncated=truncated)
+        return body, ArrowStreamWriter.content_type
     if result_format == "ndjson":
         ndjson = NdjsonWriter()
         # The columns exactly as the JSON answer has them.

@@ -68,6 +68,11 @@ STREAMS = {
     "NdjsonFooter; or, if the stream fails after it began, a last ErrorResponse line (with "
     "statement_id) and no footer. x-item-schema describes the lines.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
+    "application/vnd.apache.arrow.stream": "An Arrow IPC stream: the schema (each field's "
+    "metadata has type_text and type_name; the schema's has statement_id, total_row_count and "
+    "truncated), then record batches as chunks arrive, then the end-of-stream marker. Types: "
+    "the README's type table. A failure mid-stream ends the body inside an unfinished message "
+    "(so an Arrow reader fails) followed by the error envelope as JSON, and cuts the body short.",
 }
 HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-ID": {
@@ -269,7 +274,10 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     ok_headers = op.extra_headers
     if op.streams:
         for media, description in STREAMS.items():
-            ok_content[media] = {"schema": {"type": "string", "description": description}}
+            schema = {"type": "string", "description": description}
+            if "arrow" in media:
+                schema["contentMediaType"] = media  # binary: not text (OpenAPI 3.1)
+            ok_content[media] = {"schema": schema}
         ok_content[NDJSON]["x-item-schema"] = {
             "oneOf": [
                 {"$ref": REF.format(model=name)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from dbx_backend.api.answers import model_response
 from dbx_backend.api.bodies import read_body
 from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached
 from dbx_backend.api.errors import (
@@ -19,12 +21,20 @@ from dbx_backend.api.errors import (
     NotFoundError,
     ShuttingDown,
     error_body,
-    json_response,
     response_for,
 )
-from dbx_backend.api.models import NamedQueryRequest, QueryRequest, RunOptions, TypedParamModel
+from dbx_backend.api.models import (
+    NamedQueryCache,
+    NamedQueryInfo,
+    NamedQueryList,
+    NamedQueryParam,
+    NamedQueryRequest,
+    QueryRequest,
+    RunOptions,
+    TypedParamModel,
+)
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
-from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat, negotiate
+from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
 from dbx_backend.engine import (
     Admitted,
     CachePolicy,
@@ -155,18 +165,20 @@ async def query(request: web.Request) -> web.StreamResponse:
 async def list_queries(request: web.Request) -> web.Response:
     """The named queries and their declared parameters."""
     queries = request.app[QUERIES]
-    return json_response(
-        {
-            "queries": [
-                {
-                    "name": q.name,
-                    "description": q.description,
-                    "params": [dataclasses.asdict(p) for p in q.params],
-                    "cache": None if q.cache is None else dataclasses.asdict(q.cache),
-                }
+    return model_response(
+        NamedQueryList(
+            queries=[
+                NamedQueryInfo(
+                    name=q.name,
+                    description=q.description,
+                    params=[NamedQueryParam(**dataclasses.asdict(p)) for p in q.params],
+                    cache=None
+                    if q.cache is None
+                    else NamedQueryCache(**dataclasses.asdict(q.cache)),
+                )
                 for q in queries.values()
             ]
-        }
+        )
     )
 
 
@@ -198,6 +210,8 @@ async def run_statement(
     the concurrency limit) and answer in the negotiated format."""
     result_format = negotiate(request.headers.get("Accept", ""))
     streaming = result_format != "json"
+    if result_format == "arrow" and body.long_as_string:
+        body = body.model_copy(update={"long_as_string": False})  # int64 holds every LONG
     options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
     if streaming:
         # A stream is answered from a fresh entry when there is one, else run as a stream.
@@ -225,11 +239,11 @@ async def run_statement(
 async def stream_result(
     request: web.Request, statement: OpenStatement, result_format: ResultFormat
 ) -> web.StreamResponse:
-    """Write rows as chunks arrive; `write` waits for the socket, so memory stays bounded."""
-    writer = NdjsonWriter() if result_format == "ndjson" else CsvWriter()
+    """Write the result as chunks arrive; `write` waits for the socket, so memory stays bounded."""
+    writer = stream_writer(result_format, statement)
     response = web.StreamResponse(
         headers={
-            "Content-Type": f"{writer.content_type}; charset=utf-8",
+            "Content-Type": writer.media_type,
             "X-Request-ID": request[REQUEST_ID],
             "Server-Timing": server_timing(statement.timings, wait_only=True),
         }
@@ -238,20 +252,22 @@ async def stream_result(
         response.headers["Content-Disposition"] = (
             f'attachment; filename="result-{statement.statement_id}.csv"'
         )
+    form = writer.form
     rows = 0
     try:
         await response.prepare(request)
-        await response.write(
-            writer.header(
-                statement.columns,
-                statement.statement_id,
-                total_row_count=statement.announced_rows,
-                chunk_count=statement.announced_chunks,
-            )
+        header = writer.header(
+            statement.columns,
+            statement.statement_id,
+            total_row_count=statement.announced_rows,
+            chunk_count=statement.announced_chunks,
         )
-        async for batch in statement.batches():
-            await response.write(writer.rows(batch))
-            rows += len(batch)
+        if header:
+            await response.write(header)
+        async for part in statement.parts(form):
+            for piece in writer.part(part):
+                await response.write(piece)
+            rows += form.count(part)
     except asyncio.CancelledError:
         if not take_interrupt(request):
             raise
@@ -277,22 +293,28 @@ async def stream_result(
         row.code,
         exc_info=failure if row is INTERNAL else None,
     )
-    if isinstance(writer, NdjsonWriter):
-        secrets: tuple[str, ...] = request.app[SECRETS]
-        body = error_body(
-            failure,
-            row,
-            request[REQUEST_ID],
-            secrets,
-            read_only=request.app[SETTINGS].read_only,
-            statement_id=statement.statement_id,
-        )
-        await response.write(writer.error(body))
-    elif request.transport is not None:
-        request.transport.close()  # cut the CSV short: the chunked body never ends
-        return response
     request[ROW_COUNT] = rows
-    await response.write_eof()
+    secrets: tuple[str, ...] = request.app[SECRETS]
+    body = error_body(
+        failure,
+        row,
+        request[REQUEST_ID],
+        secrets,
+        read_only=request.app[SETTINGS].read_only,
+        statement_id=statement.statement_id,
+    )
+    ending = writer.failure(body)
+    if not writer.cut_on_failure:
+        await response.write(ending)
+        await response.write_eof()
+        return response
+    with contextlib.suppress(ConnectionError):
+        if ending:
+            await response.write(ending)
+    if request.transport is not None:
+        # Cut the body short (the chunked response never ends), so no client mistakes a
+        # partial CSV file or Arrow stream for a whole one.
+        request.transport.close()
     return response
 
 

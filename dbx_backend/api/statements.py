@@ -10,10 +10,10 @@ for any valid handle: PENDING and RUNNING with `elapsed_ms`, SUCCEEDED with the 
 page, FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages hold at
 most `MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. A submit waits up to its
 `wait_s` for the statement to end. An `Idempotency-Key` on POST returns
-the first submit's handle for `IDEMPOTENCY_WINDOW_S`; that memory is this process's only (LRU,
-`IDEMPOTENCY_MAX_KEYS` keys), so across replicas a retry that lands elsewhere submits again
-unless the load balancer is sticky on the header. Each caller may have `MAX_OPEN_STATEMENTS`
-statements open at once (`engine/open_statements.py`).
+the first submit's handle for `IDEMPOTENCY_WINDOW_S`, from this process's memory and, with
+`CACHE_URL`, from Redis, so a retry that lands on another replica gets the same handle
+(`engine/idempotency.py`). Each caller may have `MAX_OPEN_STATEMENTS` statements open at once
+(`engine/open_statements.py`).
 """
 
 from __future__ import annotations
@@ -25,20 +25,30 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from aiohttp import web
 
+from dbx_backend.api.answers import column_models, model_response
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
     StatementNotReady,
     error_body,
-    json_response,
     response_for,
 )
 from dbx_backend.api.guards import caller_identity
-from dbx_backend.api.models import MAX_SAFE_INT, SubmitRequest
+from dbx_backend.api.models import (
+    MAX_SAFE_INT,
+    CancelSent,
+    ErrorDetail,
+    StatementEnded,
+    StatementRunning,
+    StatementSubmitted,
+    StatementSucceeded,
+    SubmitRequest,
+)
+from dbx_backend.api.models import RowsPage as RowsPageModel
+from dbx_backend.api.models import StatementFailed as StatementFailedModel
 from dbx_backend.api.routes import query_options, query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
@@ -175,7 +185,7 @@ async def submit_statement(request: web.Request) -> web.Response:
         submitted = await request.app[IDEMPOTENCY].submit_once((caller, key), fingerprint, submit)
     request[STATEMENT_ID] = submitted.statement_id
     state = await _wait_until_end(request, submitted, wait_left(), abandon=key is None)
-    return json_response({"statement_id": submitted.handle, "state": state}, 202)
+    return model_response(StatementSubmitted(statement_id=submitted.handle, state=state), 202)
 
 
 async def _wait_until_end(
@@ -215,28 +225,36 @@ async def statement_status(request: web.Request) -> web.Response:
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
     _observe(request, claims, info.state)
-    payload: dict[str, Any] = {"statement_id": handle, "state": info.state}
     if not info.finished:  # PENDING or RUNNING
         elapsed_s = request.app[HANDLE_SIGNER].clock() - claims.submitted_at
-        payload["elapsed_ms"] = max(0, round(elapsed_s * 1000))
+        running = StatementRunning(
+            statement_id=handle, state=info.state, elapsed_ms=max(0, round(elapsed_s * 1000))
+        )
+        return model_response(running)
     if info.failure is not None:
         row = response_for(info.failure) or INTERNAL
         secrets: tuple[str, ...] = request.app[SECRETS]
         read_only = request.app[SETTINGS].read_only
-        failed = error_body(info.failure, row, request[REQUEST_ID], secrets, read_only=read_only)
-        payload["error"] = failed["error"]
-    if info.columns is not None:
-        rows = info.rows or []
-        total = info.total_row_count or 0
-        request[ROW_COUNT] = len(rows)
-        payload |= {
-            "columns": [c.to_json() for c in info.columns],
-            "row_count": total,
-            "truncated": info.truncated,
-            "rows": rows,
-            "next_offset": len(rows) if len(rows) < total else None,
-        }
-    return json_response(payload)
+        failure = error_body(info.failure, row, request[REQUEST_ID], secrets, read_only=read_only)
+        error = ErrorDetail.model_validate(failure["error"])
+        return model_response(
+            StatementFailedModel(statement_id=handle, state="FAILED", error=error)
+        )
+    if info.columns is None:  # CANCELED, or CLOSED
+        return model_response(StatementEnded(statement_id=handle, state=info.state))
+    rows = info.rows or []
+    total = info.total_row_count or 0
+    request[ROW_COUNT] = len(rows)
+    status = StatementSucceeded(
+        statement_id=handle,
+        state="SUCCEEDED",
+        columns=column_models(info.columns),
+        row_count=total,
+        truncated=info.truncated,
+        rows=[],
+        next_offset=len(rows) if len(rows) < total else None,
+    )
+    return model_response(status, rows=rows)
 
 
 async def statement_rows(request: web.Request) -> web.Response:
@@ -255,15 +273,14 @@ async def statement_rows(request: web.Request) -> web.Response:
         raise StatementNotReady(page.state)
     end = page.offset + len(page.rows)
     request[ROW_COUNT] = len(page.rows)
-    return json_response(
-        {
-            "rows": page.rows,
-            "offset": page.offset,
-            "row_count": len(page.rows),
-            "total_row_count": page.total_row_count,
-            "next_offset": end if end < page.total_row_count else None,
-        }
+    answer = RowsPageModel(
+        rows=[],
+        offset=page.offset,
+        row_count=len(page.rows),
+        total_row_count=page.total_row_count,
+        next_offset=end if end < page.total_row_count else None,
     )
+    return model_response(answer, rows=page.rows)
 
 
 async def cancel_statement(request: web.Request) -> web.Response:
@@ -273,7 +290,7 @@ async def cancel_statement(request: web.Request) -> web.Response:
         await request.app[QUERY_SERVICE].cancel(claims.statement_id)
     # It may still finish first; either way the caller is done with it.
     _release(request, claims)
-    return json_response({"statement_id": handle}, 202)
+    return model_response(CancelSent(statement_id=handle), 202)
 
 
 def setup_statement_routes(

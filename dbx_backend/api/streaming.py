@@ -1,4 +1,8 @@
-"""Streamed query results: NDJSON and CSV written chunk by chunk, with back-pressure.
+"""Streamed query results: NDJSON, CSV and Arrow written chunk by chunk, with back-pressure.
+
+Each writer names the engine form it reads the result in (`form`), frames a header, each
+chunk's part and a footer. Arrow (`arrow_stream.py`) is imported on first use: pyarrow stays
+out of a process that never sends it.
 
 NDJSON: a first line `{"columns": [...], "statement_id": ..., "total_row_count": ...,
 "chunk_count": ...}` (the sizes when the warehouse said them), one JSON array per row, then
@@ -13,34 +17,105 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
-from dbx_backend.engine import Column, JsonValue
+from dbx_backend.engine import ChunkForm, Column, JsonRows, JsonValue, OpenStatement
 
-ResultFormat = Literal["json", "ndjson", "csv"]
+ResultFormat = Literal["json", "ndjson", "csv", "arrow"]
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
+ARROW = "application/vnd.apache.arrow.stream"
+Part = TypeVar("Part")
+Rows = Sequence[Sequence[JsonValue]]
 
 
 def negotiate(accept: str) -> ResultFormat:
-    """The response format for an `Accept` header: NDJSON or CSV when asked, JSON otherwise."""
+    """The response format for an `Accept` header: NDJSON, CSV or Arrow when asked, JSON
+    otherwise."""
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()
         if media in (NDJSON, "application/ndjson", "application/jsonl"):
             return "ndjson"
         if media == CSV:
             return "csv"
+        if media == ARROW:
+            return "arrow"
         if media in ("application/json", "*/*", "application/*"):
             return "json"
     return "json"
+
+
+class StreamWriter(Protocol[Part]):
+    """Frames a streamed result: a header, each chunk's part in the writer's form, a footer."""
+
+    content_type: str
+    media_type: str  # the Content-Type header
+
+    @property
+    def form(self) -> ChunkForm[Part]:
+        """The form the engine decodes each chunk into for this writer."""
+        ...
+
+    def header(
+        self,
+        columns: Sequence[Column],
+        statement_id: str,
+        *,
+        total_row_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> bytes:
+        """What comes before the first row (with the result's size when the warehouse said it)."""
+        ...
+
+    def part(self, part: Part) -> Iterable[bytes | memoryview]:
+        """One chunk's rows, encoded (several pieces, written in order)."""
+        ...
+
+    def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
+        """What ends a complete result (with where the time went, when the form has room)."""
+        ...
+
+    # A failure after the first byte: whether the body is then cut (the chunked response
+    # never ends) rather than ended, and what is written before that.
+    cut_on_failure: bool
+
+    def failure(self, body: dict[str, JsonValue]) -> bytes:
+        """The last bytes of a result that failed mid-way (`body`: the error envelope)."""
+        ...
+
+
+def stream_writer(result_format: ResultFormat, statement: OpenStatement) -> StreamWriter[Any]:
+    """The writer of `result_format` for `statement`'s result."""
+    if result_format == "arrow":
+        from dbx_backend.api.arrow_stream import ArrowStreamWriter  # pyarrow on first use
+
+        return ArrowStreamWriter.for_statement(statement)
+    rows = statement.json_rows()
+    return NdjsonWriter(rows) if result_format == "ndjson" else CsvWriter(rows)
 
 
 class NdjsonWriter:
     """Encodes a result as newline-delimited JSON."""
 
     content_type = NDJSON
+    media_type = f"{NDJSON}; charset=utf-8"
+    cut_on_failure = False
+
+    def __init__(self, form: JsonRows | None = None) -> None:
+        self._form = form
+
+    @property
+    def form(self) -> JsonRows:
+        """Normalized JSON rows."""
+        if self._form is None:
+            raise RuntimeError("this writer was made without a statement")
+        return self._form
+
+    def part(self, part: Rows) -> Iterable[bytes]:
+        """One chunk's lines."""
+        return (self.rows(part),)
 
     def header(
         self,
@@ -70,7 +145,7 @@ class NdjsonWriter:
         line = {"row_count": row_count, "truncated": truncated, "server_timing": server_timing}
         return orjson.dumps(line) + b"\n"
 
-    def error(self, body: dict[str, JsonValue]) -> bytes:
+    def failure(self, body: dict[str, JsonValue]) -> bytes:
         """The last line of a result that failed mid-way."""
         return orjson.dumps(body) + b"\n"
 
@@ -97,9 +172,23 @@ class CsvWriter:
     """Encodes a result as RFC 4180 CSV: NULL is an empty field, nested values JSON text."""
 
     content_type = CSV
+    media_type = f"{CSV}; charset=utf-8"
+    cut_on_failure = True
 
-    def __init__(self) -> None:
+    def __init__(self, form: JsonRows | None = None) -> None:
+        self._form = form
         self._cells: list[tuple[int, Callable[[JsonValue], JsonValue]]] = []
+
+    @property
+    def form(self) -> JsonRows:
+        """Normalized JSON rows."""
+        if self._form is None:
+            raise RuntimeError("this writer was made without a statement")
+        return self._form
+
+    def part(self, part: Rows) -> Iterable[bytes]:
+        """One chunk's records."""
+        return (self.rows(part),)
 
     def _encode(self, rows: Iterable[Sequence[JsonValue]]) -> bytes:
         buffer = io.StringIO()
@@ -136,4 +225,8 @@ class CsvWriter:
 
     def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
         """CSV has no footer."""
+        return b""
+
+    def failure(self, body: dict[str, JsonValue]) -> bytes:
+        """Nothing: CSV has no place for an error; the cut body says it."""
         return b""

@@ -1,7 +1,8 @@
 """The statement engine: the life of a statement, written once for every route.
 
 The API layer imports what it needs from here (this module's names), never the transport's
-wire models or retry policy.
+wire models or retry policy. The Arrow form (`from dbx_backend.engine import arrow_form`) is
+imported where an Arrow answer is made, so a service that never sends one never loads pyarrow.
 """
 
 from dbx_backend.engine.cache_control import InvalidCacheControl, parse_cache_control
@@ -35,7 +36,7 @@ from dbx_backend.engine.query_service import (
     RowsPage,
     StatementInfo,
 )
-from dbx_backend.engine.reader import Timings
+from dbx_backend.engine.reader import ChunkForm, JsonRows, Timings
 from dbx_backend.engine.result_cache import Answer, CachePolicy, NotCached, Produced, warehouse_note
 from dbx_backend.engine.sqlfacts import sql_facts
 from dbx_backend.engine.tasks import TaskOwner
@@ -54,6 +55,7 @@ __all__ = [
     "CacheEntry",
     "CacheKeyParts",
     "CachePolicy",
+    "ChunkForm",
     "Column",
     "Gate",
     "HandleClaims",
@@ -62,6 +64,7 @@ __all__ = [
     "IdempotencyStore",
     "InvalidCacheControl",
     "InvalidQuery",
+    "JsonRows",
     "JsonValue",
     "NormalizeOptions",
     "NotAdmitted",
@@ -89,6 +92,7 @@ __all__ = [
     "WarehouseNotRunning",
     "WarehouseStarting",
     "WarehouseStopped",
+    "arrow_form",  # a module, imported on first use (pyarrow)
     "cache_key",
     "parse_cache_control",
     "sql_facts",

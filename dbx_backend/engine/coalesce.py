@@ -47,6 +47,7 @@ def encode_failure(exc: BaseException) -> bytes:
             "retry_after": exc.retry_after,
             "statement_id": exc.statement_id,
             "sql_state": exc.sql_state,
+            "may_have_run": exc.may_have_run,
         }
     )
 
@@ -65,6 +66,7 @@ def decode_failure(data: bytes) -> WarehouseError:
             retry_after=fields.get("retry_after"),
             statement_id=fields.get("statement_id"),
             sql_state=fields.get("sql_state"),
+            may_have_run=bool(fields.get("may_have_run", False)),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return WarehouseError("the shared statement failed")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,14 +46,21 @@ class Admitted:
 
     sql: str
     source: Source
-    seal: object = field(repr=False, compare=False)
+    seal: bytes = field(repr=False, compare=False)
 
 
-# Proves an `Admitted` was made here; a route that builds one itself cannot reach the warehouse.
-_SEAL = object()
+# Seals what the gate let through: a route that builds an `Admitted` itself, or changes the SQL
+# of one it was given, holds no valid seal, and the engine sends nothing for it.
+_SEAL_KEY = secrets.token_bytes(32)
+
+
+def _seal(sql: str, source: Source) -> bytes:
+    return hmac.new(_SEAL_KEY, f"{source}\0{sql}".encode(), hashlib.sha256).digest()
+
+
 # The readiness probe: checked when it is sent, like every statement, and allowed to run when
 # ad-hoc SQL is off.
-PROBE = Admitted(PROBE_SQL, "probe", _SEAL)
+PROBE = Admitted(PROBE_SQL, "probe", _seal(PROBE_SQL, "probe"))
 
 
 # Front ends send the same statements again and again: remember the ones that passed (a
@@ -89,20 +99,20 @@ class Gate:
     async def admit(self, sql: str) -> Admitted:
         """Ad-hoc SQL from a caller."""
         await self.check(sql, adhoc=True)
-        return Admitted(sql, "adhoc", _SEAL)
+        return Admitted(sql, "adhoc", _seal(sql, "adhoc"))
 
     async def admit_named(self, named: NamedQuery) -> Admitted:
         """A named query loaded at start (the same object, not one built from a request)."""
         if self.queries.get(named.name) is not named:
             raise NotAdmitted(f"{named.name!r} is not a named query of this service")
         await self.check(named.sql, adhoc=False)
-        return Admitted(named.sql, "named", _SEAL)
+        return Admitted(named.sql, "named", _seal(named.sql, "named"))
 
     async def admitted(self, statement: str | Admitted) -> Admitted:
         """`statement` as the gate admitted it: a string is checked as ad-hoc SQL now."""
         if isinstance(statement, str):
             return await self.admit(statement)
-        if statement.seal is not _SEAL:
+        if not hmac.compare_digest(statement.seal, _seal(statement.sql, statement.source)):
             raise NotAdmitted("a statement reached the engine without passing its gate")
         if statement.source == "probe":
             await self.check(statement.sql, adhoc=False)

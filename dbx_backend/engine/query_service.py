@@ -31,7 +31,7 @@ from dbx_backend.engine.normalize import (
     columns_from_manifest,
 )
 from dbx_backend.engine.parameters import ParamScalar, TypedParam, to_statement_parameters
-from dbx_backend.engine.reader import ResultReader, Timings
+from dbx_backend.engine.reader import ChunkForm, JsonRows, Part, ResultReader, Timings
 from dbx_backend.engine.tasks import DRAIN_TIMEOUT_S, TaskOwner
 from dbx_backend.queries import NamedQuery
 from dbx_backend.warehouse.client import CallStats, WarehouseClient
@@ -254,7 +254,7 @@ class QueryService:
         self.sleep = sleep
         self.clock = clock
         self.wait_timeout_s = wait_timeout_s
-        # The budget of one status, page or cancel call on a statement.
+        # The budget of one status or page read of a statement.
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
@@ -676,10 +676,18 @@ class OpenStatement:
         self.first_chunk = response.result
         self.columns = columns_from_manifest(response.manifest, self.options.normalize)
 
-    async def batches(self) -> AsyncIterator[Rows]:
+    def json_rows(self) -> JsonRows:
+        """The form of normalized JSON rows, with this query's options."""
+        return JsonRows(RowConverter(self.columns, self.options.normalize))
+
+    def batches(self) -> AsyncIterator[Rows]:
         """The result's rows, one normalized list per chunk, in order."""
+        return self.parts(self.json_rows())
+
+    async def parts(self, form: ChunkForm[Part]) -> AsyncIterator[Part]:
+        """The result, one part per chunk in `form` (the response format's), in order."""
         if self.first_chunk is None:
-            raise RuntimeError("batches() is read inside `async with`, after the statement ran")
+            raise RuntimeError("parts() are read inside `async with`, after the statement ran")
         reader = self.service.reader(
             self.statement_id,
             self.manifest,
@@ -691,17 +699,17 @@ class OpenStatement:
             stats=self.stats,
             timings=self.timings,
         )
-        chunks = reader.chunks()
+        chunks = reader.chunks(form)
         expected_offset = 0
         try:
-            async for row_offset, rows in chunks:
+            async for row_offset, part in chunks:
                 if row_offset != expected_offset:
                     raise ProtocolError(
                         f"a chunk starts at row {row_offset}, expected {expected_offset}",
                         statement_id=self.statement_id,
                     )
-                expected_offset += len(rows)
-                yield rows
+                expected_offset += form.count(part)
+                yield part
         except TimeoutError:
             raise StatementTimedOut(
                 f"the result was not read within {self.options.timeout_s:g} s",

@@ -2,7 +2,8 @@
 
 Two ways in, for every consumer:
 
-* `chunks()`: every chunk in order, for buffered answers and streams. INLINE chunks follow
+* `chunks(form)`: every chunk in order, for buffered answers and streams, decoded into the
+  response format's `ChunkForm` (JSON rows, NDJSON lines, Arrow batches). INLINE chunks follow
   the next-chunk pointers; link chunks are downloaded up to `window` at a time, handed on in
   order, so at most `window` chunks are in memory or in flight.
 * `rows(start, end)`: rows `[start, end)` only, for pages. It reads the chunks that hold them,
@@ -25,7 +26,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -35,6 +36,9 @@ from dbx_backend.warehouse.errors import LinkExpired, ProtocolError
 from dbx_backend.warehouse.retry import Deadline
 from dbx_backend.warehouse.wire import ExternalLink, ResultData, ResultManifest
 
+if TYPE_CHECKING:
+    import pyarrow
+
 # Refresh a link this close to its expiration instead of racing it.
 EXPIRY_MARGIN = timedelta(seconds=15)
 # Converting a chunk this large (rows, or bytes to decode) takes long enough to stall other
@@ -43,6 +47,51 @@ THREAD_CONVERT_ROWS = 2_000
 THREAD_DECODE_BYTES = 256 * 1024
 
 Rows = list[list[JsonValue]]
+Part = TypeVar("Part")
+
+
+class ChunkForm(Protocol[Part]):
+    """What a chunk is decoded into for one response format; the one seam a format plugs into."""
+
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Part:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2); `check_cells` as for
+        `RowConverter.convert_rows` (INLINE data, which no wire model checked)."""
+        ...
+
+    def from_arrow(self, batch: pyarrow.RecordBatch) -> Part:
+        """One record batch of an ARROW_STREAM chunk."""
+        ...
+
+    def count(self, part: Part) -> int:
+        """Rows in `part`."""
+        ...
+
+    def join(self, parts: list[Part]) -> Part:
+        """Several parts (batches of a chunk, links of a chunk) as one, in order."""
+        ...
+
+
+class JsonRows:
+    """The JSON rows form: every value normalized (buffered answers, pages, CSV)."""
+
+    def __init__(self, converter: RowConverter) -> None:
+        self.converter = converter
+
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Rows:
+        """JSON_ARRAY rows, normalized."""
+        return self.converter.convert_rows(cells, check_cells=check_cells)
+
+    def from_arrow(self, batch: pyarrow.RecordBatch) -> Rows:
+        """An Arrow batch's rows, normalized."""
+        return self.converter.convert_arrow(batch)
+
+    def count(self, part: Rows) -> int:
+        """Rows in `part`."""
+        return len(part)
+
+    def join(self, parts: list[Rows]) -> Rows:
+        """The rows of `parts`, in order."""
+        return parts[0] if len(parts) == 1 else [row for part in parts for row in part]
 
 
 @dataclass(slots=True)
@@ -54,8 +103,8 @@ class Timings:
     convert_s: float = 0.0
 
 
-def decode_chunk(result_format: str, data: bytes, converter: RowConverter) -> Rows:
-    """One downloaded chunk -> normalized rows."""
+def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part:
+    """One downloaded chunk, decoded into `form`."""
     if result_format == "JSON_ARRAY":
         try:
             cells = orjson.loads(data) if data.strip() else []
@@ -63,23 +112,24 @@ def decode_chunk(result_format: str, data: bytes, converter: RowConverter) -> Ro
             raise ProtocolError("a result chunk is not valid JSON") from None
         if not isinstance(cells, list):
             raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
-        return converter.convert_rows(cells)
+        return form.from_cells(cells)
     if result_format == "ARROW_STREAM":
-        pa = _pyarrow()
+        pa = pyarrow_module()
         try:
             reader = pa.ipc.open_stream(pa.py_buffer(data))
             batches = list(reader)
         except pa.ArrowInvalid:
             raise ProtocolError("a result chunk is not a valid Arrow stream") from None
-        rows: Rows = []
-        for batch in batches:
-            rows.extend(converter.convert_arrow(batch))
-        return rows
+        if not batches:
+            schema = reader.schema
+            empty = [pa.array([], field.type) for field in schema]
+            return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=schema))
+        return form.join([form.from_arrow(batch) for batch in batches])
     raise ProtocolError(f"result format {result_format} is not supported")
 
 
 @functools.cache
-def _pyarrow() -> Any:  # pyarrow ships no type information
+def pyarrow_module() -> Any:  # pyarrow ships no type information
     """pyarrow, imported on first use, with the system allocator: Arrow's default pool keeps
     what it freed (about 60 MiB after one chunk), the system one gives it back."""
     import pyarrow as pa
@@ -147,10 +197,14 @@ class ResultReader:
 
     # -- in order -------------------------------------------------------------------------
 
-    async def chunks(self) -> AsyncGenerator[tuple[int, Rows], None]:
-        """(row_offset, rows) for every chunk, in chunk order; stops its downloads on exit."""
+    async def chunks(
+        self, form: ChunkForm[Part] | None = None
+    ) -> AsyncGenerator[tuple[int, Part], None]:
+        """(row_offset, part) for every chunk, in chunk order, decoded into `form` (JSON rows
+        by default); stops its downloads on exit."""
+        shape: ChunkForm[Any] = form if form is not None else JsonRows(self.converter)
         linked = self.first_chunk.external_links is not None
-        source = self._linked_chunks() if linked else self._inline_chunks()
+        source = self._linked_chunks(shape) if linked else self._inline_chunks(shape)
         try:
             while True:
                 started, converted = self.clock(), self.timings.convert_s
@@ -166,20 +220,22 @@ class ResultReader:
         finally:
             await source.aclose()
 
-    async def _inline_chunks(self) -> AsyncGenerator[tuple[int, Rows], None]:
+    async def _inline_chunks(self, form: ChunkForm[Part]) -> AsyncGenerator[tuple[int, Part], None]:
         chunk: ResultData | None = self.first_chunk
         while chunk is not None:
-            yield chunk.row_offset, await self._inline_rows(chunk.data_array or [])
+            cells = chunk.data_array or []
+            convert = partial(form.from_cells, cells, check_cells=True)
+            yield chunk.row_offset, await self._convert(convert, len(cells))
             chunk = await self._next(chunk)
 
-    async def _linked_chunks(self) -> AsyncGenerator[tuple[int, Rows], None]:
+    async def _linked_chunks(self, form: ChunkForm[Part]) -> AsyncGenerator[tuple[int, Part], None]:
         count = self.manifest.total_chunk_count
-        pending: collections.deque[asyncio.Task[tuple[int, Rows]]] = collections.deque()
+        pending: collections.deque[asyncio.Task[tuple[int, Part]]] = collections.deque()
         next_index = 0
         try:
             while pending or next_index < count:
                 while len(pending) < self.window and next_index < count:
-                    pending.append(asyncio.ensure_future(self._linked_chunk(next_index)))
+                    pending.append(asyncio.ensure_future(self._linked_chunk(next_index, form)))
                     next_index += 1
                 yield await pending.popleft()
         finally:
@@ -187,14 +243,14 @@ class ResultReader:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _linked_chunk(self, index: int) -> tuple[int, Rows]:
+    async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
         chunk = await self._chunk(index)
         links = chunk.external_links or ()
         if not links:
             raise ProtocolError(
                 f"chunk {index} came without a link", statement_id=self.statement_id
             )
-        return links[0].row_offset, await self._linked_rows(links)
+        return links[0].row_offset, await self._linked_part(links, form)
 
     # -- by position ----------------------------------------------------------------------
 
@@ -242,8 +298,11 @@ class ResultReader:
         first_row = _chunk_offset(chunk)
         lo, hi = max(0, start - first_row), max(0, end - first_row)
         if chunk.external_links is not None:
-            return (await self._linked_rows(chunk.external_links))[lo:hi]
-        return await self._inline_rows((chunk.data_array or [])[lo:hi])
+            rows = JsonRows(self.converter)
+            return (await self._linked_part(chunk.external_links, rows))[lo:hi]
+        cells = (chunk.data_array or [])[lo:hi]
+        convert = partial(self.converter.convert_rows, cells, check_cells=True)
+        return await self._convert(convert, len(cells))
 
     # -- fetching and converting ----------------------------------------------------------
 
@@ -270,26 +329,22 @@ class ResultReader:
             )
         return None
 
-    async def _linked_rows(self, links: Sequence[ExternalLink]) -> Rows:
-        rows: Rows = []
+    async def _linked_part(self, links: Sequence[ExternalLink], form: ChunkForm[Part]) -> Part:
+        parts: list[Part] = []
         for link in links:
             data = await self._download(link)
-            decode = partial(decode_chunk, self.manifest.format, data, self.converter)
-            decoded = await self._convert(decode, rows=link.row_count, nbytes=len(data))
-            if link.row_count and len(decoded) != link.row_count:
+            decode = partial(decode_chunk, self.manifest.format, data, form)
+            decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+            if link.row_count and form.count(decoded) != link.row_count:
                 raise ProtocolError(
-                    f"chunk {link.chunk_index} has {len(decoded)} rows, its link says "
+                    f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
                     f"{link.row_count}",
                     statement_id=self.statement_id,
                 )
-            rows.extend(decoded)
-        return rows
+            parts.append(decoded)
+        return form.join(parts)
 
-    async def _inline_rows(self, cells: list[Any]) -> Rows:
-        convert = partial(self.converter.convert_rows, cells, check_cells=True)
-        return await self._convert(convert, rows=len(cells), nbytes=0)
-
-    async def _convert(self, work: Callable[[], Rows], *, rows: int, nbytes: int) -> Rows:
+    async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
         """Run `work`, in a thread when the chunk is large enough to stall other requests."""
         started = self.clock()
         if rows >= THREAD_CONVERT_ROWS or nbytes >= THREAD_DECODE_BYTES:

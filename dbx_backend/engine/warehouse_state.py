@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dbx_backend.engine.shared_state import SharedState
-from dbx_backend.warehouse.errors import WarehouseError
+from dbx_backend.warehouse.errors import NotFound, PermissionDenied, Unauthenticated, WarehouseError
 from dbx_backend.warehouse.wire import WarehouseInfo, WarehouseState
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class WarehouseStatus:
     state: str
     eta_s: float | None = None
     starting_for_s: float | None = None
+    # Why the state is UNKNOWN: the error's class name, and whether the Warehouses API refused
+    # this identity (401, 403, 404: not ours to read) rather than failing for now.
+    unreadable: str | None = None
+    refused: bool = False
 
     @property
     def running(self) -> bool:
@@ -164,7 +168,8 @@ class WarehouseTracker:
             if now - self._warned_at >= WARN_EVERY_S:
                 self._warned_at = now
                 log.warning("the warehouse's state cannot be read: %s", exc)
-            unknown = WarehouseStatus(UNKNOWN)
+            refused = isinstance(exc, (Unauthenticated, PermissionDenied, NotFound))
+            unknown = WarehouseStatus(UNKNOWN, unreadable=type(exc).__name__, refused=refused)
             self._status, self._read_at, self.last_state = unknown, now, UNKNOWN
             return unknown
         now = self.clock()

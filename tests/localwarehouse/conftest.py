@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
 from dbx_backend.localwarehouse import LocalWarehouse, WarehouseConfig
+from tests.conftest import WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 
 TOKEN = "dapi-local-test"
 STATEMENTS = "/api/2.0/sql/statements"
@@ -20,19 +21,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 BASE_CONFIG = WarehouseConfig(
     token=TOKEN, seed_samples=False, chunk_rows=1000, wait_timeout_scale=0.05
 )
-
-
-class FakeClock:
-    """A clock the test moves by hand (retention, purge, link and token expiry)."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -90,21 +78,19 @@ StartWarehouse = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(WALL_CLOCK_START)  # retention, purge, link and token expiry: wall time
 
 
 @pytest.fixture
-async def start_warehouse() -> AsyncIterator[StartWarehouse]:
-    """Start a warehouse with config overrides and return a client for it."""
+async def start_warehouse(local_warehouse: StartLocalWarehouse) -> AsyncIterator[StartWarehouse]:
+    """Start a warehouse (BASE_CONFIG with overrides) and return a client for it."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Api:
-            config = replace(BASE_CONFIG, **overrides)
-            kwargs = {} if clock is None else {"clock": clock}
-            warehouse = await stack.enter_async_context(LocalWarehouse(config, **kwargs))
+            warehouse = await local_warehouse(BASE_CONFIG, clock=clock, **overrides)
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
-                    warehouse.url, headers={"Authorization": f"Bearer {config.token}"}
+                    warehouse.url, headers={"Authorization": f"Bearer {warehouse.config.token}"}
                 )
             )
             return Api(session, warehouse)

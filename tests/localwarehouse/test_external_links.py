@@ -11,7 +11,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from tests.localwarehouse.conftest import Api, FakeClock, StartWarehouse
+from tests.conftest import FakeClock
+from tests.localwarehouse.conftest import Api, StartWarehouse
 
 QUERY = "SELECT id, CASE WHEN id % 3 = 0 THEN NULL ELSE 'v' || id END AS label FROM range(25) t(id)"
 

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 
 from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.localwarehouse.request import ExecuteRequest
-from tests.localwarehouse.conftest import BASE_CONFIG, STATEMENTS, FakeClock, StartWarehouse
+from tests.conftest import FakeClock
+from tests.localwarehouse.conftest import BASE_CONFIG, STATEMENTS, StartWarehouse
 
 
 async def test_a_result_closes_after_retention_and_is_purged_later(

@@ -8,7 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.localwarehouse.conftest import STATEMENTS, Api, FakeClock, StartWarehouse
+from tests.conftest import FakeClock
+from tests.localwarehouse.conftest import STATEMENTS, Api, StartWarehouse
 
 CLIENTS = {"svc-app": "s3cret-value"}
 

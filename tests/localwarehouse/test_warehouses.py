@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.localwarehouse.conftest import Api, FakeClock, StartWarehouse
+from tests.conftest import FakeClock
+from tests.localwarehouse.conftest import Api, StartWarehouse
 
 WAREHOUSES = "/api/2.0/sql/warehouses"
 SLOW = "SELECT sleep_ms(20000) AS slept"

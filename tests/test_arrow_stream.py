@@ -1,0 +1,271 @@
+"""The Arrow IPC stream answer against the local warehouse: types, order, failures, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pyarrow as pa
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from dbx_backend.app import create_app
+from dbx_backend.engine.query_service import PollSchedule
+from dbx_backend.localwarehouse import Fault, LocalWarehouse
+from dbx_backend.warehouse.retry import NO_WAIT
+from tests.conftest import Client, StartLocalWarehouse, StartService, warehouse_settings
+
+ARROW = "application/vnd.apache.arrow.stream"
+FAST_POLL = PollSchedule(initial_s=0.01, factor=1.5, max_s=0.1)
+
+EVERY_TYPE_SQL = (
+    "SELECT CAST(1 AS TINYINT) AS b, CAST(2 AS SMALLINT) AS s, CAST(3 AS INT) AS i, "
+    "CAST(9223372036854775807 AS BIGINT) AS l, CAST(1.5 AS FLOAT) AS f, "
+    "CAST('NaN' AS DOUBLE) AS d, CAST('123.4500' AS DECIMAL(38,4)) AS dec, true AS t, "
+    "'' AS empty, 'héllo ☃' AS u, DATE'1900-02-28' AS dt, "
+    "TIMESTAMP'2024-01-15 09:30:00.123' AS ts, "
+    "CAST('2024-01-15 09:30:00.000456' AS TIMESTAMP_NTZ) AS ntz, X'CAFE' AS bin, "
+    "ARRAY(1, 2) AS arr, NAMED_STRUCT('id', CAST(9007199254740993 AS BIGINT), "
+    "'price', CAST(1.10 AS DECIMAL(10,2))) AS st, MAP('k', CAST(2.5 AS DOUBLE)) AS m, "
+    "CAST(NULL AS STRING) AS nul"
+)
+EVERY_TYPE_ARROW = [
+    ("b", pa.int8(), "TINYINT", 1),
+    ("s", pa.int16(), "SMALLINT", 2),
+    ("i", pa.int32(), "INT", 3),
+    ("l", pa.int64(), "BIGINT", 9223372036854775807),
+    ("f", pa.float32(), "FLOAT", 1.5),
+    ("d", pa.float64(), "DOUBLE", "nan"),
+    ("dec", pa.decimal128(38, 4), "DECIMAL(38,4)", Decimal("123.4500")),
+    ("t", pa.bool_(), "BOOLEAN", True),
+    ("empty", pa.string(), "STRING", ""),
+    ("u", pa.string(), "STRING", "héllo ☃"),
+    ("dt", pa.date32(), "DATE", date(1900, 2, 28)),
+    ("ts", pa.timestamp("us", "UTC"), "TIMESTAMP", datetime(2024, 1, 15, 9, 30, 0, 123000, UTC)),
+    ("ntz", pa.timestamp("us"), "TIMESTAMP_NTZ", datetime(2024, 1, 15, 9, 30, 0, 456)),
+    ("bin", pa.binary(), "BINARY", b"\xca\xfe"),
+    ("arr", pa.list_(pa.int32()), "ARRAY<INT>", [1, 2]),
+    (
+        "st",
+        pa.struct([("id", pa.int64()), ("price", pa.decimal128(10, 2))]),
+        "STRUCT<id:BIGINT,price:DECIMAL(10,2)>",
+        {"id": 9007199254740993, "price": Decimal("1.10")},
+    ),
+    ("m", pa.map_(pa.string(), pa.float64()), "MAP<STRING,DOUBLE>", [("k", 2.5)]),
+    ("nul", pa.string(), "STRING", None),
+]
+WAREHOUSE_FORMATS = [
+    pytest.param("INLINE", "JSON_ARRAY", id="inline-json-array"),
+    pytest.param("EXTERNAL_LINKS", "JSON_ARRAY", id="links-json-array"),
+    pytest.param("EXTERNAL_LINKS", "ARROW_STREAM", id="links-arrow"),
+]
+# 100 chunks of 1,000 rows with ~1 KB each.
+WIDE_SQL = "SELECT id, repeat('x', 1000) AS pad FROM range(100000) t(id)"
+CHUNKS = 100
+
+
+@pytest.fixture
+async def warehouse(local_warehouse: StartLocalWarehouse) -> LocalWarehouse:
+    return await local_warehouse(chunk_rows=1000, wait_timeout_scale=0.02)
+
+
+def make_app(warehouse: LocalWarehouse, **env: str) -> web.Application:
+    settings = warehouse_settings(warehouse, DOWNLOAD_WINDOW="2", **env)
+    return create_app(settings, retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
+
+
+async def start(start_service: StartService, warehouse: LocalWarehouse, **env: str) -> Client:
+    settings = warehouse_settings(warehouse, DOWNLOAD_WINDOW="2", **env)
+    return await start_service(settings, poll_schedule=FAST_POLL)
+
+
+async def arrow_query(
+    client: Client, body: dict[str, Any], path: str = "/api/query", **headers: str
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    response = await client.post(path, json=body, headers={"Accept": ARROW, **headers})
+    return response, await response.read()
+
+
+def python_rows(table: pa.Table) -> list[list[Any]]:
+    """The table's values, NaN as "nan" so that rows compare equal."""
+    return [
+        [str(v) if isinstance(v, float) and v != v else v for v in row.values()]
+        for row in table.to_pylist()
+    ]
+
+
+async def read_into(response: aiohttp.ClientResponse, received: bytearray) -> None:
+    async for piece in response.content.iter_any():
+        received.extend(piece)
+
+
+def downloads(warehouse: LocalWarehouse) -> int:
+    return sum(1 for r in warehouse.requests if r.endpoint == "download")
+
+
+@pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
+async def test_every_type_arrives_in_its_documented_arrow_type_with_its_type_text(
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
+) -> None:
+    client = await start(start_service, warehouse, EXTERNAL_LINKS_FORMAT=fmt)
+
+    response, body = await arrow_query(client, {"sql": EVERY_TYPE_SQL, "disposition": disposition})
+    table = pa.ipc.open_stream(body).read_all()
+
+    assert response.status == 200
+    assert response.headers["Content-Type"] == ARROW
+    assert [(f.name, f.type) for f in table.schema] == [(n, t) for n, t, _, _ in EVERY_TYPE_ARROW]
+    assert [f.metadata[b"type_text"].decode() for f in table.schema] == [
+        text for _, _, text, _ in EVERY_TYPE_ARROW
+    ]
+    assert python_rows(table) == [[value for *_, value in EVERY_TYPE_ARROW]]
+
+
+async def test_a_multi_chunk_result_streams_in_order_with_its_statement_in_the_schema(
+    warehouse: LocalWarehouse, start_service: StartService
+) -> None:
+    client = await start(start_service, warehouse)
+
+    response, body = await arrow_query(client, {"sql": "SELECT id FROM range(5500) t(id)"})
+    reader = pa.ipc.open_stream(body)
+    batches = list(reader)
+
+    assert response.status == 200
+    assert len(batches) >= 6
+    ids = pa.Table.from_batches(batches).column("id").to_pylist()
+    assert ids == list(range(5500))
+    metadata = reader.schema.metadata
+    assert metadata[b"statement_id"]
+    assert metadata[b"total_row_count"] == b"5500"
+    assert metadata[b"truncated"] == b"false"
+
+
+async def test_an_empty_result_is_a_schema_and_no_rows(
+    warehouse: LocalWarehouse, start_service: StartService
+) -> None:
+    client = await start(start_service, warehouse)
+
+    _, body = await arrow_query(
+        client, {"sql": "SELECT id, CAST(id AS DECIMAL(5,1)) AS d FROM range(3) t(id) WHERE id > 5"}
+    )
+    table = pa.ipc.open_stream(body).read_all()
+
+    assert table.num_rows == 0
+    assert table.schema.types == [pa.int64(), pa.decimal128(5, 1)]
+
+
+async def test_arrow_values_equal_the_json_answer_of_the_same_query(
+    warehouse: LocalWarehouse, start_service: StartService
+) -> None:
+    client = await start(start_service, warehouse)
+    sql = "SELECT id, CAST(id AS DOUBLE) * 1.5 AS x, CAST(id AS STRING) AS s FROM range(3000) t(id)"
+
+    json_answer = await (await client.post("/api/query", json={"sql": sql})).json()
+    _, body = await arrow_query(client, {"sql": sql})
+
+    table = pa.ipc.open_stream(body).read_all()
+    assert [list(row.values()) for row in table.to_pylist()] == json_answer["rows"]
+
+
+async def test_a_named_query_answers_arrow(
+    warehouse: LocalWarehouse, start_service: StartService, tmp_path: Path
+) -> None:
+    (tmp_path / "ids.sql").write_text(
+        "-- param: n INT required\nSELECT id FROM range(10) t(id) WHERE id < :n\n"
+    )
+    client = await start(start_service, warehouse, QUERIES_DIR=str(tmp_path))
+
+    response, body = await arrow_query(client, {"params": {"n": 4}}, path="/api/queries/ids")
+
+    assert response.status == 200
+    assert pa.ipc.open_stream(body).read_all().column("id").to_pylist() == [0, 1, 2, 3]
+
+
+async def test_a_cached_result_answers_arrow_with_the_same_table(
+    warehouse: LocalWarehouse, start_service: StartService
+) -> None:
+    client = await start(start_service, warehouse)
+    body = {"sql": EVERY_TYPE_SQL}
+    _, fresh = await arrow_query(client, body, **{"Cache-Control": "no-store"})
+    stored = await client.post("/api/query", json=body)
+    assert stored.status == 200
+
+    response, cached = await arrow_query(client, body)
+
+    assert "cache;desc=hit" in response.headers["Server-Timing"]
+    assert response.headers["Content-Type"] == ARROW
+    cached_table, fresh_table = (pa.ipc.open_stream(b).read_all() for b in (cached, fresh))
+    assert cached_table.schema == fresh_table.schema
+    assert python_rows(cached_table) == python_rows(fresh_table)
+
+
+async def test_an_error_before_the_first_byte_is_the_json_error_envelope(
+    warehouse: LocalWarehouse, start_service: StartService
+) -> None:
+    client = await start(start_service, warehouse)
+
+    response, body = await arrow_query(client, {"sql": "SELECT * FROM no_such_table"})
+
+    assert response.status == 400
+    assert orjson.loads(body)["error"]["code"] == "SQL_ERROR"
+
+
+async def test_a_failure_mid_stream_makes_arrow_readers_and_http_clients_fail(
+    warehouse: LocalWarehouse,
+) -> None:
+    warehouse.faults.add("download", Fault.status(403), times=None, after=5)
+    warehouse.faults.add("get_chunk", Fault.status(404), times=None, after=5)
+    received = bytearray()
+    async with TestServer(make_app(warehouse)) as server, aiohttp.ClientSession() as session:
+        response = await session.post(
+            server.make_url("/api/query"), json={"sql": WIDE_SQL}, headers={"Accept": ARROW}
+        )
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await read_into(response, received)
+
+    assert response.status == 200
+    with pytest.raises(pa.ArrowInvalid, match="metadata bytes"):
+        pa.ipc.open_stream(bytes(received)).read_all()
+    envelope = orjson.loads(bytes(received).rsplit(b"\xff\xff\xff\x7f", 1)[1])
+    assert envelope["error"]["code"] in ("WAREHOUSE_ERROR", "WAREHOUSE_UNAVAILABLE")
+    assert envelope["error"]["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_a_slow_reader_holds_the_service_to_a_few_chunks(
+    warehouse: LocalWarehouse,
+) -> None:
+    async with TestServer(make_app(warehouse)) as server, aiohttp.ClientSession() as session:
+        response = await session.post(
+            server.make_url("/api/query"), json={"sql": WIDE_SQL}, headers={"Accept": ARROW}
+        )
+        first = await response.content.read(64 * 1024)
+        await asyncio.sleep(0.5)  # the reader stalls: nothing more is read meanwhile
+        fetched_while_stalled = downloads(warehouse)
+        rest = await response.read()
+
+    table = pa.ipc.open_stream(first + rest).read_all()
+    assert fetched_while_stalled < CHUNKS // 4
+    assert table.num_rows == 100000
+    assert downloads(warehouse) == CHUNKS
+
+
+async def test_a_client_leaving_mid_stream_stops_the_downloads(warehouse: LocalWarehouse) -> None:
+    async with TestServer(make_app(warehouse)) as server:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(
+                server.make_url("/api/query"), json={"sql": WIDE_SQL}, headers={"Accept": ARROW}
+            )
+            await response.content.read(64 * 1024)
+            response.close()  # the client goes away mid-stream
+        await asyncio.sleep(0.3)
+        after_leaving = downloads(warehouse)
+        await asyncio.sleep(0.3)
+
+    assert after_leaving < CHUNKS
+    assert downloads(warehouse) == after_leaving
