@@ -257,7 +257,7 @@ export interface components {
              * @description Stable machine-readable code, e.g. SQL_ERROR.
              * @enum {string}
              */
-            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_CACHED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_STARTING" | "WAREHOUSE_STOPPED" | "WAREHOUSE_UNAVAILABLE";
+            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_CACHED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SERVICE_BUSY" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_STARTING" | "WAREHOUSE_STOPPED" | "WAREHOUSE_UNAVAILABLE";
             /** Message */
             message: string;
             /** Request Id */
@@ -1064,7 +1064,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1351,7 +1351,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1618,7 +1618,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1797,7 +1797,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1942,7 +1942,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2084,7 +2084,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2242,7 +2242,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */

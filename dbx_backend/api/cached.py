@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from dbx_backend.api.guards import caller_identity
+from dbx_backend.api.middlewares import REQUEST_ID_HEADER
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat
 from dbx_backend.engine import (
     Admitted,
@@ -24,20 +25,28 @@ from dbx_backend.engine import (
     CacheKeyParts,
     CachePolicy,
     Column,
+    JsonAnswer,
     OpenStatement,
     Produced,
     QueryOptions,
-    QueryResult,
     cache_key,
     parse_cache_control,
     sql_facts,
-    strong_etag,
     to_statement_parameters,
     warehouse_note,
 )
-from dbx_backend.keys import CACHE_STATUS, LIMITER, QUERY_SERVICE, RESULT_CACHE, ROW_COUNT, SETTINGS
+from dbx_backend.keys import (
+    CACHE_STATUS,
+    LIMITER,
+    QUERY_SERVICE,
+    REQUEST_ID,
+    RESULT_CACHE,
+    ROW_COUNT,
+    SETTINGS,
+)
 
-THREAD_ENCODE_ROWS = 10_000
+# A body larger than this is sent in slices of this size.
+SEND_SLICE_BYTES = 256 * 1024
 CACHE_HEADERS = ("ETag", "Age", "Server-Timing", "Cache-Control")
 
 
@@ -75,25 +84,15 @@ def key_for(
     )
 
 
-def encode_result(result: QueryResult, max_entry_bytes: int) -> Produced:
-    """The JSON answer, with its ETag taken over the result alone (not the statement id), so
-    a fresh run with the same rows keeps the ETag and a client's copy stays valid."""
-    content = orjson.dumps(
-        {
-            "columns": [c.to_json() for c in result.columns],
-            "rows": result.rows,
-            "row_count": result.row_count,
-            "truncated": result.truncated,
-        }
-    )
-    body = content[:-1] + b',"statement_id":' + orjson.dumps(result.statement_id) + b"}"
+def produced(answer: JsonAnswer, max_entry_bytes: int) -> Produced:
+    """What the result cache keeps of an encoded answer: complete ones within the entry cap."""
     return Produced(
-        body,
-        strong_etag(content),
-        result.row_count,
-        result.statement_id,
-        storable=not result.truncated and len(body) <= max_entry_bytes,
-        details=result,
+        answer.body,
+        answer.etag,
+        answer.row_count,
+        answer.statement_id,
+        storable=not answer.truncated and len(answer.body) <= max_entry_bytes,
+        details=answer,
     )
 
 
@@ -117,10 +116,8 @@ async def answer_cached(
         async with app[LIMITER].slot():
             service = app[QUERY_SERVICE]
             opened.append(service.open(statement, params, flight_options))
-            result = await service.collect(opened[0])
-        if result.row_count >= THREAD_ENCODE_ROWS:  # large: encode off the loop
-            return await asyncio.to_thread(encode_result, result, settings.cache_max_entry_bytes)
-        return encode_result(result, settings.cache_max_entry_bytes)
+            answer = await service.answer_json(opened[0])
+        return produced(answer, settings.cache_max_entry_bytes)
 
     answer = await app[RESULT_CACHE].answer(
         key_for(request, statement, params, options, row_limit),
@@ -214,6 +211,31 @@ def cached_response(
             f'attachment; filename="result-{entry.statement_id}.csv"'
         )
     return response
+
+
+async def send(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send `response` now. A large body goes out in slices, each waiting for the socket, so
+    the transport never copies the whole body into its buffer (asyncio keeps what the socket
+    did not take at once); the caller may then release the memory the body held."""
+    response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]  # sent before the handler returns
+    body = response.body
+    if not isinstance(body, bytes) or len(body) <= SEND_SLICE_BYTES:
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    sliced = web.StreamResponse(status=response.status, headers=response.headers)
+    sliced.content_length = len(body)
+    view = memoryview(body)
+    try:
+        await sliced.prepare(request)
+        for start in range(0, len(body), SEND_SLICE_BYTES):
+            await sliced.write(view[start : start + SEND_SLICE_BYTES])
+        await sliced.write_eof()
+    except ConnectionError:
+        # The client left mid-body: end the request as aiohttp ends one whose client
+        # disconnects (the access log says 499).
+        raise asyncio.CancelledError from None
+    return sliced
 
 
 def derive_stream_body(

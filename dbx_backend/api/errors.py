@@ -24,6 +24,7 @@ from dbx_backend.engine import (
     IdempotencyKeyReused,
     InvalidCacheControl,
     InvalidQuery,
+    MemoryBusy,
     NotAdmitted,
     NotCached,
     ParamOutOfRange,
@@ -143,6 +144,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    MemoryBusy: ErrorRow(503, "SERVICE_BUSY", expose_message=True, retryable=True),
     TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
@@ -245,6 +247,8 @@ def error_body(
         "request_id": request_id,
         "retryable": is_retryable(exc, row, read_only=read_only),
     }
+    if isinstance(exc, MemoryBusy):  # its statement ran, and was cancelled unread
+        statement_id = exc.statement_id or statement_id
     if isinstance(exc, dbx.WarehouseError):
         statement_id = exc.statement_id or statement_id
         if exc.sql_state and row.expose_message:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from dbx_backend.api.answers import model_response
 from dbx_backend.api.bodies import read_body
-from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached
+from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached, send
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -38,6 +38,8 @@ from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
 from dbx_backend.engine import (
     Admitted,
     CachePolicy,
+    JsonAnswer,
+    MemoryBusy,
     NormalizeOptions,
     OpenStatement,
     ParamScalar,
@@ -49,6 +51,7 @@ from dbx_backend.engine import (
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
+    MEMORY_WAIT_MS,
     QUERIES,
     QUERY_SERVICE,
     REQUEST_ID,
@@ -138,11 +141,15 @@ def server_timing(timings: Timings, *, wait_only: bool = False) -> str:
     )
 
 
-def note_statement(request: web.Request, statement: OpenStatement | QueryResult) -> None:
+def note_statement(
+    request: web.Request, statement: OpenStatement | QueryResult | JsonAnswer
+) -> None:
     """Record what the access log reports about this request; warn about slow statements."""
     request[STATEMENT_ID] = statement.statement_id
     request[RETRIES] = statement.stats.retries
     request[WAREHOUSE_MS] = round(statement.stats.warehouse_s * 1000, 1)
+    if not isinstance(statement, QueryResult):
+        note_memory_wait(request, statement.memory_wait_s)
     waited = statement.timings.wait_s
     if waited >= request.app[SETTINGS].slow_query_s:
         log.warning(
@@ -151,6 +158,12 @@ def note_statement(request: web.Request, statement: OpenStatement | QueryResult)
             waited,
             extra={"request_id": request[REQUEST_ID], "statement_id": statement.statement_id},
         )
+
+
+def note_memory_wait(request: web.Request, waited_s: float) -> None:
+    """The access log says how long a request waited for room in the memory budget."""
+    if waited_s > 0:
+        request[MEMORY_WAIT_MS] = round(waited_s * 1000, 1)
 
 
 async def query(request: web.Request) -> web.StreamResponse:
@@ -207,7 +220,26 @@ async def run_statement(
     cache_policy: CachePolicy | None = None,
 ) -> web.StreamResponse:
     """Answer from the result cache, or run `statement` (coalesced with identical runs, within
-    the concurrency limit) and answer in the negotiated format."""
+    the concurrency limit and the memory budget) and answer in the negotiated format."""
+    try:
+        return await _run_statement(
+            request, statement, params, body, catalog=catalog, schema=schema, cache=cache_policy
+        )
+    except MemoryBusy as exc:
+        note_memory_wait(request, exc.waited_s)
+        raise
+
+
+async def _run_statement(
+    request: web.Request,
+    statement: Admitted,
+    params: Params,
+    body: RunOptions,
+    *,
+    catalog: str | None,
+    schema: str | None,
+    cache: CachePolicy | None,
+) -> web.StreamResponse:
     result_format = negotiate(request.headers.get("Accept", ""))
     streaming = result_format != "json"
     if result_format == "arrow" and body.long_as_string:
@@ -215,9 +247,9 @@ async def run_statement(
     options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
     if streaming:
         # A stream is answered from a fresh entry when there is one, else run as a stream.
-        hit = await lookup_cached(request, statement, params, options, body.row_limit, cache_policy)
+        hit = await lookup_cached(request, statement, params, options, body.row_limit, cache)
         if hit is not None:
-            return cached_response(request, hit, result_format, None)
+            return await send(request, cached_response(request, hit, result_format, None))
         service = request.app[QUERY_SERVICE]
         async with (
             request.app[LIMITER].slot(),
@@ -226,14 +258,19 @@ async def run_statement(
             note_statement(request, opened)
             return await stream_result(request, opened, result_format)
     answer = await answer_cached(
-        request, statement, params, options, row_limit=body.row_limit, policy=cache_policy
+        request, statement, params, options, row_limit=body.row_limit, policy=cache
     )
     request[STATEMENT_ID] = answer.entry.statement_id
-    timing = None
-    if answer.produced is not None and isinstance(answer.produced.details, QueryResult):
-        note_statement(request, answer.produced.details)
-        timing = server_timing(answer.produced.details.timings)
-    return cached_response(request, answer, "json", timing)
+    ran = answer.produced.details if answer.produced is not None else None
+    if not isinstance(ran, JsonAnswer):
+        return await send(request, cached_response(request, answer, "json", None))
+    try:
+        note_statement(request, ran)
+        return await send(
+            request, cached_response(request, answer, "json", server_timing(ran.timings))
+        )
+    finally:
+        ran.release()  # sent (or given up on): its bytes leave the memory budget
 
 
 async def stream_result(

@@ -21,7 +21,16 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
-from dbx_backend.engine import ChunkForm, Column, JsonRows, JsonValue, OpenStatement
+from dbx_backend.engine import (
+    ChunkForm,
+    Column,
+    JsonLines,
+    JsonRows,
+    JsonValue,
+    Lines,
+    OpenStatement,
+    encode_rows,
+)
 
 ResultFormat = Literal["json", "ndjson", "csv", "arrow"]
 NDJSON = "application/x-ndjson"
@@ -92,8 +101,9 @@ def stream_writer(result_format: ResultFormat, statement: OpenStatement) -> Stre
         from dbx_backend.api.arrow_stream import ArrowStreamWriter  # pyarrow on first use
 
         return ArrowStreamWriter.for_statement(statement)
-    rows = statement.json_rows()
-    return NdjsonWriter(rows) if result_format == "ndjson" else CsvWriter(rows)
+    if result_format == "ndjson":
+        return NdjsonWriter(statement.json_lines())
+    return CsvWriter(statement.json_rows())
 
 
 class NdjsonWriter:
@@ -103,19 +113,19 @@ class NdjsonWriter:
     media_type = f"{NDJSON}; charset=utf-8"
     cut_on_failure = False
 
-    def __init__(self, form: JsonRows | None = None) -> None:
+    def __init__(self, form: JsonLines | None = None) -> None:
         self._form = form
 
     @property
-    def form(self) -> JsonRows:
-        """Normalized JSON rows."""
+    def form(self) -> JsonLines:
+        """NDJSON lines, written by the engine (whole columns at once for large chunks)."""
         if self._form is None:
             raise RuntimeError("this writer was made without a statement")
         return self._form
 
-    def part(self, part: Rows) -> Iterable[bytes]:
+    def part(self, part: Lines) -> Iterable[bytes | memoryview]:
         """One chunk's lines."""
-        return (self.rows(part),)
+        return (part.data,)
 
     def header(
         self,
@@ -138,7 +148,7 @@ class NdjsonWriter:
 
     def rows(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
         """One line per row."""
-        return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        return encode_rows(rows)
 
     def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
         """The last line of a complete result, with where the time went."""

@@ -16,13 +16,24 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
+from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
+from dbx_backend.engine.json_lines import JsonLines
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -65,6 +76,10 @@ Statement = str | Admitted  # a string is admitted by the gate as ad-hoc SQL on 
 INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
+# Without a budget of its own (tests, tools), a service's memory is not bounded.
+UNBOUNDED_BYTES = 1 << 62
+# Room kept under the budget for the end of a body cut at it (row count, statement id).
+BODY_TAIL_BYTES = 1024
 _Started = TypeVar("_Started")
 
 
@@ -248,6 +263,7 @@ class QueryService:
         call_timeout_s: float | None = None,
         gate: Gate | None = None,
         tasks: TaskOwner | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.client = client
         self.schedule = schedule or PollSchedule()
@@ -258,6 +274,8 @@ class QueryService:
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
+        # Shared with the result cache's store (one budget per process).
+        self.memory = memory or MemoryBudget(UNBOUNDED_BYTES, wait_s=0.0)
         # Submits whose statement is already due a cancel: one cancel each, however many
         # callers give up on the same submit.
         self._abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
@@ -316,6 +334,60 @@ class QueryService:
                 timings=opened.timings,
                 stats=opened.stats,
             )
+
+    async def answer_json(self, opened: OpenStatement) -> JsonAnswer:
+        """Run an opened statement and encode its result as the buffered JSON answer, chunk
+        by chunk, within its memory reservation, which grows when the estimate was low and
+        which the answer holds until its body is sent (`JsonAnswer.release`). An answer larger
+        than the whole budget is cut at it (`truncated`); MemoryBusy when no room came."""
+        options, budget = opened.options, self.memory
+        async with opened:
+            reservation = opened.take_reservation()
+            try:
+                writer = JsonAnswerWriter(
+                    opened.columns,
+                    max_rows=options.max_rows,
+                    max_bytes=max(0, budget.total - BODY_TAIL_BYTES),
+                )
+                form = EncodedJsonRows(RowConverter(opened.columns, options.normalize))
+                async with aclosing(opened.parts(form)) as parts:
+                    async for part in parts:
+                        await reservation.grow_to(writer.size_with(part))
+                        writer.append(part)
+                        del part  # before the next chunk arrives
+                        if writer.full:
+                            break
+                body, etag = writer.finish(opened.statement_id, truncated=opened.truncated)
+            except BaseException:
+                reservation.release()
+                raise
+        if writer.cut_at_bytes:
+            budget.note_truncated()
+        manifest = opened.manifest
+        if not writer.truncated:  # a whole result: its size teaches the estimate
+            budget.estimator.learn(
+                manifest.format,
+                byte_count=manifest.total_byte_count,
+                row_count=writer.row_count,
+                columns=len(opened.columns),
+                body_bytes=len(body),
+            )
+        reservation.shrink_to(len(body))
+        answer = JsonAnswer(
+            statement_id=opened.statement_id,
+            body=body,
+            etag=etag,
+            row_count=writer.row_count,
+            truncated=writer.truncated,
+            timings=opened.timings,
+            stats=opened.stats,
+            reservation=reservation,
+            memory_wait_s=reservation.waited_s,
+        )
+        # Whoever holds the answer releases it once sent; an answer nobody sends (its caller
+        # left, others took the shared result) releases when it is dropped.
+        weakref.finalize(answer, reservation.release)
+        return answer
 
     @asynccontextmanager
     async def submitted(
@@ -554,6 +626,9 @@ class OpenStatement:
         self.columns: list[Column] = []
         self.manifest = ResultManifest()
         self.first_chunk: ResultData | None = None
+        # Its share of the memory budget, from the manifest until `async with` ends.
+        self.reservation: Reservation | None = None
+        self.memory_wait_s = 0.0  # how long it waited for that share
 
     @property
     def truncated(self) -> bool:
@@ -579,6 +654,7 @@ class OpenStatement:
         finally:
             self.timings.wait_s = self.service.clock() - started
         self._accept(response)
+        await self._reserve()
         if self.options.stream:
             self.deadline = Deadline(RESULT_LIFETIME_S, self.service.clock)
         return self
@@ -589,7 +665,49 @@ class OpenStatement:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+    def take_reservation(self) -> Reservation:
+        """The reservation, now the caller's to release (a body outlives the statement)."""
+        reservation, self.reservation = self.reservation, None
+        if reservation is None:
+            raise RuntimeError("take_reservation() is called inside `async with`")
+        return reservation
+
+    async def _reserve(self) -> None:
+        """Reserve what reading the result will hold: the whole body of a buffered answer,
+        the window of a stream. Refused, the statement is cancelled: nobody will read it."""
+        try:
+            self.reservation = await self.service.memory.reserve(self.expected_bytes())
+        except MemoryBusy as exc:
+            self.memory_wait_s, exc.statement_id = exc.waited_s, self.statement_id
+            self.service.tasks.spawn(self.service.cancel_quietly(self.statement_id))
+            raise
+        self.memory_wait_s = self.reservation.waited_s
+
+    def expected_bytes(self) -> int:
+        """Bytes the result is expected to hold at once, from its manifest."""
+        manifest, estimator = self.manifest, self.service.memory.estimator
+        rows, size = manifest.total_row_count, manifest.total_byte_count
+        if self.options.stream:
+            chunks = max(1, manifest.total_chunk_count)
+            biggest = max((c.byte_count for c in manifest.chunks), default=0)
+            size = biggest or size // chunks
+            rows = max((c.row_count for c in manifest.chunks), default=rows // chunks)
+            window = min(chunks, self.options.download_window)
+            one = estimator.body_bytes(
+                manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+            )
+            return window * one
+        expected = estimator.body_bytes(
+            manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+        )
+        cap = self.options.max_rows
+        if cap is not None and 0 < cap < rows:
+            expected = expected * cap // rows
+        return expected
 
     async def _run_to_terminal(self) -> StatementResponse:
         try:
@@ -680,11 +798,15 @@ class OpenStatement:
         """The form of normalized JSON rows, with this query's options."""
         return JsonRows(RowConverter(self.columns, self.options.normalize))
 
-    def batches(self) -> AsyncIterator[Rows]:
+    def json_lines(self) -> JsonLines:
+        """The form of NDJSON lines, with this query's options."""
+        return JsonLines(self.columns, self.options.normalize)
+
+    def batches(self) -> AsyncGenerator[Rows, None]:
         """The result's rows, one normalized list per chunk, in order."""
         return self.parts(self.json_rows())
 
-    async def parts(self, form: ChunkForm[Part]) -> AsyncIterator[Part]:
+    async def parts(self, form: ChunkForm[Part]) -> AsyncGenerator[Part, None]:
         """The result, one part per chunk in `form` (the response format's), in order."""
         if self.first_chunk is None:
             raise RuntimeError("parts() are read inside `async with`, after the statement ran")
@@ -700,6 +822,8 @@ class OpenStatement:
             timings=self.timings,
         )
         chunks = reader.chunks(form)
+        # The reader holds the first chunk's rows now, and lets them go once converted.
+        self.first_chunk = self.first_chunk.model_copy(update={"data_array": None})
         expected_offset = 0
         try:
             async for row_offset, part in chunks:
