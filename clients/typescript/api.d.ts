@@ -776,7 +776,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -982,7 +982,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1177,7 +1177,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1312,7 +1312,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1419,7 +1419,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1523,7 +1523,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1632,7 +1632,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     [name: string]: unknown;
