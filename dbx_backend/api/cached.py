@@ -194,12 +194,12 @@ def cached_response(
     """The response for an answer: the stored JSON body as is, or NDJSON/CSV derived from it;
     `304 Not Modified` when the caller already holds it."""
     entry = answer.entry
-    if result_format == "json":
-        body, etag, content_type = entry.body, entry.etag, "application/json"
-    else:
-        body, content_type = derive_stream_body(entry, result_format)
-        etag = entry.etag[:-1] + f'-{result_format}"'
+    etag = entry.etag if result_format == "json" else entry.etag[:-1] + f'-{result_format}"'
     headers = cache_headers(request, answer, etag, timing)
+    if result_format == "json":
+        body, content_type = entry.body, "application/json"
+    else:
+        body, content_type = derive_stream_body(entry, result_format, headers["Server-Timing"])
     if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.Response(body=body, headers=headers)
@@ -238,7 +238,9 @@ async def send(request: web.Request, response: web.Response) -> web.StreamRespon
     return sliced
 
 
-def derive_stream_body(entry: CacheEntry, result_format: ResultFormat) -> tuple[bytes, str]:
+def derive_stream_body(
+    entry: CacheEntry, result_format: ResultFormat, server_timing: str = ""
+) -> tuple[bytes, str]:
     """NDJSON, CSV or Arrow of a cached JSON answer (decoded once per such hit)."""
     answer = orjson.loads(entry.body)
     rows, truncated = answer["rows"], bool(answer["truncated"])
@@ -251,8 +253,15 @@ def derive_stream_body(entry: CacheEntry, result_format: ResultFormat) -> tuple[
     if result_format == "ndjson":
         ndjson = NdjsonWriter()
         # The columns exactly as the JSON answer has them.
-        header = orjson.dumps({"columns": answer["columns"], "statement_id": entry.statement_id})
-        body = header + b"\n" + ndjson.rows(rows) + ndjson.footer(len(rows), truncated)
+        header = orjson.dumps(
+            {
+                "columns": answer["columns"],
+                "statement_id": entry.statement_id,
+                "total_row_count": len(rows),
+            }
+        )
+        footer = ndjson.footer(len(rows), truncated, server_timing)
+        body = header + b"\n" + ndjson.rows(rows) + footer
         return body, ndjson.content_type
     csv = CsvWriter()
     columns = [_column(c) for c in answer["columns"]]

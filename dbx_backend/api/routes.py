@@ -45,6 +45,7 @@ from dbx_backend.engine import (
     ParamScalar,
     QueryOptions,
     QueryResult,
+    Timings,
     TypedParam,
 )
 from dbx_backend.keys import (
@@ -128,12 +129,15 @@ def query_params(body: QueryRequest) -> dict[str, ParamScalar | TypedParam]:
     }
 
 
-def server_timing(result: QueryResult | JsonAnswer) -> str:
-    """`Server-Timing` header value: where the time went, in milliseconds."""
-    t = result.timings
+def server_timing(timings: Timings, *, wait_only: bool = False) -> str:
+    """`Server-Timing` value: where the time went, in milliseconds (a stream's headers leave
+    before its rows, so they carry the wait alone and its footer line the whole)."""
+    wait = f"wait;dur={timings.wait_s * 1000:.1f}"
+    if wait_only:
+        return wait
     return (
-        f"wait;dur={t.wait_s * 1000:.1f}, fetch;dur={t.fetch_s * 1000:.1f}, "
-        f"convert;dur={t.convert_s * 1000:.1f}"
+        f"{wait}, fetch;dur={timings.fetch_s * 1000:.1f}, "
+        f"convert;dur={timings.convert_s * 1000:.1f}"
     )
 
 
@@ -262,7 +266,9 @@ async def _run_statement(
         return await send(request, cached_response(request, answer, "json", None))
     try:
         note_statement(request, ran)
-        return await send(request, cached_response(request, answer, "json", server_timing(ran)))
+        return await send(
+            request, cached_response(request, answer, "json", server_timing(ran.timings))
+        )
     finally:
         ran.release()  # sent (or given up on): its bytes leave the memory budget
 
@@ -276,8 +282,7 @@ async def stream_result(
         headers={
             "Content-Type": writer.media_type,
             "X-Request-ID": request[REQUEST_ID],
-            # Headers leave before the rows: only the wait for the result is known by then.
-            "Server-Timing": f"wait;dur={statement.timings.wait_s * 1000:.1f}",
+            "Server-Timing": server_timing(statement.timings, wait_only=True),
         }
     )
     if result_format == "csv":
@@ -288,7 +293,12 @@ async def stream_result(
     rows = 0
     try:
         await response.prepare(request)
-        header = writer.header(statement.columns, statement.statement_id)
+        header = writer.header(
+            statement.columns,
+            statement.statement_id,
+            total_row_count=statement.announced_rows,
+            chunk_count=statement.announced_chunks,
+        )
         if header:
             await response.write(header)
         async for part in statement.parts(form):
@@ -303,7 +313,9 @@ async def stream_result(
     except Exception as exc:
         failure = exc
     else:
-        await response.write(writer.footer(rows, statement.truncated))
+        await response.write(
+            writer.footer(rows, statement.truncated, server_timing(statement.timings))
+        )
         request[ROW_COUNT] = rows
         await response.write_eof()
         return response

@@ -107,7 +107,8 @@ class Column:
             out["precision"] = self.precision
         if self.scale is not None:
             out["scale"] = self.scale
-        out |= self.json.to_json()
+        # The column's own `type` (its reported type_name) stays; the shape adds the rest.
+        out |= {k: v for k, v in self.json.to_json().items() if k != "type"}
         return out
 
 

@@ -139,7 +139,8 @@ class QueryResult:
 
 @dataclass(frozen=True, slots=True)
 class StatementInfo:
-    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows."""
+    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows,
+    for FAILED what failed."""
 
     statement_id: str
     state: str
@@ -147,6 +148,7 @@ class StatementInfo:
     total_row_count: int | None = None
     truncated: bool = False
     rows: Rows | None = None
+    failure: StatementFailed | None = None
 
     @property
     def finished(self) -> bool:
@@ -167,6 +169,11 @@ class RowsPage:
     def succeeded(self) -> bool:
         """True when the statement SUCCEEDED, so its rows can be read."""
         return self.state == State.SUCCEEDED
+
+
+def reported_state(state: str) -> str:
+    """The protocol's states as they are; a state it adds later is still running (§6.2)."""
+    return state if state in State.KNOWN else State.RUNNING
 
 
 def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
@@ -391,19 +398,22 @@ class QueryService:
         *,
         deadline: Deadline,
         stats: CallStats | None = None,
+        waiting: Deadline | None = None,
     ) -> AsyncIterator[StatementResponse]:
         """The one submit: past the gate, then POSTed in a task of its own, and cancelled once
         the warehouse names it if the `async with` ends early (deadline, caller gone, shutdown,
-        an error), unless it already reached a terminal state."""
+        an error), unless it already reached a terminal state. The warehouse holds the answer
+        for `SUBMIT_WAIT_TIMEOUT_S`, or for most of `waiting` when the caller said how long."""
+
+        def wait_timeout() -> str:
+            if waiting is None:
+                return choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
+            return choose_wait_timeout(min(deadline.remaining(), waiting.remaining()), 50)
+
         admitted = await self.gate.admitted(statement)
         body = execute_request(admitted.sql, parameters, options)
         submit = self.tasks.spawn(
-            self.client.submit(
-                body,
-                deadline=deadline,
-                wait_timeout=lambda: choose_wait_timeout(deadline.remaining(), self.wait_timeout_s),
-                stats=stats,
-            )
+            self.client.submit(body, deadline=deadline, wait_timeout=wait_timeout, stats=stats)
         )
         try:
             yield await asyncio.shield(submit)
@@ -414,18 +424,22 @@ class QueryService:
     # -- statements that outlive the request (/api/statements) ------------------------------
 
     async def start(
-        self, statement: Statement, params: Params, options: QueryOptions
+        self, statement: Statement, params: Params, options: QueryOptions, *, wait_s: float = 0.0
     ) -> StatementInfo:
-        """Start `statement` and return at once (or after `wait_timeout_s` at most); FAILED raises.
+        """Start `statement`; the warehouse holds the answer for most of `wait_s` (if 5 s or
+        more) or answers at once. FAILED raises; `wait_until_end` waits on from there.
 
         The statement keeps running after we return: only `cancel` stops it (reference §4.3).
         """
         deadline = Deadline(options.timeout_s, self.clock)
+        waiting = Deadline(wait_s, self.clock)
         parameters = to_statement_parameters(params)
         try:
             async with (
                 asyncio.timeout(deadline.remaining()),
-                self.submitted(statement, parameters, options, deadline=deadline) as response,
+                self.submitted(
+                    statement, parameters, options, deadline=deadline, waiting=waiting
+                ) as response,
             ):
                 pass
         except TimeoutError:
@@ -439,21 +453,40 @@ class QueryService:
             raise
         if response.status.state == State.FAILED:
             raise statement_failure(response)
-        return StatementInfo(response.statement_id, response.status.state)
+        return StatementInfo(response.statement_id, reported_state(response.status.state))
+
+    async def wait_until_end(self, info: StatementInfo, wait_s: float) -> StatementInfo:
+        """Poll until the statement ends or `wait_s` passes (it then keeps running); FAILED
+        raises, as at submit."""
+        waiting = Deadline(wait_s, self.clock)
+        delays = self.schedule.delays()
+        state = info.state
+        while state not in State.TERMINAL and waiting.remaining() > 0:
+            await self.sleep(min(next(delays), waiting.remaining()))
+            if waiting.expired:
+                break
+            call = Deadline(self.call_timeout_s, self.clock)
+            async with _answer_within(call, info.statement_id):
+                response = await self.client.get_statement(info.statement_id, deadline=call)
+            if response.status.state == State.FAILED:
+                raise statement_failure(response)
+            state = reported_state(response.status.state)
+        return StatementInfo(info.statement_id, state)
 
     async def status(
         self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions
     ) -> StatementInfo:
         """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
-        rows from its first chunk. FAILED raises StatementFailed; CANCELED, CLOSED are states."""
+        rows from its first chunk; when FAILED, the failure (never raised: it is the state's
+        answer). CANCELED and CLOSED are states."""
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
             if state == State.FAILED:
-                raise statement_failure(response)
+                return StatementInfo(statement_id, state, failure=statement_failure(response))
             if state != State.SUCCEEDED:
-                return StatementInfo(response.statement_id, state)
+                return StatementInfo(response.statement_id, reported_state(state))
             manifest, first = _result_of(response)
             columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
@@ -474,21 +507,19 @@ class QueryService:
     ) -> RowsPage:
         """Rows `[offset, offset + limit)`, reading only the chunks that hold them, in order.
 
-        A statement that is not SUCCEEDED gives an empty page with its state (FAILED raises,
-        CLOSED raises StatementClosed: its result is gone). Past the end: an empty page.
+        A statement that is not SUCCEEDED gives an empty page with its state (CLOSED raises
+        StatementClosed: its result is gone). Past the end: an empty page.
         """
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
-            if state == State.FAILED:
-                raise statement_failure(response)
             if state == State.CLOSED:
                 raise StatementClosed(
                     "the statement's result is no longer available", statement_id=statement_id
                 )
             if state != State.SUCCEEDED:
-                return RowsPage(state, [], offset, 0)
+                return RowsPage(reported_state(state), [], offset, 0)
             manifest, first = _result_of(response)
             total = manifest.total_row_count
             end = min(offset + limit, total)
@@ -603,6 +634,18 @@ class OpenStatement:
     def truncated(self) -> bool:
         """True when the warehouse cut the result (row_limit, byte_limit)."""
         return self.manifest.truncated
+
+    @property
+    def announced_rows(self) -> int | None:
+        """Rows of the result, when the warehouse said (it may leave out a zero, §5)."""
+        said = "total_row_count" in self.manifest.model_fields_set
+        return self.manifest.total_row_count if said else None
+
+    @property
+    def announced_chunks(self) -> int | None:
+        """Chunks of the result, when the warehouse said."""
+        said = "total_chunk_count" in self.manifest.model_fields_set
+        return self.manifest.total_chunk_count if said else None
 
     async def __aenter__(self) -> OpenStatement:
         started = self.service.clock()
