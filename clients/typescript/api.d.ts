@@ -1064,7 +1064,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1351,7 +1351,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1618,7 +1618,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1797,7 +1797,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -1942,7 +1942,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2084,7 +2084,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
@@ -2242,7 +2242,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
                     /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
