@@ -1,4 +1,5 @@
-"""Normalizer throughput: rows/s of `convert_rows` and `convert_arrow` on synthetic wide rows.
+"""Normalizer throughput: rows/s of `convert_rows` and `convert_arrow` on synthetic wide rows,
+and of NDJSON lines written from Arrow chunks the plain way and a whole column at a time.
 
 The rows are the eight columns of the large-result benchmark (LONG, DOUBLE, DECIMAL(18,2),
 STRING, DATE, TIMESTAMP, BOOLEAN, a LONG that is NULL in every third row), in the string forms
@@ -28,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from dbx_backend.engine import normalize
+from dbx_backend.engine.json_lines import JsonLines, encode_rows
 
 COLUMNS = [
     ("id", "LONG", "BIGINT", None),
@@ -142,11 +144,47 @@ def measure(versions: dict[str, ModuleType], count: int, repeats: int) -> dict[s
     return entry
 
 
+def measure_ndjson(count: int, chunk_rows: int, repeats: int) -> dict[str, Any]:
+    """Rows/s of NDJSON lines from Arrow chunks of `chunk_rows` (as the local warehouse sends
+    them): the plain way (`convert_arrow`, then orjson per row) and whole columns at a time
+    (`JsonLines`), alternating; both must give the same bytes first."""
+    batch = arrow_batch(count)
+    chunks = [batch.slice(start, chunk_rows) for start in range(0, count, chunk_rows)]
+    conv = converter(normalize)
+    lines = JsonLines(conv.columns, normalize.NormalizeOptions())
+
+    def plain() -> list[bytes]:
+        return [encode_rows(conv.convert_arrow(chunk)) for chunk in chunks]
+
+    def whole_columns() -> list[bytes | memoryview]:
+        return [lines.from_arrow(chunk).data for chunk in chunks]
+
+    if b"".join(plain()) != b"".join(bytes(d) for d in whole_columns()):
+        raise SystemExit("the two ways disagree on the benchmark rows")
+    samples: dict[str, list[float]] = {"plain": [], "whole_columns": []}
+    for repeat in range(repeats + 1):
+        for name, call in (("plain", plain), ("whole_columns", whole_columns)):
+            gc.collect()
+            start = time.perf_counter()
+            out = call()
+            elapsed = time.perf_counter() - start
+            del out
+            if repeat:
+                samples[name].append(count / elapsed)
+    medians = {name: round(statistics.median(runs)) for name, runs in samples.items()}
+    return {
+        "chunk_rows": chunk_rows,
+        "rows_per_s": medians,
+        "speedup": round(medians["whole_columns"] / medians["plain"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another normalize.py to time alongside")
+    parser.add_argument("--chunk-rows", type=int, default=10_000, help="NDJSON: rows per chunk")
     args = parser.parse_args()
 
     versions: dict[str, ModuleType] = {"current": normalize}
@@ -159,8 +197,11 @@ def main() -> None:
         "columns": [f"{name} {text}" for name, _, text, _ in COLUMNS],
         "rows_per_s": {},
     }
+    report["ndjson_from_arrow"] = {}
     for count in args.rows:
         report["rows_per_s"][str(count)] = measure(versions, count, args.repeats)
+        ndjson = measure_ndjson(count, args.chunk_rows, args.repeats)
+        report["ndjson_from_arrow"][str(count)] = ndjson
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

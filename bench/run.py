@@ -1,4 +1,5 @@
-"""Benchmarks of issue 4: large results, the lsql client stack, and small-query latency.
+"""Benchmarks of issues 4 and 12: large results, the lsql client stack, small-query latency,
+and (issue 12) the Arrow stream and NDJSON against the raw Arrow chunks in one run.
 
 Starts `dbx-backend warehouse` and `dbx-backend serve` on loopback, runs every case several
 times, samples each process's peak RSS, and prints ONE JSON document on stdout (progress goes
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +66,25 @@ WIDE_SQL = (
 def wide_sql(rows: int) -> str:
     """The mixed-type statement over `rows` rows."""
     return WIDE_SQL.format(rows=int(rows))
+
+
+# Issue 12's statement: seven mixed columns (the eight above less the nullable LONG).
+SEVEN_SQL = (
+    "SELECT id,"
+    " CAST(id AS DOUBLE) * 1.5 AS dbl,"
+    " CAST(id / 100 AS DECIMAL(18,2)) AS dec,"
+    " concat('row-', id) AS str,"
+    " CAST(date_add(DATE'2020-01-01', CAST(id % 1000 AS INT)) AS DATE) AS dt,"
+    " timestampadd(SECOND, id, TIMESTAMP'2020-01-01 00:00:00') AS ts,"
+    " id % 2 = 0 AS flag"
+    " FROM range({rows}) AS t(id)"
+)
+ARROW_MEDIA = "application/vnd.apache.arrow.stream"
+
+
+def seven_sql(rows: int) -> str:
+    """Issue 12's seven-column statement over `rows` rows."""
+    return SEVEN_SQL.format(rows=int(rows))
 
 
 @dataclass
@@ -187,13 +208,17 @@ async def service_read(
             if not first_byte:
                 first_byte = time.perf_counter()
             size += len(piece)
-            if accept == "application/json":
+            if accept in ("application/json", ARROW_MEDIA):
                 parts.append(piece)
             else:
                 newlines += piece.count(b"\n")
                 last_line = (last_line + piece)[-512:]
     done = time.perf_counter()
-    if accept == "application/json":
+    if accept == ARROW_MEDIA:
+        import pyarrow as pa
+
+        rows = pa.ipc.open_stream(b"".join(parts)).read_all().num_rows
+    elif accept == "application/json":
         document = orjson.loads(b"".join(parts))
         if document["truncated"]:
             raise RuntimeError(f"JSON result truncated at {document['row_count']} rows")
@@ -456,12 +481,17 @@ def run_lsql(wport: int, sql: str, *options: str) -> dict[str, Any]:
     return report
 
 
-def lsql_case(wport: int, rows: int, repeats: int) -> dict[str, Any]:
+def lsql_case(
+    wport: int, rows: int, repeats: int, sql: str | None = None, *, as_shipped: bool = True
+) -> dict[str, Any]:
     """lsql's fetch_all: as shipped (records why it fails), then with a DECIMAL converter added."""
-    sql = wide_sql(rows)
+    sql = sql or wide_sql(rows)
     report: dict[str, Any] = {"environment": ensure_lsql_venv()}
-    report["as_shipped_default_disposition"] = run_lsql(wport, sql)
-    report["as_shipped_external_links"] = run_lsql(wport, sql, "--disposition", "EXTERNAL_LINKS")
+    if as_shipped:
+        report["as_shipped_default_disposition"] = run_lsql(wport, sql)
+        report["as_shipped_external_links"] = run_lsql(
+            wport, sql, "--disposition", "EXTERNAL_LINKS"
+        )
     runs = []
     for attempt in range(repeats):
         run = run_lsql(wport, sql, "--disposition", "EXTERNAL_LINKS", "--decimal-converter")
@@ -555,6 +585,134 @@ async def service_cases(
                     measure(name, read, pids, repeats=args.repeats, expected_rows=args.rows),
                 )
     return report
+
+
+CASES = ("arrow", "large", "latency", "lsql")
+ISSUE12_SERVICE_CASES = (("arrow", ARROW_MEDIA), ("ndjson", "application/x-ndjson"))
+
+
+async def arrow_cases(
+    wport: int, warehouse: ChildProcess, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Issue 12 in one run: the raw Arrow chunks, the service's Arrow stream and its NDJSON
+    stream (one fresh service each, with the default EXTERNAL_LINKS_FORMAT, ARROW_STREAM), then
+    lsql, all on the seven-column statement, and the issue's targets.
+
+    The three are run in turns (raw, Arrow, NDJSON, raw, ...) so that a machine whose load
+    drifts during the run weighs on each alike; each keeps its own runs and RSS peaks.
+    """
+    sql, rows, repeats = seven_sql(args.rows), args.rows, args.repeats
+    report: dict[str, Any] = {"statement": sql, "rows": rows, "load_average_before": _load()}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                f"http://127.0.0.1:{wport}", headers=auth, timeout=REQUEST_TIMEOUT
+            )
+        )
+        bare = await stack.enter_async_context(aiohttp.ClientSession(timeout=REQUEST_TIMEOUT))
+        reads: dict[str, tuple[Callable[[], Awaitable[Read]], dict[str, int]]] = {
+            "raw_arrow_download": (
+                partial(baseline_external, session, bare, sql, "ARROW_STREAM"),
+                {"warehouse": warehouse.pid},
+            )
+        }
+        for label, accept in ISSUE12_SERVICE_CASES:
+            sport, service_pid = await stack.enter_async_context(
+                running_service(wport, "ARROW_STREAM")
+            )
+            client = await stack.enter_async_context(
+                aiohttp.ClientSession(f"http://127.0.0.1:{sport}", timeout=REQUEST_TIMEOUT)
+            )
+            reads[f"service_{label}"] = (
+                partial(service_read, client, sql, accept),
+                {"service": service_pid, "warehouse": warehouse.pid},
+            )
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in reads}
+        for _ in range(repeats):
+            for name, (read, pids) in reads.items():
+                runs[name].append(
+                    await guarded(
+                        name, measure(f"issue12 {name}", read, pids, repeats=1, expected_rows=rows)
+                    )
+                )
+        for name, measured in runs.items():
+            report[name] = _merge_runs(measured)
+    report["load_average_after"] = _load()
+    if not args.skip_lsql:
+        log("issue12 lsql")
+        try:
+            lsql = await asyncio.to_thread(lsql_case, wport, rows, repeats, sql, as_shipped=False)
+            report["lsql"] = lsql["with_decimal_converter"]
+        except (subprocess.SubprocessError, OSError) as exc:
+            report["lsql"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    report["targets"] = arrow_targets(report)
+    return report
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _merge_runs(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several one-run `measure` reports: wall times, rows/s and RSS peaks."""
+    ok = [m for m in measured if "error" not in m]
+    if not ok:
+        return measured[0] if measured else {"error": "no run"}
+    walls = [m["wall_s"]["median"] for m in ok]
+    merged: dict[str, Any] = {
+        "rows": ok[0]["rows"],
+        "body_bytes": ok[0]["body_bytes"],
+        "wall_s": summarize(walls),
+        "rows_per_s_median": round(ok[0]["rows"] / statistics.median(walls)),
+        "errors": [m["error"] for m in measured if "error" in m],
+        "rss_mib": {},
+    }
+    for process in ok[0]["rss_mib"]:
+        peaks = [m["rss_mib"][process]["peak_max"] for m in ok]
+        merged["rss_mib"][process] = {
+            "before_first_run": ok[0]["rss_mib"][process]["before_median"],
+            "peak_median": statistics.median(peaks),
+            "peak_max": max(peaks),
+            "peak_runs": peaks,
+        }
+    return merged
+
+
+def arrow_targets(report: dict[str, Any]) -> dict[str, Any]:
+    """Issue 12's targets: Arrow stream <= 1.2x and NDJSON <= 2.0x the raw Arrow download
+    (median wall times), service peak RSS < 150 MB (10^6 bytes) for both streams."""
+    raw = dig(report, "raw_arrow_download", "wall_s", "median")
+
+    def peak_mb(label: str) -> float | None:
+        peak = dig(report, f"service_{label}", "rss_mib", "service", "peak_max")
+        return round(peak * 1.048576, 1) if isinstance(peak, float | int) else None
+
+    def met(value: float | None, limit: float) -> bool | None:
+        return None if value is None else value <= limit
+
+    def under(value: float | None, limit: float) -> bool | None:
+        return None if value is None else value < limit
+
+    arrow = ratio(dig(report, "service_arrow", "wall_s", "median"), raw)
+    ndjson = ratio(dig(report, "service_ndjson", "wall_s", "median"), raw)
+    lsql = ratio(dig(report, "lsql", "fetch_all_s", "median"), raw)
+    return {
+        "raw_arrow_download_s": raw,
+        "arrow_stream_over_raw": {"measured": arrow, "target": "<= 1.2", "met": met(arrow, 1.2)},
+        "ndjson_over_raw": {"measured": ndjson, "target": "<= 2.0", "met": met(ndjson, 2.0)},
+        "lsql_fetch_all_over_raw": {"measured": lsql, "target": "none (reported)"},
+        "service_peak_rss_arrow_mb": {
+            "measured": peak_mb("arrow"),
+            "target": "< 150",
+            "met": under(peak_mb("arrow"), 150),
+        },
+        "service_peak_rss_ndjson_mb": {
+            "measured": peak_mb("ndjson"),
+            "target": "< 150",
+            "met": under(peak_mb("ndjson"), 150),
+        },
+    }
 
 
 async def latency_cases(wport: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -751,22 +909,28 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "large_result": {},
     }
+    cases = set(args.cases)
     with start_warehouse(wport) as warehouse:
         wait_until_ready(warehouse, wport)
         log(f"warehouse ready on port {wport}")
-        large = report["large_result"]
-        large["baseline"] = await baseline_cases(wport, {"warehouse": warehouse.pid}, args)
-        for fmt in ("JSON_ARRAY", "ARROW_STREAM"):
-            large[f"service_{fmt.lower()}"] = await service_cases(wport, warehouse, fmt, args)
-        report["small_query"] = await guarded("latency", latency_cases(wport, args))
-        if not args.skip_lsql:
+        if "arrow" in cases:
+            report["issue12_arrow_and_ndjson"] = await arrow_cases(wport, warehouse, args)
+        if "large" in cases:
+            large = report["large_result"]
+            large["baseline"] = await baseline_cases(wport, {"warehouse": warehouse.pid}, args)
+            for fmt in ("JSON_ARRAY", "ARROW_STREAM"):
+                large[f"service_{fmt.lower()}"] = await service_cases(wport, warehouse, fmt, args)
+        if "latency" in cases:
+            report["small_query"] = await guarded("latency", latency_cases(wport, args))
+        if "lsql" in cases and not args.skip_lsql:
             log("lsql case")
             try:
                 report["lsql"] = await asyncio.to_thread(lsql_case, wport, args.rows, args.repeats)
             except (subprocess.SubprocessError, OSError) as exc:
                 report["lsql"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-    report["ratios_service_over_baseline"] = ratios(report)
-    report["targets"] = targets(report)
+    if "large" in cases:
+        report["ratios_service_over_baseline"] = ratios(report)
+        report["targets"] = targets(report)
     report["total_s"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -780,6 +944,13 @@ def main() -> int:
     parser.add_argument("--requests-c1", type=int, default=500)
     parser.add_argument("--requests-c32", type=int, default=2000)
     parser.add_argument("--skip-lsql", action="store_true")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        default=list(CASES),
+        help="which cases to run (default: all); 'arrow' is issue 12's",
+    )
     args = parser.parse_args()
     report = asyncio.run(run_all(args))
     print(json.dumps(report, indent=2))

@@ -28,6 +28,7 @@ from dbx_backend.engine.cache_store import MemoryStore
 from dbx_backend.engine.coalesce import Coalescer
 from dbx_backend.engine.gate import Gate
 from dbx_backend.engine.limiter import QueryLimiter
+from dbx_backend.engine.memory import MemoryBudget
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.result_cache import ResultCache
@@ -39,6 +40,7 @@ from dbx_backend.keys import (
     IDEMPOTENCY,
     IN_FLIGHT,
     LIMITER,
+    MEMORY_BUDGET,
     METRICS,
     QUERIES,
     QUERY_SERVICE,
@@ -115,6 +117,12 @@ def create_app(
     app[QUERIES] = queries = load_queries(settings.queries_dir) if settings.queries_dir else {}
     app[METRICS] = metrics
     app[TASKS] = tasks = TaskOwner()
+    # One memory budget: the engine's answers and streams and the cache's store share it.
+    memory = MemoryBudget(
+        settings.memory_budget_mb * 1024 * 1024, wait_s=settings.memory_wait_s, observer=metrics
+    )
+    metrics.track_memory(memory)
+    app[MEMORY_BUDGET] = memory
     app[READINESS] = Readiness(tasks=tasks)
 
     async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -129,13 +137,15 @@ def create_app(
                 call_timeout_s=settings.query_timeout_s,
                 gate=Gate.from_settings(settings, queries),
                 tasks=tasks,
+                memory=memory,
             )
             metrics.track(lambda: app[LIMITER].in_flight, lambda: client.auth.refreshes)
             yield
             await tasks.drain()  # cancels and submits still out, before the client closes
 
     async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-        local = LocalState(MemoryStore(settings.cache_max_bytes, settings.cache_max_entry_bytes))
+        store = MemoryStore(settings.cache_max_bytes, settings.cache_max_entry_bytes, budget=memory)
+        local = LocalState(store)
         state: SharedState = local
         if settings.cache_url is not None:
             state = RedisState(

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from dbx_backend import __version__, serving
+from dbx_backend.allocator import tune_allocator
 from dbx_backend.app import create_app
 from dbx_backend.config import ConfigError, Settings, load_settings
 from dbx_backend.hosts import is_loopback
@@ -54,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     warn_if_exposed(settings)
+    tune_allocator()
     return asyncio.run(_serve(settings))
 
 
@@ -108,6 +110,8 @@ def dev(args: argparse.Namespace) -> int:
     token = args.token or f"dapi-local-{secrets.token_urlsafe(24)}"
     config = WarehouseConfig(host="127.0.0.1", port=args.warehouse_port, token=token)
     port = args.port or _settings_port()
+
+    tune_allocator()
 
     async def run() -> int:
         stop = serving.stop_signal()

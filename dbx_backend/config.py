@@ -104,6 +104,10 @@ class Settings(BaseModel):
         default="ARROW_STREAM", alias="EXTERNAL_LINKS_FORMAT"
     )
     download_window: int = Field(default=4, alias="DOWNLOAD_WINDOW", ge=1, le=32)
+    # What buffered answers in flight, streams' windows and the result cache hold at once
+    # (see README, "Sizing"); a request waits this long for room, then gets 503.
+    memory_budget_mb: int = Field(default=384, alias="MEMORY_BUDGET_MB", ge=1)
+    memory_wait_s: float = Field(default=5.0, alias="MEMORY_WAIT_S", ge=0, le=300)
     # The dev console at `/` (static page; its API calls need a key when API_KEYS is set).
     # Off for `serve` unless asked for; `dbx-backend dev` turns it on.
     console: bool = Field(default=False, alias="CONSOLE")

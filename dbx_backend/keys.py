@@ -9,6 +9,7 @@ from dbx_backend.config import Settings
 from dbx_backend.engine.handles import HandleSigner
 from dbx_backend.engine.idempotency import IdempotencyStore
 from dbx_backend.engine.limiter import QueryLimiter
+from dbx_backend.engine.memory import MemoryBudget
 from dbx_backend.engine.open_statements import OpenStatements
 from dbx_backend.engine.query_service import QueryService
 from dbx_backend.engine.result_cache import ResultCache
@@ -26,6 +27,8 @@ SECRETS: web.AppKey[tuple[str, ...]] = web.AppKey("secrets")
 # The engine: the only way to the warehouse (the transport itself is held by no key).
 QUERY_SERVICE = web.AppKey("query_service", QueryService)
 LIMITER = web.AppKey("limiter", QueryLimiter)
+# MEMORY_BUDGET_MB: shared by buffered answers, streams' windows and the result cache.
+MEMORY_BUDGET = web.AppKey("memory_budget", MemoryBudget)
 QUERIES = web.AppKey("queries", dict[str, NamedQuery])
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
@@ -49,3 +52,4 @@ RETRIES = web.RequestKey("retries", int)
 WAREHOUSE_MS = web.RequestKey("warehouse_ms", float)
 ERROR_CODE = web.RequestKey("error_code", str)
 CACHE_STATUS = web.RequestKey("cache_status", str)  # hit, miss, stale, coalesced, bypass
+MEMORY_WAIT_MS = web.RequestKey("memory_wait_ms", float)  # waited for the memory budget

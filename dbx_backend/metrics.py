@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from dbx_backend.engine.memory import MemoryBudget
+
 _WAREHOUSE_STATES = frozenset(
     {"UNKNOWN", "STOPPED", "STARTING", "RUNNING", "STOPPING", "DELETING", "DELETED"}
 )
@@ -84,6 +86,31 @@ class Metrics:
             registry=r,
         )
         self._warehouse_state: Callable[[], str] = lambda: "UNKNOWN"
+        # The memory budget (MEMORY_BUDGET_MB).
+        self.memory_budget = Gauge(
+            "dbx_memory_budget_bytes", "The memory budget (MEMORY_BUDGET_MB).", registry=r
+        )
+        self.memory_reserved = Gauge(
+            "dbx_memory_reserved_bytes",
+            "Bytes reserved now by buffered answers in flight and streams' windows.",
+            registry=r,
+        )
+        self.memory_cached = Gauge(
+            "dbx_memory_cache_bytes", "Bytes the result cache holds in the budget.", registry=r
+        )
+        self.memory_waits = Counter(
+            "dbx_memory_waits", "Requests that waited for room in the memory budget.", registry=r
+        )
+        self.memory_refusals = Counter(
+            "dbx_memory_refusals",
+            "Requests refused (503 SERVICE_BUSY): no room within MEMORY_WAIT_S.",
+            registry=r,
+        )
+        self.memory_truncations = Counter(
+            "dbx_memory_truncations",
+            "Answers larger than the whole budget, cut at it (truncated).",
+            registry=r,
+        )
 
     def call_finished(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One warehouse call ended with `outcome` (an HTTP status or "error")."""
@@ -129,6 +156,24 @@ class Metrics:
         self.cache_bytes.set_function(bytes_held)
         self.cache_evictions.set_function(evictions)
         self._warehouse_state = warehouse_state
+
+    def track_memory(self, budget: MemoryBudget) -> None:
+        """Read the memory budget's figures at scrape time."""
+        self.memory_budget.set_function(lambda: budget.total)
+        self.memory_reserved.set_function(lambda: budget.reserved)
+        self.memory_cached.set_function(lambda: budget.cached)
+
+    def memory_waited(self) -> None:
+        """A request waits for room in the memory budget."""
+        self.memory_waits.inc()
+
+    def memory_refused(self) -> None:
+        """A request found no room within MEMORY_WAIT_S."""
+        self.memory_refusals.inc()
+
+    def memory_truncated(self) -> None:
+        """An answer was cut at the whole budget."""
+        self.memory_truncations.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -319,7 +319,7 @@ async def test_an_unexpected_failure_gets_a_redacted_500(
     async def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError(f"boom {TEST_TOKEN} SELECT secret_column")
 
-    monkeypatch.setattr(QueryService, "collect", explode)
+    monkeypatch.setattr(QueryService, "answer_json", explode)
 
     status, body = await post_query(client, {"sql": "SELECT secret_column"})
 

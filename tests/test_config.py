@@ -226,3 +226,19 @@ def test_the_cache_url_password_never_appears() -> None:
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(refused.value)
     assert settings.cache_scope == "per_key"
+
+
+def test_memory_budget_defaults() -> None:
+    settings = load_settings(TEST_ENV, env_file=None)
+
+    assert (settings.memory_budget_mb, settings.memory_wait_s) == (384, 5)
+
+
+def test_malformed_memory_settings_are_all_named_at_once() -> None:
+    change = {"MEMORY_BUDGET_MB": "0", "MEMORY_WAIT_S": "-1"}
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**TEST_ENV, **change}, env_file=None)
+
+    assert "MEMORY_BUDGET_MB" in str(refused.value)
+    assert "MEMORY_WAIT_S" in str(refused.value)

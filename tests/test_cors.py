@@ -122,6 +122,28 @@ async def test_a_hostile_origin_cannot_forge_a_log_line_or_flood_the_message(
     assert len(line) < 400
 
 
+async def test_an_allowed_origin_may_read_the_timing_and_the_csv_file_name(
+    aiohttp_client: MakeClient,
+) -> None:
+    client = await make(aiohttp_client)
+
+    response = await client.get("/health", headers={"Origin": WEB_APP})
+
+    exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"Server-Timing", "Content-Disposition", "X-Request-ID", "Retry-After"} <= exposed
+    assert response.headers["Timing-Allow-Origin"] == WEB_APP
+
+
+async def test_other_origins_get_no_timing_allow_origin(aiohttp_client: MakeClient) -> None:
+    client = await make(aiohttp_client)
+
+    foreign = await client.get("/health", headers={"Origin": "https://evil.example"})
+    no_origin = await client.get("/health")
+
+    assert "Timing-Allow-Origin" not in foreign.headers
+    assert "Timing-Allow-Origin" not in no_origin.headers
+
+
 def test_shown_quotes_escapes_and_cuts() -> None:
     assert shown("http://a.test") == "'http://a.test'"
     assert shown("a\nb") == "'a\\nb'"

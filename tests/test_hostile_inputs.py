@@ -75,7 +75,8 @@ async def post_json(client: Client, path: str, body: Any, **headers: str) -> tup
 
 
 async def handle(client: Client) -> str:
-    status, body = await post_json(client, "/api/statements", {"sql": "SELECT 1"})
+    # Waits for the end, so its rows can be read (before that they are a 409).
+    status, body = await post_json(client, "/api/statements", {"sql": "SELECT 1", "wait_s": 5})
     assert status == 202
     return str(body["statement_id"])
 

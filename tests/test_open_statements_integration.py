@@ -129,7 +129,8 @@ async def test_a_statement_polled_to_its_end_gives_its_slot_back(
 async def test_a_statement_that_ended_at_submit_holds_no_slot(service: MakeService) -> None:
     client = await service(MAX_OPEN_STATEMENTS="1")
 
-    answers = [await submit(client, {"sql": "SELECT 1 AS one"}) for _ in range(3)]
+    body = {"sql": "SELECT 1 AS one", "wait_s": 5}  # it ends while the submit waits
+    answers = [await submit(client, body) for _ in range(3)]
 
     assert [(status, body["state"]) for status, body, _ in answers] == [(202, "SUCCEEDED")] * 3
 

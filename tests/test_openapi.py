@@ -16,12 +16,14 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
+from dbx_backend.api.models import StatementState
 from dbx_backend.api.openapi import openapi_document
 from dbx_backend.app import create_app
 from dbx_backend.cli import main
@@ -494,3 +496,73 @@ def test_every_error_code_is_named_in_the_document() -> None:
     codes = {row.code for row in ERROR_RESPONSES.values() if row.status != 405} | {INTERNAL.code}
 
     assert sorted(code for code in codes if code not in text) == []
+
+
+def test_every_response_declares_the_headers_it_sends(document: dict[str, Any]) -> None:
+    expected = {"401": "WWW-Authenticate", "405": "Allow", "429": "Retry-After"}
+    expected["503"] = "Retry-After"
+    missing = [
+        f"{method} {path} {status}: {header}"
+        for (method, path), operation in operations(document).items()
+        for status, response in operation["responses"].items()
+        for header in ("X-Request-ID", expected.get(status))
+        if header is not None and header not in response.get("headers", {})
+    ]
+    assert missing == []
+    for path in ("/api/query", "/api/queries/{name}"):
+        ok = document["paths"][path]["post"]["responses"]["200"]["headers"]
+        assert {"Server-Timing", "Content-Disposition"} <= set(ok)
+
+
+def test_every_operation_declares_405(document: dict[str, Any]) -> None:
+    assert [key for key, op in operations(document).items() if "405" not in op["responses"]] == []
+
+
+def test_error_codes_are_an_enum_of_the_one_table(document: dict[str, Any]) -> None:
+    codes = document["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
+
+    assert set(codes) == {row.code for row in (*ERROR_RESPONSES.values(), INTERNAL)}
+
+
+def test_statement_status_is_a_union_discriminated_by_every_state(
+    document: dict[str, Any],
+) -> None:
+    status = document["components"]["schemas"]["StatementStatus"]
+
+    assert status["discriminator"]["propertyName"] == "state"
+    assert set(status["discriminator"]["mapping"]) == set(get_args(StatementState))
+    assert len(status["oneOf"]) == 4
+
+
+def test_every_number_in_the_document_is_bounded(document: dict[str, Any]) -> None:
+    """Counts, offsets, sizes and options all state their range; only JSON values themselves
+    (cells, parameter values) may be any number."""
+    unbounded: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("integer", "number") and not (
+                {"minimum", "exclusiveMinimum"} & node.keys() and "maximum" in node
+            ):
+                unbounded.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(document, "")
+    free = ("/components/schemas/JsonValue/", "/properties/params/", "/properties/value/")
+    assert [where for where in unbounded if not any(part in where for part in free)] == []
+
+
+def test_ndjson_lines_are_named_schemas(document: dict[str, Any]) -> None:
+    media = document["paths"]["/api/query"]["post"]["responses"]["200"]["content"]
+    lines = media["application/x-ndjson"]["x-item-schema"]["oneOf"]
+
+    assert [line["$ref"].rsplit("/", 1)[1] for line in lines] == [
+        "NdjsonHeader",
+        "NdjsonRow",
+        "NdjsonFooter",
+        "ErrorResponse",
+    ]

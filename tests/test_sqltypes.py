@@ -84,20 +84,40 @@ def test_manifest_precision_and_scale_win_over_the_type_text() -> None:
 
 
 SHAPES = [
-    pytest.param("LONG", "BIGINT", False, {"json_type": "number"}, id="long"),
-    pytest.param("LONG", "BIGINT", True, {"json_type": "string"}, id="long-as-string"),
-    pytest.param("DOUBLE", "DOUBLE", False, {"json_type": "number"}, id="double"),
-    pytest.param("DECIMAL", "DECIMAL(4,2)", False, {"json_type": "string"}, id="decimal"),
-    pytest.param("BOOLEAN", "BOOLEAN", False, {"json_type": "boolean"}, id="boolean"),
-    pytest.param("TIMESTAMP_NTZ", "TIMESTAMP_NTZ", False, {"json_type": "string"}, id="ntz"),
-    pytest.param("NULL", "VOID", False, {"json_type": "null"}, id="null"),
-    pytest.param("VARIANT", "VARIANT", False, {"json_type": "any"}, id="variant"),
-    pytest.param("GEOMETRY", "GEOMETRY(4326)", False, {"json_type": "string"}, id="geometry"),
+    pytest.param("LONG", "BIGINT", False, {"json_type": "number", "type": "LONG"}, id="long"),
+    pytest.param(
+        "LONG", "BIGINT", True, {"json_type": "string", "type": "LONG"}, id="long-as-string"
+    ),
+    pytest.param("DOUBLE", "DOUBLE", False, {"json_type": "number", "type": "DOUBLE"}, id="double"),
+    pytest.param(
+        "DECIMAL", "DECIMAL(4,2)", False, {"json_type": "string", "type": "DECIMAL"}, id="decimal"
+    ),
+    pytest.param(
+        "BOOLEAN", "BOOLEAN", False, {"json_type": "boolean", "type": "BOOLEAN"}, id="boolean"
+    ),
+    pytest.param(
+        "TIMESTAMP_NTZ",
+        "TIMESTAMP_NTZ",
+        False,
+        {"json_type": "string", "type": "TIMESTAMP_NTZ"},
+        id="ntz",
+    ),
+    pytest.param("NULL", "VOID", False, {"json_type": "null", "type": "NULL"}, id="null"),
+    pytest.param(
+        "VARIANT", "VARIANT", False, {"json_type": "any", "type": "VARIANT"}, id="variant"
+    ),
+    pytest.param(
+        "GEOMETRY",
+        "GEOMETRY(4326)",
+        False,
+        {"json_type": "string", "type": "GEOMETRY"},
+        id="geometry",
+    ),
     pytest.param(
         "ARRAY",
         "ARRAY<BIGINT>",
         True,
-        {"json_type": "array", "items": {"json_type": "string"}},
+        {"json_type": "array", "type": "ARRAY", "items": {"json_type": "string", "type": "LONG"}},
         id="array-of-long-as-string",
     ),
     pytest.param(
@@ -106,10 +126,16 @@ SHAPES = [
         False,
         {
             "json_type": "object",
+            "type": "STRUCT",
             "fields": [
-                {"name": "id", "json_type": "number"},
-                {"name": "price", "json_type": "string"},
-                {"name": "tags", "json_type": "array", "items": {"json_type": "string"}},
+                {"name": "id", "json_type": "number", "type": "LONG"},
+                {"name": "price", "json_type": "string", "type": "DECIMAL"},
+                {
+                    "name": "tags",
+                    "json_type": "array",
+                    "type": "ARRAY",
+                    "items": {"json_type": "string", "type": "STRING"},
+                },
             ],
         },
         id="struct",
@@ -118,7 +144,7 @@ SHAPES = [
         "MAP",
         "MAP<STRING,DOUBLE>",
         False,
-        {"json_type": "object", "values": {"json_type": "number"}},
+        {"json_type": "object", "type": "MAP", "values": {"json_type": "number", "type": "DOUBLE"}},
         id="map-string-keys",
     ),
     pytest.param(
@@ -127,27 +153,43 @@ SHAPES = [
         True,
         {
             "json_type": "array",
+            "type": "MAP",
             "items": {
                 "json_type": "object",
                 "fields": [
-                    {"name": "key", "json_type": "string"},
-                    {"name": "value", "json_type": "boolean"},
+                    {"name": "key", "json_type": "string", "type": "LONG"},
+                    {"name": "value", "json_type": "boolean", "type": "BOOLEAN"},
                 ],
             },
         },
         id="map-other-keys",
     ),
     pytest.param(
-        "ARRAY", "ARRAY", False, {"json_type": "array", "items": {"json_type": "any"}}, id="array?"
+        "ARRAY",
+        "ARRAY",
+        False,
+        {"json_type": "array", "type": "ARRAY", "items": {"json_type": "any"}},
+        id="array?",
     ),
     pytest.param(
         "STRUCT",
         "STRUCT",
         False,
-        {"json_type": "object", "values": {"json_type": "any"}},
+        {"json_type": "object", "type": "STRUCT", "values": {"json_type": "any"}},
         id="struct?",
     ),
-    pytest.param("MAP", "MAP", False, {"json_type": "any"}, id="map-keys-unknown"),
+    pytest.param("MAP", "MAP", False, {"json_type": "any", "type": "MAP"}, id="map-keys-unknown"),
+    pytest.param(
+        "ARRAY",
+        "ARRAY<FANCY>",
+        False,
+        {
+            "json_type": "array",
+            "type": "ARRAY",
+            "items": {"json_type": "string", "type": "UNKNOWN"},
+        },
+        id="unknown-part",
+    ),
 ]
 
 
@@ -172,7 +214,7 @@ def test_columns_carry_the_json_shape_of_the_options_they_were_read_with() -> No
     (plain,) = columns_from_manifest(manifest, NormalizeOptions())
     (strings,) = columns_from_manifest(manifest, NormalizeOptions(long_as_string=True))
 
-    assert plain.to_json()["items"] == {"json_type": "number"}
+    assert plain.to_json()["items"] == {"json_type": "number", "type": "LONG"}
     assert strings.to_json() == {
         "name": "xs",
         "type": "ARRAY",
@@ -180,7 +222,7 @@ def test_columns_carry_the_json_shape_of_the_options_they_were_read_with() -> No
         "position": 0,
         "nullable": None,
         "json_type": "array",
-        "items": {"json_type": "string"},
+        "items": {"json_type": "string", "type": "LONG"},
     }
 
 

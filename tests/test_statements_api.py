@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -149,7 +151,7 @@ async def test_submit_answers_202_with_a_handle_and_does_not_wait_for_rows(
     assert body["statement_id"] != SID
     sent = mocked.requests[("POST", URL(STATEMENTS))][0].kwargs["json"]
     assert sent["on_wait_timeout"] == "CONTINUE"
-    assert sent["wait_timeout"] in ("0s", "5s")
+    assert sent["wait_timeout"] == "0s"
     assert sent["parameters"] == [{"name": "n", "value": "3", "type": "BIGINT"}]
 
 
@@ -162,6 +164,7 @@ async def test_submit_poll_page_until_complete(client: Client, mocked: aiorespon
     handle = (await submit(client))["statement_id"]
 
     running = await get_json(client, f"/api/statements/{handle}")
+    assert running == (200, {"statement_id": handle, "state": "RUNNING", "elapsed_ms": 0})
     done = await get_json(client, f"/api/statements/{handle}?limit=1")
     pages, offset = [], done[1]["next_offset"]
     for _ in range(10):  # bounded: five rows, two per page
@@ -174,7 +177,6 @@ async def test_submit_poll_page_until_complete(client: Client, mocked: aiorespon
         pages.append(page)
         offset = page["next_offset"]
 
-    assert running == (200, {"statement_id": handle, "state": "RUNNING"})
     assert done[1]["state"] == "SUCCEEDED"
     assert [c["name"] for c in done[1]["columns"]] == ["n", "s"]
     assert (done[1]["row_count"], done[1]["truncated"], done[1]["rows"]) == (5, False, ROWS[:1])
@@ -320,33 +322,165 @@ async def test_a_bad_page_parameter_is_a_400_naming_it(
     assert warehouse_calls(mocked) == []
 
 
-async def test_rows_of_a_running_statement_are_a_400_naming_its_state(
-    client: Client, mocked: aioresponses
+@pytest.mark.parametrize(
+    "state_name",
+    [
+        pytest.param("PENDING", id="pending"),
+        pytest.param("RUNNING", id="running"),
+        pytest.param("FAILED", id="failed"),
+        pytest.param("CANCELED", id="canceled"),
+    ],
+)
+async def test_rows_before_success_are_a_409_statement_not_ready_with_the_state(
+    client: Client, mocked: aioresponses, state_name: str
 ) -> None:
     mocked.post(STATEMENTS, payload=state("PENDING"))
-    mocked.get(STATUS, payload=state("RUNNING"))
+    mocked.get(STATUS, payload=FAILED if state_name == "FAILED" else state(state_name))
     handle = (await submit(client))["statement_id"]
 
     status, body = await get_json(client, f"/api/statements/{handle}/rows")
 
-    assert status == 400
-    assert "RUNNING" in body["error"]["message"]
+    assert (status, body["error"]["code"], body["error"]["state"]) == (
+        409,
+        "STATEMENT_NOT_READY",
+        state_name,
+    )
+    assert state_name in body["error"]["message"]
+    assert body["error"]["retryable"] is False
+
+
+async def test_a_running_statement_says_how_long_it_has_run(
+    client: Client, mocked: aioresponses, wall: FakeClock
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    mocked.get(STATUS, payload=state("PENDING"))
+    mocked.get(STATUS, payload=state("RUNNING"))
+    handle = (await submit(client))["statement_id"]
+
+    wall.now += 2.5
+    pending = await get_json(client, f"/api/statements/{handle}")
+    wall.now += 60.25
+    running = await get_json(client, f"/api/statements/{handle}")
+
+    assert pending == (200, {"statement_id": handle, "state": "PENDING", "elapsed_ms": 2500})
+    assert running == (200, {"statement_id": handle, "state": "RUNNING", "elapsed_ms": 62750})
+
+
+async def test_a_state_the_protocol_adds_later_is_reported_as_running(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    mocked.get(STATUS, payload=state("QUEUED_FOR_GPU"))
+    handle = (await submit(client))["statement_id"]
+
+    status, body = await get_json(client, f"/api/statements/{handle}")
+
+    assert (status, body["state"]) == (200, "RUNNING")
+
+
+async def test_a_limit_over_the_cap_is_a_400_naming_the_cap(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    handle = (await submit(client))["statement_id"]
+
+    rows = await get_json(client, f"/api/statements/{handle}/rows?limit=10001")
+    first_page = await get_json(client, f"/api/statements/{handle}?limit=10001")
+
+    for status, body in (rows, first_page):
+        assert (status, body["error"]["field"]) == (400, "limit")
+        assert "10000" in body["error"]["message"]
+    assert warehouse_calls(mocked) == []
+
+
+# -- waiting at submit ----------------------------------------------------------------------
+
+
+async def test_wait_s_lets_the_warehouse_hold_the_submit_and_answers_the_end(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=succeeded())
+
+    body = await submit(client, {"sql": "SELECT 1", "wait_s": 10})
+
+    assert body["state"] == "SUCCEEDED"
+    sent = mocked.requests[("POST", URL(STATEMENTS))][0].kwargs["json"]
+    # The warehouse holds the submit for most of wait_s; the last second or so is ours.
+    assert sent["wait_timeout"] in ("8s", "9s")
+
+
+async def test_a_short_wait_s_polls_until_the_statement_ends(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    mocked.get(STATUS, payload=state("RUNNING"))
+    mocked.get(STATUS, payload=succeeded())
+
+    body = await submit(client, {"sql": "SELECT 1", "wait_s": 3})
+
+    assert body["state"] == "SUCCEEDED"
+    assert mocked.requests[("POST", URL(STATEMENTS))][0].kwargs["json"]["wait_timeout"] == "0s"
+    assert warehouse_calls(mocked) == [STATUS, STATUS]
+
+
+async def test_when_wait_s_runs_out_the_answer_is_the_running_state(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"))
+    mocked.get(STATUS, payload=state("RUNNING"), repeat=True)
+
+    body = await submit(client, {"sql": "SELECT 1", "wait_s": 0.1})
+
+    assert body["state"] == "RUNNING"
+    assert 1 <= len(warehouse_calls(mocked)) <= 20  # polled within the tenth of a second
+    assert warehouse_calls(mocked, "POST") == [STATEMENTS]  # and never cancelled
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "problem"),
+    [
+        pytest.param(-1, "greater than or equal to 0", id="negative"),
+        pytest.param(51, "less than or equal to 50", id="over-50"),
+        pytest.param("5", "valid number", id="a-string"),
+    ],
+)
+async def test_a_bad_wait_s_is_a_400_naming_it(
+    client: Client, mocked: aioresponses, wait_s: Any, problem: str
+) -> None:
+    response = await client.post("/api/statements", json={"sql": "SELECT 1", "wait_s": wait_s})
+    error = (await response.json())["error"]
+
+    assert (response.status, error["field"]) == (400, "wait_s")
+    assert problem in error["message"]
+    assert warehouse_calls(mocked, "POST") == []
+
+
+async def test_wait_s_belongs_to_submits_only(client: Client, mocked: aioresponses) -> None:
+    response = await client.post("/api/query", json={"sql": "SELECT 1", "wait_s": 1})
+
+    assert response.status == 400
+    assert (await response.json())["error"]["field"] == "wait_s"
 
 
 # -- failures -------------------------------------------------------------------------------
 
 
-async def test_a_failed_statement_answers_sql_error(client: Client, mocked: aioresponses) -> None:
+async def test_polling_a_failed_statement_is_a_200_carrying_its_error(
+    client: Client, mocked: aioresponses
+) -> None:
     mocked.post(STATEMENTS, payload=state("PENDING"))
     mocked.get(STATUS, payload=FAILED)
     handle = (await submit(client))["statement_id"]
 
-    status, body = await get_json(client, f"/api/statements/{handle}")
+    response = await client.get(f"/api/statements/{handle}")
+    body = await response.json()
 
-    assert status == 400
-    assert body["error"]["code"] == "SQL_ERROR"
-    assert "TABLE_OR_VIEW_NOT_FOUND" in body["error"]["message"]
-    assert body["error"]["sql_state"] == "42P01"
+    assert response.status == 200
+    assert (body["statement_id"], body["state"]) == (handle, "FAILED")
+    error = body["error"]
+    assert (error["code"], error["sql_state"], error["retryable"]) == ("SQL_ERROR", "42P01", False)
+    assert "TABLE_OR_VIEW_NOT_FOUND" in error["message"]
+    assert error["request_id"] == response.headers["X-Request-ID"]
 
 
 async def test_a_submit_that_fails_at_once_answers_sql_error(
@@ -411,6 +545,19 @@ async def test_delete_sends_the_cancel_to_the_warehouse(
     assert response.status == 202
     assert await response.json() == {"statement_id": handle}
     assert warehouse_calls(mocked, "POST") == [STATEMENTS, CANCEL]
+
+
+async def test_a_handle_issued_before_submit_times_were_kept_still_opens(
+    client: Client, mocked: aioresponses, wall: FakeClock
+) -> None:
+    signer = client.app[HANDLE_SIGNER]
+    payload = struct.pack(">BQB", 1, int(wall.now + 3600 - 30), 0) + SID.encode()
+    old = base64.urlsafe_b64encode(payload + signer._mac(payload, "")).rstrip(b"=").decode()
+    mocked.get(STATUS, payload=state("RUNNING"))
+
+    status, body = await get_json(client, f"/api/statements/{old}")
+
+    assert (status, body["state"], body["elapsed_ms"]) == (200, "RUNNING", 30_000)
 
 
 # -- handles --------------------------------------------------------------------------------
@@ -574,6 +721,21 @@ async def test_an_idempotency_key_reused_with_another_body_is_refused(
     assert response.status == 400
     assert body["error"]["field"] == "Idempotency-Key"
     assert len(warehouse_calls(mocked, "POST")) == 1
+
+
+async def test_a_retry_that_waits_another_time_is_the_same_request(
+    client: Client, mocked: aioresponses
+) -> None:
+    mocked.post(STATEMENTS, payload=state("PENDING"), repeat=True)
+    mocked.get(STATUS, payload=state("RUNNING"), repeat=True)
+    key = {"Idempotency-Key": "k-wait"}
+
+    first = await submit(client, {"sql": "SELECT 1", "wait_s": 0}, headers=key)
+    again = await submit(client, {"sql": "SELECT 1", "wait_s": 0.2}, headers=key)
+
+    assert again == {"statement_id": first["statement_id"], "state": "RUNNING"}
+    assert len(warehouse_calls(mocked, "POST")) == 1
+    assert len(warehouse_calls(mocked)) >= 1  # the replay waited, polling
 
 
 async def test_a_failed_submit_is_not_remembered(client: Client, mocked: aioresponses) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -114,3 +115,65 @@ async def test_cancel_stops_a_running_statement(service: Client, warehouse: Loca
     assert response.status == 202
     assert ended["state"] == "CANCELED"
     assert warehouse.active_statements() == 0
+
+
+async def test_a_poller_tells_a_failed_statement_from_a_bad_poll(service: Client) -> None:
+    body = {"sql": "SELECT * FROM no_such_table_anywhere"}
+    handle = (await call(service, "POST", "/api/statements", json=body))["statement_id"]
+
+    failed = await wait_for_state(service, handle, {"FAILED", "SUCCEEDED"})
+    rows = await service.get(f"/api/statements/{handle}/rows")
+    bad_poll = await service.get(f"/api/statements/{handle}?limit=-1")
+
+    assert failed["state"] == "FAILED"
+    assert failed["error"]["code"] == "SQL_ERROR"
+    assert "no_such_table_anywhere" in failed["error"]["message"]
+    assert rows.status == 409
+    assert (await rows.json())["error"]["state"] == "FAILED"
+    assert bad_poll.status == 400
+
+
+async def test_a_running_statement_reports_elapsed_time_and_no_rows_yet(service: Client) -> None:
+    body = {"sql": "SELECT sleep_ms(3000) AS slept"}
+    handle = (await call(service, "POST", "/api/statements", json=body))["statement_id"]
+
+    running = await wait_for_state(service, handle, {"RUNNING"})
+    await asyncio.sleep(0.05)
+    later = await call(service, "GET", f"/api/statements/{handle}")
+    rows = await service.get(f"/api/statements/{handle}/rows")
+    await service.delete(f"/api/statements/{handle}")
+
+    assert 0 <= running["elapsed_ms"] < later["elapsed_ms"]
+    assert (rows.status, (await rows.json())["error"]["code"]) == (409, "STATEMENT_NOT_READY")
+
+
+async def test_wait_s_answers_a_quick_statement_already_succeeded(service: Client) -> None:
+    body = {"sql": "SELECT 42 AS answer", "wait_s": 5}
+
+    submitted = await call(service, "POST", "/api/statements", json=body)
+    status = await call(service, "GET", f"/api/statements/{submitted['statement_id']}")
+
+    assert submitted["state"] == "SUCCEEDED"
+    assert status["rows"] == [[42]]
+
+
+async def test_a_caller_that_leaves_during_wait_s_cancels_the_statement(
+    service: Client, warehouse: LocalWarehouse
+) -> None:
+    body = {"sql": "SELECT sleep_ms(20000) AS slept", "wait_s": 3}
+    task = asyncio.create_task(service.post("/api/statements", json=body))
+    for _ in range(300):  # bounded: 3 s for the statement to start
+        if warehouse.active_statements() == 1:
+            break
+        await asyncio.sleep(0.01)
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    for _ in range(300):  # bounded: 3 s for the cancel to reach the warehouse
+        if warehouse.active_statements() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert warehouse.active_statements() == 0
+    assert any(r.path.endswith("/cancel") for r in warehouse.requests)

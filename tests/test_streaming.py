@@ -99,22 +99,35 @@ def test_accept_chooses_the_format(accept: str, expected: str) -> None:
     assert negotiate(accept) == expected
 
 
+SERVER_TIMING = r"wait;dur=[0-9.]+, fetch;dur=[0-9.]+, convert;dur=[0-9.]+"
+
+
 async def test_ndjson_and_csv_carry_the_same_rows_as_json(
     client: Client, mocked: aioresponses
 ) -> None:
     serve(mocked, times=3)
 
     buffered = await (await client.post("/api/query", json=INLINE)).json()
-    ndjson = await client.post(
-        "/api/query", json=INLINE, headers={"Accept": "application/x-ndjson"}
+    ndjson = await client.post(  # run fresh: a cached answer would not know the chunks
+        "/api/query",
+        json=INLINE,
+        headers={"Accept": "application/x-ndjson", "Cache-Control": "no-cache"},
     )
     csv_response = await client.post("/api/query", json=INLINE, headers={"Accept": "text/csv"})
 
     lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
     assert ndjson.headers["Content-Type"].startswith("application/x-ndjson")
-    assert lines[0] == {"columns": buffered["columns"], "statement_id": SID}
+    assert lines[0] == {
+        "columns": buffered["columns"],
+        "statement_id": SID,
+        "total_row_count": 4,
+        "chunk_count": 3,
+    }
     assert lines[1:-1] == buffered["rows"]
-    assert lines[-1] == {"row_count": 4, "truncated": False}
+    footer = lines[-1]
+    assert (footer["row_count"], footer["truncated"]) == (4, False)
+    assert re.fullmatch(SERVER_TIMING, footer["server_timing"])
+    assert re.fullmatch(r"wait;dur=[0-9.]+", ndjson.headers["Server-Timing"])
     table = list(csv.reader(io.StringIO((await csv_response.read()).decode())))
     assert csv_response.headers["Content-Disposition"].startswith("attachment")
     assert table[0] == ["id", "tags", "note"]

@@ -132,7 +132,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Start a statement without waiting; answers a handle. Optional Idempotency-Key. */
+        /** Start a statement; answers a handle at once, or when it ends within wait_s. Optional Idempotency-Key. */
         post: operations["submit_statement"];
         delete?: never;
         options?: never;
@@ -147,11 +147,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A statement's state; once SUCCEEDED, its columns and first page of rows. */
+        /** A statement's state, 200 whatever it is: elapsed_ms while it runs, its columns and first page of rows once SUCCEEDED, its error once FAILED. */
         get: operations["statement_status"];
         put?: never;
         post?: never;
-        /** Ask the warehouse to cancel the statement. */
+        /** Ask the warehouse to cancel the statement; poll to learn whether it did. */
         delete: operations["cancel_statement"];
         options?: never;
         head?: never;
@@ -165,7 +165,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A page of a SUCCEEDED statement's rows. */
+        /** A page of a SUCCEEDED statement's rows; 409 before it has SUCCEEDED. */
         get: operations["statement_rows"];
         put?: never;
         post?: never;
@@ -180,6 +180,17 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * CancelSent
+         * @description Body of `DELETE /api/statements/{id}` (202): the cancel was sent; poll for the outcome.
+         */
+        CancelSent: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+        };
+        /**
          * ColumnModel
          * @description One result column, with how its values are written in this response.
          */
@@ -190,6 +201,12 @@ export interface components {
              * @enum {string}
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
+            /**
+             * Type
+             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
+             * @enum {string}
+             */
+            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Items
              * @description array: the shape of its elements.
@@ -207,12 +224,6 @@ export interface components {
             values?: components["schemas"]["JsonShape"];
             /** Name */
             name: string;
-            /**
-             * Type
-             * @description The warehouse's type_name; a type outside this list is UNKNOWN (see type_text) and its values are text.
-             * @enum {string}
-             */
-            type: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
             /**
              * Type Text
              * @description The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.
@@ -244,8 +255,9 @@ export interface components {
             /**
              * Code
              * @description Stable machine-readable code, e.g. SQL_ERROR.
+             * @enum {string}
              */
-            code: string;
+            code: "ADHOC_SQL_DISABLED" | "HOST_NOT_ALLOWED" | "INTERNAL_ERROR" | "INVALID_PARAMS" | "INVALID_REQUEST" | "METHOD_NOT_ALLOWED" | "NOT_CACHED" | "NOT_FOUND" | "NOT_READY" | "ORIGIN_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "QUERY_TIMEOUT" | "REQUEST_TIMEOUT" | "RESULT_UNAVAILABLE" | "SERVICE_BUSY" | "SHUTTING_DOWN" | "SQL_ERROR" | "SQL_NOT_ACCEPTED" | "SQL_PARSE_ERROR" | "SQL_TOO_LARGE" | "STATEMENT_CANCELED" | "STATEMENT_NOT_ALLOWED" | "STATEMENT_NOT_READY" | "TOO_MANY_QUERIES" | "TOO_MANY_STATEMENTS" | "UNAUTHORIZED" | "UNSUPPORTED_MEDIA_TYPE" | "WAREHOUSE_ERROR" | "WAREHOUSE_STARTING" | "WAREHOUSE_STOPPED" | "WAREHOUSE_UNAVAILABLE";
             /** Message */
             message: string;
             /** Request Id */
@@ -272,6 +284,12 @@ export interface components {
              * @default null
              */
             field?: string | null;
+            /**
+             * State
+             * @description STATEMENT_NOT_READY only: the statement's state.
+             * @enum {string}
+             */
+            state?: "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELED" | "CLOSED";
             /**
              * @description WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it has been starting.
              * @default null
@@ -308,6 +326,12 @@ export interface components {
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
             /**
+             * Type
+             * @description The SQL type of the values (absent for a map entry's {key, value}): tells a LONG sent as a string from a DECIMAL.
+             * @enum {string}
+             */
+            type?: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
+            /**
              * Items
              * @description array: the shape of its elements.
              */
@@ -337,6 +361,12 @@ export interface components {
              */
             json_type: "number" | "string" | "boolean" | "array" | "object" | "null" | "any";
             /**
+             * Type
+             * @description The SQL type of the values (absent for a map entry's {key, value}): tells a LONG sent as a string from a DECIMAL.
+             * @enum {string}
+             */
+            type?: "ARRAY" | "BINARY" | "BOOLEAN" | "BYTE" | "CHAR" | "DATE" | "DECIMAL" | "DOUBLE" | "FLOAT" | "GEOGRAPHY" | "GEOMETRY" | "INT" | "INTERVAL" | "LONG" | "MAP" | "NULL" | "SHORT" | "STRING" | "STRUCT" | "TIMESTAMP" | "TIMESTAMP_NTZ" | "USER_DEFINED_TYPE" | "VARIANT" | "UNKNOWN";
+            /**
              * Items
              * @description array: the shape of its elements.
              */
@@ -351,6 +381,13 @@ export interface components {
              * @description object from a MAP with string keys: the shape of its values.
              */
             values?: components["schemas"]["JsonShape"];
+        };
+        /**
+         * JsonValue
+         * @description Any JSON value; a cell's form is given by its column's json_type.
+         */
+        JsonValue: string | number | boolean | null | unknown[] | {
+            [key: string]: unknown;
         };
         /**
          * NamedQueryCache
@@ -437,6 +474,49 @@ export interface components {
             };
         };
         /**
+         * NdjsonFooter
+         * @description The last line of a complete NDJSON result.
+         */
+        NdjsonFooter: {
+            /** Row Count */
+            row_count: number;
+            /** Truncated */
+            truncated: boolean;
+            /**
+             * Server Timing
+             * @description Where the time went, in Server-Timing syntax: wait, fetch and convert (milliseconds).
+             */
+            server_timing: string;
+        };
+        /**
+         * NdjsonHeader
+         * @description The first line of an NDJSON result: the columns, and the size when the warehouse said it.
+         */
+        NdjsonHeader: {
+            /** Columns */
+            columns: components["schemas"]["ColumnModel"][];
+            /**
+             * Statement Id
+             * @description The warehouse's statement id.
+             */
+            statement_id: string;
+            /**
+             * Total Row Count
+             * @description Rows the stream will carry, for a progress bar.
+             */
+            total_row_count?: number;
+            /**
+             * Chunk Count
+             * @description Chunks the warehouse holds the result in.
+             */
+            chunk_count?: number;
+        };
+        /**
+         * NdjsonRow
+         * @description One row of an NDJSON result: its cells in column order.
+         */
+        NdjsonRow: components["schemas"]["JsonValue"][];
+        /**
          * NotReadyResponse
          * @description Body of `GET /ready` answering 503: the readiness fields beside the error.
          */
@@ -459,6 +539,41 @@ export interface components {
             /** @description The warehouse's state (read without starting it) and its ETA. */
             warehouse: components["schemas"]["WarehouseInfo"];
             error: components["schemas"]["ErrorDetail"];
+        };
+        /**
+         * OpenApiDocument
+         * @description Body of `GET /openapi.json`: an OpenAPI 3.1 document (this one).
+         */
+        OpenApiDocument: {
+            /** Openapi */
+            openapi: string;
+            info: components["schemas"]["OpenApiInfo"];
+            /** Paths */
+            paths: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+            /** Components */
+            components: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * OpenApiInfo
+         * @description The document's `info`.
+         */
+        OpenApiInfo: {
+            /** Title */
+            title: string;
+            /** Version */
+            version: string;
+            /** Description */
+            description?: string;
         };
         /**
          * QueryRequest
@@ -523,9 +638,9 @@ export interface components {
             columns: components["schemas"]["ColumnModel"][];
             /**
              * Rows
-             * @description Values typed by their column (see the README).
+             * @description Values shaped by their column's json_type.
              */
-            rows: unknown[][];
+            rows: components["schemas"]["JsonValue"][][];
             /** Row Count */
             row_count: number;
             /**
@@ -533,7 +648,10 @@ export interface components {
              * @description True when row_limit or MAX_RESULT_ROWS cut the result.
              */
             truncated: boolean;
-            /** Statement Id */
+            /**
+             * Statement Id
+             * @description The warehouse's statement id (its query history).
+             */
             statement_id: string;
         };
         /**
@@ -565,7 +683,7 @@ export interface components {
          */
         RowsPage: {
             /** Rows */
-            rows: unknown[][];
+            rows: components["schemas"]["JsonValue"][][];
             /** Offset */
             offset: number;
             /**
@@ -575,50 +693,74 @@ export interface components {
             row_count: number;
             /** Total Row Count */
             total_row_count: number;
-            /** Next Offset */
+            /**
+             * Next Offset
+             * @description Offset of the next page, or null after it.
+             */
             next_offset: number | null;
         };
         /**
-         * StatementStatus
-         * @description Body of `GET /api/statements/{id}`: the state, and once SUCCEEDED the first page.
+         * StatementEnded
+         * @description Ended without a result to read: CANCELED, or CLOSED (its result expired).
          */
-        StatementStatus: {
-            /** Statement Id */
+        StatementEnded: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
             statement_id: string;
-            /** State */
-            state: string;
             /**
-             * Columns
-             * @default null
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
              */
-            columns?: components["schemas"]["ColumnModel"][] | null;
-            /**
-             * Row Count
-             * @description Rows in the whole result.
-             * @default null
-             */
-            row_count?: number | null;
-            /**
-             * Truncated
-             * @default null
-             */
-            truncated?: boolean | null;
-            /**
-             * Rows
-             * @description The first page of rows.
-             * @default null
-             */
-            rows?: unknown[][] | null;
-            /**
-             * Next Offset
-             * @description Offset of the next page, or null after the last.
-             * @default null
-             */
-            next_offset?: number | null;
+            state: "CANCELED" | "CLOSED";
         };
         /**
+         * StatementFailed
+         * @description Ended with an error: what the warehouse said about the SQL (usually SQL_ERROR).
+         */
+        StatementFailed: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "FAILED";
+            error: components["schemas"]["ErrorDetail"];
+        };
+        /**
+         * StatementRunning
+         * @description Not ended yet: poll again.
+         */
+        StatementRunning: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "PENDING" | "RUNNING";
+            /**
+             * Elapsed Ms
+             * @description Milliseconds since the statement was submitted.
+             */
+            elapsed_ms: number;
+        };
+        /**
+         * StatementStatus
+         * @description Body of `GET /api/statements/{id}`, 200 in every state; `state` says which shape.
+         */
+        StatementStatus: components["schemas"]["StatementRunning"] | components["schemas"]["StatementSucceeded"] | components["schemas"]["StatementFailed"] | components["schemas"]["StatementEnded"];
+        /**
          * StatementSubmitted
-         * @description Body of `POST /api/statements` (202) and `DELETE /api/statements/{id}` (202).
+         * @description Body of `POST /api/statements` (202): the handle, and the state when the answer left.
          */
         StatementSubmitted: {
             /**
@@ -628,10 +770,108 @@ export interface components {
             statement_id: string;
             /**
              * State
-             * @description PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED.
+             * @description Usually PENDING or RUNNING; a statement that ended within wait_s says so.
+             * @enum {string}
+             */
+            state: "PENDING" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELED" | "CLOSED";
+        };
+        /**
+         * StatementSucceeded
+         * @description Ended with a result: its columns, its size and the first page of its rows.
+         */
+        StatementSucceeded: {
+            /**
+             * Statement Id
+             * @description An opaque, signed handle for this statement.
+             */
+            statement_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            state: "SUCCEEDED";
+            /** Columns */
+            columns: components["schemas"]["ColumnModel"][];
+            /**
+             * Row Count
+             * @description Rows in the whole result.
+             */
+            row_count: number;
+            /**
+             * Truncated
+             * @description True when row_limit or byte_limit cut the result.
+             */
+            truncated: boolean;
+            /**
+             * Rows
+             * @description The first page of rows (`limit` of them at most).
+             */
+            rows: components["schemas"]["JsonValue"][][];
+            /**
+             * Next Offset
+             * @description Offset of the next page (GET .../rows?offset=), or null after the last.
+             */
+            next_offset: number | null;
+        };
+        /**
+         * SubmitRequest
+         * @description Body of `POST /api/statements`: a statement, and how long to wait for its end.
+         */
+        SubmitRequest: {
+            /**
+             * Row Limit
+             * @description At most this many rows.
              * @default null
              */
-            state?: string | null;
+            row_limit?: number | null;
+            /**
+             * Timeout S
+             * @description Deadline in seconds (capped at MAX_QUERY_TIMEOUT_S).
+             * @default null
+             */
+            timeout_s?: number | null;
+            /**
+             * Long As String
+             * @description Render LONG (BIGINT) values as strings, for JavaScript.
+             * @default false
+             */
+            long_as_string?: boolean;
+            /**
+             * Disposition
+             * @description How the warehouse hands over the result: INLINE (default for JSON) or EXTERNAL_LINKS (default for NDJSON/CSV streams; for large results).
+             * @default null
+             */
+            disposition?: ("INLINE" | "EXTERNAL_LINKS") | null;
+            /**
+             * Sql
+             * @description One SQL statement; `:name` markers take values from `params`.
+             */
+            sql: string;
+            /**
+             * Params
+             * @description Named parameters: int -> BIGINT (so within -2^63 .. 2^63-1), float -> DOUBLE, bool -> BOOLEAN, string -> STRING, null -> NULL, or {value, type} for another type.
+             */
+            params?: {
+                [key: string]: boolean | number | string | components["schemas"]["TypedParamModel"] | null;
+            };
+            /**
+             * Catalog
+             * @description Default catalog.
+             * @default null
+             */
+            catalog?: string | null;
+            /**
+             * Schema
+             * @description Default schema.
+             * @default null
+             */
+            schema?: string | null;
+            /**
+             * Wait S
+             * @description Seconds to wait for the statement to end before answering (0: answer at once). It keeps running after the answer either way; timeout_s caps the wait.
+             * @default 0
+             */
+            wait_s?: number;
         };
         /**
          * TypedParamModel
@@ -678,24 +918,36 @@ export interface components {
     headers: never;
     pathItems: never;
 }
+export type CancelSent = components['schemas']['CancelSent'];
 export type ColumnModel = components['schemas']['ColumnModel'];
 export type ErrorDetail = components['schemas']['ErrorDetail'];
 export type ErrorResponse = components['schemas']['ErrorResponse'];
 export type HealthResponse = components['schemas']['HealthResponse'];
 export type JsonField = components['schemas']['JsonField'];
 export type JsonShape = components['schemas']['JsonShape'];
+export type JsonValue = components['schemas']['JsonValue'];
 export type NamedQueryCache = components['schemas']['NamedQueryCache'];
 export type NamedQueryInfo = components['schemas']['NamedQueryInfo'];
 export type NamedQueryList = components['schemas']['NamedQueryList'];
 export type NamedQueryParam = components['schemas']['NamedQueryParam'];
 export type NamedQueryRequest = components['schemas']['NamedQueryRequest'];
+export type NdjsonFooter = components['schemas']['NdjsonFooter'];
+export type NdjsonHeader = components['schemas']['NdjsonHeader'];
+export type NdjsonRow = components['schemas']['NdjsonRow'];
 export type NotReadyResponse = components['schemas']['NotReadyResponse'];
+export type OpenApiDocument = components['schemas']['OpenApiDocument'];
+export type OpenApiInfo = components['schemas']['OpenApiInfo'];
 export type QueryRequest = components['schemas']['QueryRequest'];
 export type QueryResponse = components['schemas']['QueryResponse'];
 export type ReadyResponse = components['schemas']['ReadyResponse'];
 export type RowsPage = components['schemas']['RowsPage'];
+export type StatementEnded = components['schemas']['StatementEnded'];
+export type StatementFailed = components['schemas']['StatementFailed'];
+export type StatementRunning = components['schemas']['StatementRunning'];
 export type StatementStatus = components['schemas']['StatementStatus'];
 export type StatementSubmitted = components['schemas']['StatementSubmitted'];
+export type StatementSucceeded = components['schemas']['StatementSucceeded'];
+export type SubmitRequest = components['schemas']['SubmitRequest'];
 export type TypedParamModel = components['schemas']['TypedParamModel'];
 export type WarehouseInfo = components['schemas']['WarehouseInfo'];
 export type $defs = Record<string, never>;
@@ -712,6 +964,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -719,9 +972,24 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -731,6 +999,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -751,6 +1021,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -758,9 +1029,24 @@ export interface operations {
                     "application/json": components["schemas"]["ReadyResponse"];
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -770,15 +1056,21 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -799,6 +1091,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -806,9 +1099,24 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -818,6 +1126,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -838,16 +1148,32 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["OpenApiDocument"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -857,6 +1183,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -881,8 +1209,12 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
                     "Server-Timing"?: string;
+                    /** @description text/csv only: attachment; filename=... */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -895,6 +1227,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -904,6 +1238,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -913,6 +1251,21 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -922,6 +1275,8 @@ export interface operations {
             /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -931,6 +1286,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -940,6 +1297,8 @@ export interface operations {
             /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -949,6 +1308,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -958,6 +1319,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -967,6 +1332,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -976,15 +1343,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -994,6 +1367,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1014,6 +1389,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1024,6 +1400,23 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1033,6 +1426,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1042,6 +1437,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1068,7 +1465,12 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
+                    "Server-Timing"?: string;
+                    /** @description text/csv only: attachment; filename=... */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1081,6 +1483,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1090,6 +1494,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1099,6 +1507,8 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1108,6 +1518,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1117,6 +1542,8 @@ export interface operations {
             /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1126,6 +1553,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1135,6 +1564,8 @@ export interface operations {
             /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1144,6 +1575,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1153,6 +1586,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1162,6 +1599,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1171,15 +1610,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1189,6 +1634,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1208,13 +1655,14 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["QueryRequest"];
+                "application/json": components["schemas"]["SubmitRequest"];
             };
         };
         responses: {
             /** @description Success */
             202: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1225,6 +1673,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1234,6 +1684,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1243,6 +1697,21 @@ export interface operations {
             /** @description Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an origin not in CORS_ALLOW_ORIGINS. error.code: ADHOC_SQL_DISABLED, ORIGIN_NOT_ALLOWED, STATEMENT_NOT_ALLOWED */
             403: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1252,6 +1721,8 @@ export interface operations {
             /** @description The request body did not arrive within BODY_READ_TIMEOUT_S. error.code: REQUEST_TIMEOUT */
             408: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1261,6 +1732,8 @@ export interface operations {
             /** @description Body or SQL too large. error.code: PAYLOAD_TOO_LARGE, SQL_TOO_LARGE */
             413: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1270,6 +1743,8 @@ export interface operations {
             /** @description A Content-Encoding other than gzip, deflate or identity. error.code: UNSUPPORTED_MEDIA_TYPE */
             415: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1279,6 +1754,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1288,6 +1765,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1297,6 +1778,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1306,15 +1789,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1324,6 +1813,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1335,7 +1826,7 @@ export interface operations {
     statement_status: {
         parameters: {
             query?: {
-                /** @description Rows in the first page (capped). */
+                /** @description Rows in the first page. */
                 limit?: number;
             };
             header?: never;
@@ -1349,6 +1840,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1359,6 +1851,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1368,6 +1862,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1377,6 +1875,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1386,6 +1899,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1395,6 +1910,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1404,6 +1923,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1413,15 +1934,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1431,6 +1958,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1453,16 +1982,19 @@ export interface operations {
             /** @description Success */
             202: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatementSubmitted"];
+                    "application/json": components["schemas"]["CancelSent"];
                 };
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1472,6 +2004,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1481,6 +2017,21 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1490,6 +2041,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1499,6 +2052,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1508,6 +2065,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1517,15 +2076,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1535,6 +2100,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1548,7 +2115,7 @@ export interface operations {
             query?: {
                 /** @description First row, 0-based. */
                 offset?: number;
-                /** @description Rows in the page (capped). */
+                /** @description Rows in the page. */
                 limit?: number;
             };
             header?: never;
@@ -1562,6 +2129,7 @@ export interface operations {
             /** @description Success */
             200: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
                     "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
@@ -1572,6 +2140,8 @@ export interface operations {
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1581,6 +2151,10 @@ export interface operations {
             /** @description Missing or wrong API key (when API_KEYS is set). error.code: UNAUTHORIZED */
             401: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Bearer. */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1590,6 +2164,32 @@ export interface operations {
             /** @description No such route, named query or statement handle. error.code: NOT_FOUND */
             404: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The path does not take this method; Allow lists the ones it takes. error.code: METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description The methods the path takes. */
+                    Allow?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The statement has not SUCCEEDED, so it has no rows to read (yet); error.state says where it is. error.code: STATEMENT_NOT_READY */
+            409: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1599,6 +2199,8 @@ export interface operations {
             /** @description Host not allowed: bound to loopback, the service answers only loopback names and ALLOWED_HOSTS (DNS rebinding guard). error.code: HOST_NOT_ALLOWED */
             421: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1608,6 +2210,10 @@ export interface operations {
             /** @description Too many concurrent queries, or (statements) too many open statements for this caller; see Retry-After. error.code: TOO_MANY_QUERIES, TOO_MANY_STATEMENTS */
             429: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1617,6 +2223,8 @@ export interface operations {
             /** @description Unexpected failure (details in the log, by request id). error.code: INTERNAL_ERROR */
             500: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1626,15 +2234,21 @@ export interface operations {
             /** @description The warehouse answered with an error that cannot be passed on. error.code: RESULT_UNAVAILABLE, STATEMENT_CANCELED, WAREHOUSE_ERROR */
             502: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The warehouse is unavailable, or the service is shutting down; see Retry-After. error.code: NOT_READY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
+            /** @description The warehouse is unavailable, or the service is busy (its memory budget is full) or shutting down; see Retry-After. error.code: NOT_READY, SERVICE_BUSY, SHUTTING_DOWN, WAREHOUSE_STARTING, WAREHOUSE_STOPPED, WAREHOUSE_UNAVAILABLE */
             503: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Seconds to wait before trying again, when known. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1644,6 +2258,8 @@ export interface operations {
             /** @description The query ran past its timeout and was cancelled. error.code: NOT_CACHED, QUERY_TIMEOUT */
             504: {
                 headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -63,7 +63,14 @@ class ArrowStreamWriter:
         """Record batches in the documented Arrow types."""
         return self._form
 
-    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
+    def header(
+        self,
+        columns: Sequence[Column],
+        statement_id: str,
+        *,
+        total_row_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> bytes:
         """Nothing yet: the schema leaves with the first batches."""
         return b""
 
@@ -75,7 +82,7 @@ class ArrowStreamWriter:
         pieces.extend(memoryview(batch.serialize()) for batch in part if batch.num_rows)
         return pieces
 
-    def footer(self, row_count: int, truncated: bool) -> bytes:
+    def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
         """The end-of-stream marker (after the schema, when no batch carried it)."""
         return (b"" if self._schema_sent else self._schema()) + END_OF_STREAM
 

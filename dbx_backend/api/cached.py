@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from dbx_backend.api.guards import caller_identity
+from dbx_backend.api.middlewares import REQUEST_ID_HEADER
 from dbx_backend.api.models import RunOptions
 from dbx_backend.api.options import query_options
 from dbx_backend.api.prepared import Prepared
@@ -27,16 +28,15 @@ from dbx_backend.engine import (
     CacheKeyParts,
     CachePolicy,
     Column,
+    JsonAnswer,
     OpenStatement,
     ParamScalar,
     Produced,
     QueryOptions,
-    QueryResult,
     TypedParam,
     cache_key,
     parse_cache_control,
     sql_facts,
-    strong_etag,
     to_statement_parameters,
     warehouse_note,
 )
@@ -44,13 +44,15 @@ from dbx_backend.keys import (
     CACHE_STATUS,
     LIMITER,
     QUERY_SERVICE,
+    REQUEST_ID,
     RESULT_CACHE,
     ROW_COUNT,
     SETTINGS,
     STATEMENT_ID,
 )
 
-THREAD_ENCODE_ROWS = 10_000
+# A body larger than this is sent in slices of this size.
+SEND_SLICE_BYTES = 256 * 1024
 CACHE_HEADERS = ("ETag", "Age", "Server-Timing", "Cache-Control")
 
 
@@ -108,6 +110,7 @@ def prepare(
         sql_facts(statement.sql).cacheable,
         key,
         min(body.timeout_s or settings.query_timeout_s, settings.max_query_timeout_s),
+        caller,
     )
 
 
@@ -122,25 +125,15 @@ def run_options(request: web.Request, prepared: Prepared, *, streaming: bool) ->
     )
 
 
-def encode_result(result: QueryResult, max_entry_bytes: int) -> Produced:
-    """The JSON answer, with its ETag taken over the result alone (not the statement id), so
-    a fresh run with the same rows keeps the ETag and a client's copy stays valid."""
-    content = orjson.dumps(
-        {
-            "columns": [c.to_json() for c in result.columns],
-            "rows": result.rows,
-            "row_count": result.row_count,
-            "truncated": result.truncated,
-        }
-    )
-    body = content[:-1] + b',"statement_id":' + orjson.dumps(result.statement_id) + b"}"
+def produced(answer: JsonAnswer, max_entry_bytes: int) -> Produced:
+    """What the result cache keeps of an encoded answer: complete ones within the entry cap."""
     return Produced(
-        body,
-        strong_etag(content),
-        result.row_count,
-        result.statement_id,
-        storable=not result.truncated and len(body) <= max_entry_bytes,
-        details=result,
+        answer.body,
+        answer.etag,
+        answer.row_count,
+        answer.statement_id,
+        storable=not answer.truncated and len(answer.body) <= max_entry_bytes,
+        details=answer,
     )
 
 
@@ -158,10 +151,8 @@ async def answer_cached(request: web.Request, prepared: Prepared, app: web.Appli
         async with app[LIMITER].slot():
             service = app[QUERY_SERVICE]
             opened.append(service.open(prepared.statement, prepared.params, options))
-            result = await service.collect(opened[0])
-        if result.row_count >= THREAD_ENCODE_ROWS:  # large: encode off the loop
-            return await asyncio.to_thread(encode_result, result, settings.cache_max_entry_bytes)
-        return encode_result(result, settings.cache_max_entry_bytes)
+            answer = await service.answer_json(opened[0])
+        return produced(answer, settings.cache_max_entry_bytes)
 
     answer = await app[RESULT_CACHE].answer(
         prepared.key,
@@ -226,13 +217,15 @@ def cached_response(
     it; `304 Not Modified` when the caller already holds it."""
     entry = answer.entry
     if result_format == "json":
-        body, etag, content_type = entry.body, entry.etag, "application/json"
+        etag = entry.etag
+        headers = cache_headers(answer, etag, timing)
+        body, content_type = entry.body, "application/json"
     else:
-        body, content_type = derive_stream_body(entry, result_format)
         etag = entry.etag[:-1] + f'-{result_format}"'
+        headers = cache_headers(answer, etag, timing)
+        body, content_type = derive_stream_body(entry, result_format, headers["Server-Timing"])
         if result_format in ("ndjson", "csv"):
             content_type += "; charset=utf-8"
-    headers = cache_headers(answer, etag, timing)
     if "If-None-Match" in request.headers and not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = content_type
@@ -241,7 +234,34 @@ def cached_response(
     return web.Response(body=body, headers=headers)
 
 
-def derive_stream_body(entry: CacheEntry, result_format: ResultFormat) -> tuple[bytes, str]:
+async def send(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send `response` now. A large body goes out in slices, each waiting for the socket, so
+    the transport never copies the whole body into its buffer (asyncio keeps what the socket
+    did not take at once); the caller may then release the memory the body held."""
+    response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]  # sent before the handler returns
+    body = response.body
+    if not isinstance(body, bytes) or len(body) <= SEND_SLICE_BYTES:
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    sliced = web.StreamResponse(status=response.status, headers=response.headers)
+    sliced.content_length = len(body)
+    view = memoryview(body)
+    try:
+        await sliced.prepare(request)
+        for start in range(0, len(body), SEND_SLICE_BYTES):
+            await sliced.write(view[start : start + SEND_SLICE_BYTES])
+        await sliced.write_eof()
+    except ConnectionError:
+        # The client left mid-body: end the request as aiohttp ends one whose client
+        # disconnects (the access log says 499).
+        raise asyncio.CancelledError from None
+    return sliced
+
+
+def derive_stream_body(
+    entry: CacheEntry, result_format: ResultFormat, server_timing: str = ""
+) -> tuple[bytes, str]:
     """NDJSON, CSV or Arrow of a cached JSON answer (decoded once per such hit)."""
     answer = orjson.loads(entry.body)
     rows, truncated = answer["rows"], bool(answer["truncated"])
@@ -254,8 +274,15 @@ def derive_stream_body(entry: CacheEntry, result_format: ResultFormat) -> tuple[
     if result_format == "ndjson":
         ndjson = NdjsonWriter()
         # The columns exactly as the JSON answer has them.
-        header = orjson.dumps({"columns": answer["columns"], "statement_id": entry.statement_id})
-        body = header + b"\n" + ndjson.rows(rows) + ndjson.footer(len(rows), truncated)
+        header = orjson.dumps(
+            {
+                "columns": answer["columns"],
+                "statement_id": entry.statement_id,
+                "total_row_count": len(rows),
+            }
+        )
+        footer = ndjson.footer(len(rows), truncated, server_timing)
+        body = header + b"\n" + ndjson.rows(rows) + footer
         return body, ndjson.content_type
     csv = CsvWriter()
     columns = [_column(c) for c in answer["columns"]]

@@ -58,6 +58,18 @@ def preflight_guard(origins: tuple[str, ...]) -> Middleware:
     return middleware
 
 
+# Response headers a page on an allowed origin may read (CORS hides all others from it).
+EXPOSED_HEADERS = (
+    REQUEST_ID_HEADER,
+    "Server-Timing",
+    "Retry-After",
+    "ETag",
+    "Age",
+    "Cache-Control",
+    "Content-Disposition",
+)
+
+
 def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     """Allow the web app's origins (preflight included); other origins get no CORS headers."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call] # untyped library
@@ -70,20 +82,14 @@ def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
             "Cache-Control",
             "If-None-Match",
         ),
-        expose_headers=(
-            REQUEST_ID_HEADER,
-            "Server-Timing",
-            "Retry-After",
-            "ETag",
-            "Age",
-            "Cache-Control",
-        ),
+        expose_headers=EXPOSED_HEADERS,
         allow_methods=("GET", "POST", "DELETE"),
         max_age=600,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
     for route in list(app.router.routes()):
         cors.add(route)
+    app.on_response_prepare.append(_timing_allowed_for(frozenset(origins)))
     _skip_without_origin(app)
 
 
@@ -106,3 +112,17 @@ def _with_origin_only(
             await handler(request, response)
 
     return on_response_prepare
+
+
+def _timing_allowed_for(
+    origins: frozenset[str],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Send `Timing-Allow-Origin` to allowed origins, so their pages' Resource Timing entries
+    carry this service's Server-Timing (browsers drop it for other cross-origin responses)."""
+
+    async def add_header(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and (origin in origins or "*" in origins):
+            response.headers["Timing-Allow-Origin"] = origin
+
+    return add_header

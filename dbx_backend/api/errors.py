@@ -24,6 +24,7 @@ from dbx_backend.engine import (
     IdempotencyKeyReused,
     InvalidCacheControl,
     InvalidQuery,
+    MemoryBusy,
     NotAdmitted,
     NotCached,
     ParamOutOfRange,
@@ -86,6 +87,17 @@ class MethodNotAllowed(ApiError):
     """The route exists but not for this method."""
 
 
+class StatementNotReady(ApiError):
+    """A statement's rows were asked for before it SUCCEEDED (or after it FAILED/CANCELED)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(
+            f"the statement is {state}: rows can be read once it has SUCCEEDED",
+            field="statement_id",
+        )
+        self.state = state
+
+
 class ShuttingDown(ApiError):
     """The process is stopping and its grace is over; the request's statement was cancelled."""
 
@@ -121,6 +133,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     UnknownHandle: ErrorRow(404, "NOT_FOUND", expose_message=True),
     IdempotencyKeyReused: ErrorRow(400, "INVALID_REQUEST", expose_message=True),
     MethodNotAllowed: ErrorRow(405, "METHOD_NOT_ALLOWED", expose_message=True),
+    StatementNotReady: ErrorRow(409, "STATEMENT_NOT_READY", expose_message=True),
     guards.Unauthorized: ErrorRow(401, "UNAUTHORIZED", expose_message=True),
     guards.HostNotAllowed: ErrorRow(421, "HOST_NOT_ALLOWED", expose_message=True),
     queries.ParamError: ErrorRow(400, "INVALID_PARAMS", expose_message=True),
@@ -131,6 +144,7 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
     sqlpolicy.UnparsableSql: ErrorRow(400, "SQL_PARSE_ERROR", expose_message=True),
     SqlTooLarge: ErrorRow(413, "SQL_TOO_LARGE", expose_message=True),
     TooManyQueries: ErrorRow(429, "TOO_MANY_QUERIES", True, retryable=True),
+    MemoryBusy: ErrorRow(503, "SERVICE_BUSY", expose_message=True, retryable=True),
     TooManyStatements: ErrorRow(429, "TOO_MANY_STATEMENTS", True, retryable=True),
     NotReady: ErrorRow(503, "NOT_READY", True, retryable=True),
     ShuttingDown: ErrorRow(503, "SHUTTING_DOWN", expose_message=True, retryable=True),
@@ -167,6 +181,8 @@ ERROR_RESPONSES: Mapping[type[BaseException], ErrorRow] = {
         502, "WAREHOUSE_ERROR", False, public_message="the warehouse answered with an error"
     ),
 }
+# A Retry-After beyond a day is not advice a client can use; the header says at most this.
+MAX_RETRY_AFTER_S = 86_400
 
 
 def response_for(exc: BaseException) -> ErrorRow | None:
@@ -231,6 +247,8 @@ def error_body(
         "request_id": request_id,
         "retryable": is_retryable(exc, row, read_only=read_only),
     }
+    if isinstance(exc, MemoryBusy):  # its statement ran, and was cancelled unread
+        statement_id = exc.statement_id or statement_id
     if isinstance(exc, dbx.WarehouseError):
         statement_id = exc.statement_id or statement_id
         if exc.sql_state and row.expose_message:
@@ -239,6 +257,8 @@ def error_body(
         detail["statement_id"] = statement_id
     if field:
         detail["field"] = field
+    if isinstance(exc, StatementNotReady):
+        detail["state"] = exc.state
     if isinstance(exc, WarehouseNotRunning):  # what the front end shows while it starts
         detail["warehouse"] = exc.warehouse.to_json()
     if isinstance(exc, NotReady):  # `/ready` answers its report beside the error
@@ -285,7 +305,7 @@ def error_response(
         headers["WWW-Authenticate"] = 'Bearer realm="dbx-backend"'
     retry_after = getattr(exc, "retry_after", None)
     if row.status in (429, 503) and retry_after and body["error"]["retryable"]:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
+        headers["Retry-After"] = str(min(MAX_RETRY_AFTER_S, max(1, round(retry_after))))
     request[ERROR_CODE] = row.code
     response = json_response(body, row.status, headers)
     if getattr(exc, "close_connection", False):

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler
 from dbx_backend.keys import (
     CACHE_STATUS,
     ERROR_CODE,
+    MEMORY_WAIT_MS,
     METRICS,
     REQUEST_ID,
     RETRIES,
@@ -62,13 +63,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         _observe(request, status, time.perf_counter() - started, response)
         cache = request.get(CACHE_STATUS)
+        memory_wait = request.get(MEMORY_WAIT_MS)
         access_log.info(
-            "%s %s %s %.1fms%s",
+            "%s %s %s %.1fms%s%s",
             request.method,
             request.path,
             status,
             (time.perf_counter() - started) * 1000,
             f" cache={cache}" if cache else "",
+            f" memory_wait={memory_wait:.0f}ms" if memory_wait else "",
             extra={
                 "request_id": request_id,
                 "method": request.method,
@@ -82,6 +85,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "warehouse_ms": request.get(WAREHOUSE_MS),
                 "error_code": request.get(ERROR_CODE),
                 "cache": cache,
+                "memory_wait_ms": memory_wait,
             },
         )
 

@@ -12,7 +12,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.config import JsonDict
@@ -35,10 +37,13 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Scalar = bool | int | FiniteFloat | str | None
 
 # The largest integer every JSON reader (JavaScript's included) holds exactly: the bound of
-# `row_limit` and of the statements API's `offset` and `limit`.
+# `row_limit`, of the statements API's `offset`, and of every count and offset in an answer.
 MAX_SAFE_INT = 2**53 - 1
 # A request's deadline is capped by MAX_QUERY_TIMEOUT_S; the schema's own bound is one day.
 MAX_TIMEOUT_S = 86_400.0
+MAX_DECIMAL_DIGITS = 38  # DECIMAL(38, s) is the widest Databricks type
+DecimalDigits = Annotated[int, Field(ge=1, le=MAX_DECIMAL_DIGITS)]
+DecimalScale = Annotated[int, Field(ge=0, le=MAX_DECIMAL_DIGITS)]
 
 
 class TypedParamModel(BaseModel):
@@ -108,6 +113,19 @@ class QueryRequest(RunOptions):
         return value
 
 
+class SubmitRequest(QueryRequest):
+    """Body of `POST /api/statements`: a statement, and how long to wait for its end."""
+
+    wait_s: float = Field(
+        default=0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="Seconds to wait for the statement to end before answering (0: answer at "
+        "once). It keeps running after the answer either way; timeout_s caps the wait.",
+    )
+
+
 class NamedQueryRequest(RunOptions):
     """Body of `POST /api/queries/{name}`: values for the query's declared parameters."""
 
@@ -131,8 +149,8 @@ class NamedQueryParam(BaseModel):
 class NamedQueryCache(BaseModel):
     """A named query's own cache policy (its `-- cache:` line); a `ttl_s` of 0 is `off`."""
 
-    ttl_s: float
-    stale_s: float
+    ttl_s: float = Field(ge=0, le=MAX_SAFE_INT)
+    stale_s: float = Field(ge=0, le=MAX_SAFE_INT)
 
 
 class NamedQueryInfo(BaseModel):
@@ -171,6 +189,12 @@ class JsonShape(BaseModel):
         "values whose parts the warehouse did not describe). FLOAT/DOUBLE are number, with NaN "
         'and the infinities as the strings "NaN", "Infinity", "-Infinity".'
     )
+    type: ColumnType | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="The SQL type of the values (absent for a map entry's {key, value}): "
+        "tells a LONG sent as a string from a DECIMAL.",
+    )
     items: JsonShape | SkipJsonSchema[None] = Field(
         default=None,
         json_schema_extra=_absent_when_unset,
@@ -203,24 +227,31 @@ class ColumnModel(JsonShape):
         "type_text) and its values are text."
     )
     type_text: str = Field(description="The full SQL type, e.g. DECIMAL(10,2), ARRAY<INT>.")
-    position: int
+    position: int = Field(ge=0, le=MAX_SAFE_INT)
     nullable: bool | None = Field(description="Always null: the warehouse does not say.")
-    precision: int | SkipJsonSchema[None] = Field(
+    precision: DecimalDigits | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
     )
-    scale: int | SkipJsonSchema[None] = Field(
+    scale: DecimalScale | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra=_absent_when_unset, description="DECIMAL only."
     )
+
+
+# Any JSON value: a row's cells, shaped by their columns' `json_type`. The schema itself is
+# written in openapi.py (JSON_VALUE), as pydantic has no recursive form for it.
+JsonValue = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/JsonValue"})]
+Row = list[JsonValue]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
 
 
 class QueryResponse(BaseModel):
     """Body of a successful `POST /api/query`."""
 
     columns: list[ColumnModel]
-    rows: list[list[Any]] = Field(description="Values typed by their column (see the README).")
-    row_count: int
+    rows: list[Row] = Field(description="Values shaped by their column's json_type.")
+    row_count: Count
     truncated: bool = Field(description="True when row_limit or MAX_RESULT_ROWS cut the result.")
-    statement_id: str
+    statement_id: str = Field(description="The warehouse's statement id (its query history).")
 
 
 class HealthResponse(BaseModel):
@@ -235,8 +266,8 @@ class WarehouseInfo(BaseModel):
     state: str = Field(
         description="RUNNING, STARTING, STOPPED, STOPPING, DELETING, DELETED or UNKNOWN."
     )
-    eta_s: int | None = Field(description="Seconds until it is expected to be RUNNING.")
-    starting_for_s: int | None = Field(
+    eta_s: Count | None = Field(description="Seconds until it is expected to be RUNNING.")
+    starting_for_s: Count | None = Field(
         default=None, description="Seconds since its start began, while STARTING."
     )
 
@@ -248,43 +279,89 @@ class ReadyResponse(BaseModel):
     checked_at: str | None = Field(
         description="When the last check ended (ISO 8601, UTC); null until the first one ends."
     )
-    age_s: float | None = Field(description="Seconds since the last check ended.")
+    age_s: float | None = Field(
+        ge=0, le=MAX_SAFE_INT, description="Seconds since the last check ended."
+    )
     warehouse: WarehouseInfo = Field(
         description="The warehouse's state (read without starting it) and its ETA."
     )
 
 
+StatementState = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "CLOSED"]
+Handle = Annotated[str, Field(description="An opaque, signed handle for this statement.")]
+
+
 class StatementSubmitted(BaseModel):
-    """Body of `POST /api/statements` (202) and `DELETE /api/statements/{id}` (202)."""
+    """Body of `POST /api/statements` (202): the handle, and the state when the answer left."""
 
-    statement_id: str = Field(description="An opaque, signed handle for this statement.")
-    state: str | None = Field(
-        default=None, description="PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED."
+    statement_id: Handle
+    state: StatementState = Field(
+        description="Usually PENDING or RUNNING; a statement that ended within wait_s says so."
     )
 
 
-class StatementStatus(BaseModel):
-    """Body of `GET /api/statements/{id}`: the state, and once SUCCEEDED the first page."""
+class CancelSent(BaseModel):
+    """Body of `DELETE /api/statements/{id}` (202): the cancel was sent; poll for the outcome."""
 
-    statement_id: str
-    state: str
-    columns: list[ColumnModel] | None = None
-    row_count: int | None = Field(default=None, description="Rows in the whole result.")
-    truncated: bool | None = None
-    rows: list[list[Any]] | None = Field(default=None, description="The first page of rows.")
-    next_offset: int | None = Field(
-        default=None, description="Offset of the next page, or null after the last."
+    statement_id: Handle
+
+
+class StatementRunning(BaseModel):
+    """Not ended yet: poll again."""
+
+    statement_id: Handle
+    state: Literal["PENDING", "RUNNING"]
+    elapsed_ms: Count = Field(description="Milliseconds since the statement was submitted.")
+
+
+class StatementSucceeded(BaseModel):
+    """Ended with a result: its columns, its size and the first page of its rows."""
+
+    statement_id: Handle
+    state: Literal["SUCCEEDED"]
+    columns: list[ColumnModel]
+    row_count: Count = Field(description="Rows in the whole result.")
+    truncated: bool = Field(description="True when row_limit or byte_limit cut the result.")
+    rows: list[Row] = Field(description="The first page of rows (`limit` of them at most).")
+    next_offset: Count | None = Field(
+        description="Offset of the next page (GET .../rows?offset=), or null after the last."
     )
+
+
+class StatementFailed(BaseModel):
+    """Ended with an error: what the warehouse said about the SQL (usually SQL_ERROR)."""
+
+    statement_id: Handle
+    state: Literal["FAILED"]
+    error: ErrorDetail
+
+
+class StatementEnded(BaseModel):
+    """Ended without a result to read: CANCELED, or CLOSED (its result expired)."""
+
+    statement_id: Handle
+    state: Literal["CANCELED", "CLOSED"]
+
+
+class StatementStatus(
+    RootModel[
+        Annotated[
+            StatementRunning | StatementSucceeded | StatementFailed | StatementEnded,
+            Field(discriminator="state"),
+        ]
+    ]
+):
+    """Body of `GET /api/statements/{id}`, 200 in every state; `state` says which shape."""
 
 
 class RowsPage(BaseModel):
     """Body of `GET /api/statements/{id}/rows`."""
 
-    rows: list[list[Any]]
-    offset: int
-    row_count: int = Field(description="Rows in this page.")
-    total_row_count: int
-    next_offset: int | None
+    rows: list[Row]
+    offset: Count
+    row_count: Count = Field(description="Rows in this page.")
+    total_row_count: Count
+    next_offset: Count | None = Field(description="Offset of the next page, or null after it.")
 
 
 class ErrorDetail(BaseModel):
@@ -302,6 +379,11 @@ class ErrorDetail(BaseModel):
     )
     sql_state: str | None = None
     field: str | None = Field(default=None, description="The request field at fault, if any.")
+    state: StatementState | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="STATEMENT_NOT_READY only: the statement's state.",
+    )
     warehouse: WarehouseInfo | None = Field(
         default=None,
         description="WAREHOUSE_STARTING / WAREHOUSE_STOPPED: its state, ETA and how long it "
@@ -319,3 +401,52 @@ class NotReadyResponse(ReadyResponse):
     """Body of `GET /ready` answering 503: the readiness fields beside the error."""
 
     error: ErrorDetail
+
+
+class NdjsonHeader(BaseModel):
+    """The first line of an NDJSON result: the columns, and the size when the warehouse said it."""
+
+    columns: list[ColumnModel]
+    statement_id: str = Field(description="The warehouse's statement id.")
+    total_row_count: Count | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="Rows the stream will carry, for a progress bar.",
+    )
+    chunk_count: Count | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_absent_when_unset,
+        description="Chunks the warehouse holds the result in.",
+    )
+
+
+class NdjsonFooter(BaseModel):
+    """The last line of a complete NDJSON result."""
+
+    row_count: Count
+    truncated: bool
+    server_timing: str = Field(
+        description="Where the time went, in Server-Timing syntax: wait, fetch and convert "
+        "(milliseconds)."
+    )
+
+
+class OpenApiInfo(BaseModel):
+    """The document's `info`."""
+
+    title: str
+    version: str
+    description: str | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_when_unset
+    )
+
+
+class OpenApiDocument(BaseModel):
+    """Body of `GET /openapi.json`: an OpenAPI 3.1 document (this one)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str = Field(pattern=r"^3\.1\.\d+$")
+    info: OpenApiInfo
+    paths: dict[str, dict[str, Any]]
+    components: dict[str, dict[str, Any]]

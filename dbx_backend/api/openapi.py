@@ -14,21 +14,27 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from dbx_backend import __version__
-from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL
+from dbx_backend.api.errors import ERROR_RESPONSES, INTERNAL, MAX_RETRY_AFTER_S
 from dbx_backend.api.models import (
     MAX_SAFE_INT,
+    CancelSent,
     ErrorResponse,
     HealthResponse,
     NamedQueryList,
     NamedQueryRequest,
+    NdjsonFooter,
+    NdjsonHeader,
     NotReadyResponse,
+    OpenApiDocument,
     QueryRequest,
     QueryResponse,
     ReadyResponse,
     RowsPage,
     StatementStatus,
     StatementSubmitted,
+    SubmitRequest,
 )
+from dbx_backend.api.statements import MAX_PAGE_ROWS
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -37,7 +43,10 @@ ERROR_TEXT = {
     403: "Statement not allowed (read-only), ad-hoc SQL disabled, or a CORS preflight from an "
     "origin not in CORS_ALLOW_ORIGINS",
     404: "No such route, named query or statement handle",
+    405: "The path does not take this method; Allow lists the ones it takes",
     408: "The request body did not arrive within BODY_READ_TIMEOUT_S",
+    409: "The statement has not SUCCEEDED, so it has no rows to read (yet); error.state says "
+    "where it is",
     413: "Body or SQL too large",
     415: "A Content-Encoding other than gzip, deflate or identity",
     421: "Host not allowed: bound to loopback, the service answers only loopback names and "
@@ -46,21 +55,69 @@ ERROR_TEXT = {
     "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
-    503: "The warehouse is unavailable, or the service is shutting down; see Retry-After",
+    503: "The warehouse is unavailable, or the service is busy (its memory budget is full) or "
+    "shutting down; see Retry-After",
     504: "The query ran past its timeout and was cancelled",
 }
 RUN_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504)
 HANDLE_ERRORS = (400, 401, 404, 429, 500, 502, 503, 504)
+# Every path may answer these: a foreign Host, a method it does not take, a failure.
+ALWAYS_ERRORS = (405, 421, 500)
+NDJSON = "application/x-ndjson"
 STREAMS = {
-    "application/x-ndjson": "First line {columns, statement_id}, one JSON array per row, "
-    "then {row_count, truncated}; or a final {error} line (with statement_id) if the stream "
-    "fails.",
+    NDJSON: "One JSON document per line: an NdjsonHeader, one NdjsonRow per row, then an "
+    "NdjsonFooter; or, if the stream fails after it began, a last ErrorResponse line (with "
+    "statement_id) and no footer. x-item-schema describes the lines.",
     "text/csv": "RFC 4180: a header row, then rows. A failure mid-stream cuts the body short.",
     "application/vnd.apache.arrow.stream": "An Arrow IPC stream: the schema (each field's "
     "metadata has type_text and type_name; the schema's has statement_id, total_row_count and "
     "truncated), then record batches as chunks arrive, then the end-of-stream marker. Types: "
     "the README's type table. A failure mid-stream ends the body inside an unfinished message "
     "(so an Arrow reader fails) followed by the error envelope as JSON, and cuts the body short.",
+}
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "Ties the response to the service's log line (yours, if you sent a sane "
+        "one).",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    "Server-Timing": {
+        "description": "Where the time went, in milliseconds: wait (for the result), fetch and "
+        "convert; streams send wait here and the rest in their footer line.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again, when known.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RETRY_AFTER_S},
+    },
+    "Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}},
+    "WWW-Authenticate": {"description": "Bearer.", "schema": {"type": "string"}},
+    "Content-Disposition": {
+        "description": "text/csv only: attachment; filename=...",
+        "schema": {"type": "string"},
+    },
+}
+ERROR_HEADERS = {401: ("WWW-Authenticate",), 405: ("Allow",), 429: ("Retry-After",)}
+ERROR_HEADERS[503] = ("Retry-After",)
+# Any JSON value, for the cells of rows.
+JSON_VALUE = {
+    "title": "JsonValue",
+    "description": "Any JSON value; a cell's form is given by its column's json_type.",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        # Not recursive: TypeScript cannot declare a schema that refers to itself this way.
+        {"type": "array", "items": {}},
+        {"type": "object", "additionalProperties": {}},
+    ],
+}
+NDJSON_ROW = {
+    "title": "NdjsonRow",
+    "description": "One row of an NDJSON result: its cells in column order.",
+    "type": "array",
+    "items": {"$ref": REF.format(model="JsonValue")},
 }
 
 
@@ -97,7 +154,8 @@ class Operation:
 
 
 _ID = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
-_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
+_FIRST_PAGE = {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_ROWS, "default": 1000}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_ROWS, "default": 1000}
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -120,7 +178,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/metrics", "metrics", "Prometheus metrics.", secured=False, ok_media="text/plain"
     ),
-    Operation("get", "/openapi.json", "openapi", "This document.", secured=False),
+    Operation(
+        "get", "/openapi.json", "openapi", "This document.", ok=OpenApiDocument, secured=False
+    ),
     Operation(
         "post",
         "/api/query",
@@ -149,13 +209,15 @@ OPERATIONS: tuple[Operation, ...] = (
         ok=QueryResponse,
         errors=(*RUN_ERRORS, 404),
         streams=True,
+        extra_headers=("Server-Timing",),
     ),
     Operation(
         "post",
         "/api/statements",
         "submit_statement",
-        "Start a statement without waiting; answers a handle. Optional Idempotency-Key.",
-        body=QueryRequest,
+        "Start a statement; answers a handle at once, or when it ends within wait_s. "
+        "Optional Idempotency-Key.",
+        body=SubmitRequest,
         ok_status=202,
         ok=StatementSubmitted,
         errors=RUN_ERRORS,
@@ -164,30 +226,31 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/statements/{id}",
         "statement_status",
-        "A statement's state; once SUCCEEDED, its columns and first page of rows.",
+        "A statement's state, 200 whatever it is: elapsed_ms while it runs, its columns and "
+        "first page of rows once SUCCEEDED, its error once FAILED.",
         ok=StatementStatus,
         errors=HANDLE_ERRORS,
-        query=(("limit", "Rows in the first page (capped).", _ID),),
+        query=(("limit", "Rows in the first page.", _FIRST_PAGE),),
     ),
     Operation(
         "get",
         "/api/statements/{id}/rows",
         "statement_rows",
-        "A page of a SUCCEEDED statement's rows.",
+        "A page of a SUCCEEDED statement's rows; 409 before it has SUCCEEDED.",
         ok=RowsPage,
-        errors=HANDLE_ERRORS,
+        errors=(*HANDLE_ERRORS, 409),
         query=(
             ("offset", "First row, 0-based.", _ID),
-            ("limit", "Rows in the page (capped).", _LIMIT),
+            ("limit", "Rows in the page.", _LIMIT),
         ),
     ),
     Operation(
         "delete",
         "/api/statements/{id}",
         "cancel_statement",
-        "Ask the warehouse to cancel the statement.",
+        "Ask the warehouse to cancel the statement; poll to learn whether it did.",
         ok_status=202,
-        ok=StatementSubmitted,
+        ok=CancelSent,
         errors=HANDLE_ERRORS,
     ),
 )
@@ -195,6 +258,10 @@ OPERATIONS: tuple[Operation, ...] = (
 
 def _schema_ref(model: type[BaseModel], refs: dict[Any, Any], mode: str) -> dict[str, Any]:
     return dict(refs[(model, mode)])
+
+
+def _headers(names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: HEADERS[name] for name in ("X-Request-ID", *names)}
 
 
 def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
@@ -205,16 +272,26 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         ok_content = {op.ok_media: {"schema": {"type": "object"}}}
     else:
         ok_content = {op.ok_media: {"schema": {"type": "string"}}}
+    ok_headers = op.extra_headers
     if op.streams:
         for media, description in STREAMS.items():
             schema = {"type": "string", "description": description}
             if "arrow" in media:
                 schema["contentMediaType"] = media  # binary: not text (OpenAPI 3.1)
             ok_content[media] = {"schema": schema}
-    headers = {"X-Request-ID": {"schema": {"type": "string"}}}
-    headers |= {name: {"schema": {"type": "string"}} for name in op.extra_headers}
+        ok_content[NDJSON]["x-item-schema"] = {
+            "oneOf": [
+                {"$ref": REF.format(model=name)}
+                for name in ("NdjsonHeader", "NdjsonRow", "NdjsonFooter", "ErrorResponse")
+            ]
+        }
+        ok_headers = (*ok_headers, "Content-Disposition")
     responses: dict[str, Any] = {
-        str(op.ok_status): {"description": "Success", "headers": headers, "content": ok_content}
+        str(op.ok_status): {
+            "description": "Success",
+            "headers": _headers(ok_headers),
+            "content": ok_content,
+        }
     }
     if op.operation_id == "submit_statement":
         # The handle in the answer is the `{id}` of the statement routes.
@@ -223,13 +300,17 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             for target in ("statement_status", "statement_rows", "cancel_statement")
         }
     bodies = dict(op.error_bodies)
-    for status in sorted({*op.errors, 421, 500}):  # any route may refuse a foreign Host
+    for status in sorted({*op.errors, *ALWAYS_ERRORS}):
         model = bodies.get(status, ErrorResponse)
         error_schema = {"application/json": {"schema": _schema_ref(model, refs, "serialization")}}
         description = ERROR_TEXT[status]
         if status in CODES:
             description += f". error.code: {', '.join(CODES[status])}"
-        responses[str(status)] = {"description": description, "content": error_schema}
+        responses[str(status)] = {
+            "description": description,
+            "headers": _headers(ERROR_HEADERS.get(status, ())),
+            "content": error_schema,
+        }
     operation: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -268,12 +349,18 @@ def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     inputs = {op.body for op in OPERATIONS if op.body is not None}
     outputs = {op.ok for op in OPERATIONS if op.ok is not None} | {ErrorResponse}
+    outputs |= {NdjsonHeader, NdjsonFooter}
     outputs |= {model for op in OPERATIONS for _, model in op.error_bodies}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)
     ]
     pairs += [(m, "serialization") for m in sorted(outputs, key=lambda m: m.__name__)]
     refs, definitions = models_json_schema(pairs, ref_template=REF)
+    schemas = definitions.get("$defs", {}) | {"JsonValue": JSON_VALUE, "NdjsonRow": NDJSON_ROW}
+    # Every code an error may carry, from the one exception -> response table.
+    codes = sorted({code for found in CODES.values() for code in found})
+    schemas["ErrorDetail"]["properties"]["code"]["enum"] = codes
+    schemas = dict(sorted(schemas.items()))
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
@@ -286,7 +373,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": definitions.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {
                 "apiKey": {
                     "type": "http",

@@ -43,6 +43,7 @@ class Prepared:
     cacheable: bool  # deterministic and a read: its result may be stored
     key: str  # the result cache's key
     timeout_s: float  # the request's deadline, capped by MAX_QUERY_TIMEOUT_S
+    caller: str  # whose cache it reads: the caller's digest with CACHE_SCOPE=per_key, else ""
 
 
 class PreparedRequests:

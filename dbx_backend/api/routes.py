@@ -21,6 +21,7 @@ from dbx_backend.api.cached import (
     lookup_cached,
     prepare,
     run_options,
+    send,
 )
 from dbx_backend.api.errors import (
     INTERNAL,
@@ -39,20 +40,25 @@ from dbx_backend.api.models import (
     QueryRequest,
     TypedParamModel,
 )
+from dbx_backend.api.options import SERVICE_NAME
 from dbx_backend.api.prepared import PREPARED, Prepared, PreparedRequests
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
     CachePolicy,
+    JsonAnswer,
+    MemoryBusy,
     OpenStatement,
     ParamScalar,
     QueryResult,
+    Timings,
     TypedParam,
 )
 from dbx_backend.keys import (
     ERROR_CODE,
     LIMITER,
+    MEMORY_WAIT_MS,
     QUERIES,
     QUERY_SERVICE,
     REQUEST_ID,
@@ -66,7 +72,7 @@ from dbx_backend.keys import (
 from dbx_backend.queries import bind_params
 
 log = logging.getLogger("dbx_backend.api")
-THREAD_ENCODE_ROWS = 10_000
+__all__ = ["SERVICE_NAME", "query_params", "read_json", "setup_routes"]
 _Model = TypeVar("_Model", bound=BaseModel)
 # What JSON calls whitespace (RFC 8259); bytes.strip() would also take \f and \v, which are not.
 JSON_WHITESPACE = b" \t\n\r"
@@ -110,20 +116,27 @@ def query_params(body: QueryRequest) -> dict[str, ParamScalar | TypedParam]:
     }
 
 
-def server_timing(result: QueryResult) -> str:
-    """`Server-Timing` header value: where the time went, in milliseconds."""
-    t = result.timings
+def server_timing(timings: Timings, *, wait_only: bool = False) -> str:
+    """`Server-Timing` value: where the time went, in milliseconds (a stream's headers leave
+    before its rows, so they carry the wait alone and its footer line the whole)."""
+    wait = f"wait;dur={timings.wait_s * 1000:.1f}"
+    if wait_only:
+        return wait
     return (
-        f"wait;dur={t.wait_s * 1000:.1f}, fetch;dur={t.fetch_s * 1000:.1f}, "
-        f"convert;dur={t.convert_s * 1000:.1f}"
+        f"{wait}, fetch;dur={timings.fetch_s * 1000:.1f}, "
+        f"convert;dur={timings.convert_s * 1000:.1f}"
     )
 
 
-def note_statement(request: web.Request, statement: OpenStatement | QueryResult) -> None:
+def note_statement(
+    request: web.Request, statement: OpenStatement | QueryResult | JsonAnswer
+) -> None:
     """Record what the access log reports about this request; warn about slow statements."""
     request[STATEMENT_ID] = statement.statement_id
     request[RETRIES] = statement.stats.retries
     request[WAREHOUSE_MS] = round(statement.stats.warehouse_s * 1000, 1)
+    if not isinstance(statement, QueryResult):
+        note_memory_wait(request, statement.memory_wait_s)
     waited = statement.timings.wait_s
     if waited >= request.app[SETTINGS].slow_query_s:
         log.warning(
@@ -132,6 +145,12 @@ def note_statement(request: web.Request, statement: OpenStatement | QueryResult)
             waited,
             extra={"request_id": request[REQUEST_ID], "statement_id": statement.statement_id},
         )
+
+
+def note_memory_wait(request: web.Request, waited_s: float) -> None:
+    """The access log says how long a request waited for room in the memory budget."""
+    if waited_s > 0:
+        request[MEMORY_WAIT_MS] = round(waited_s * 1000, 1)
 
 
 async def query(request: web.Request) -> web.StreamResponse:
@@ -202,14 +221,26 @@ async def run_named_query(request: web.Request) -> web.StreamResponse:
 async def run_statement(
     request: web.Request, prepared: Prepared, app: web.Application
 ) -> web.StreamResponse:
-    """Answer from the result cache, or run the statement (coalesced with identical runs,
-    within the concurrency limit) and answer in the negotiated format."""
+    """Answer from the result cache, or run the statement (coalesced with identical runs, within
+    the concurrency limit and the memory budget) and answer in the negotiated format."""
+    try:
+        return await _run_statement(request, prepared, app)
+    except MemoryBusy as exc:
+        note_memory_wait(request, exc.waited_s)
+        raise
+
+
+async def _run_statement(
+    request: web.Request, prepared: Prepared, app: web.Application
+) -> web.StreamResponse:
     result_format = negotiate(request.headers.get("Accept", ""))
+    if result_format == "arrow" and prepared.options.long_as_string:
+        prepared = for_arrow(app, prepared)  # int64 holds every LONG
     if result_format != "json":
         # A stream is answered from a fresh entry when there is one, else run as a stream.
         hit = await lookup_cached(request, prepared, app)
         if hit is not None:
-            return cached_response(request, hit, result_format, None)
+            return await send(request, cached_response(request, hit, result_format, None))
         options = run_options(request, prepared, streaming=True)
         service = app[QUERY_SERVICE]
         async with (
@@ -219,11 +250,32 @@ async def run_statement(
             note_statement(request, opened)
             return await stream_result(request, opened, result_format)
     answer = await answer_cached(request, prepared, app)
-    timing = None
-    if answer.produced is not None and isinstance(answer.produced.details, QueryResult):
-        note_statement(request, answer.produced.details)
-        timing = server_timing(answer.produced.details)
-    return cached_response(request, answer, "json", timing)
+    ran = answer.produced.details if answer.produced is not None else None
+    if not isinstance(ran, JsonAnswer):
+        return await send(request, cached_response(request, answer, "json", None))
+    try:
+        note_statement(request, ran)
+        return await send(
+            request, cached_response(request, answer, "json", server_timing(ran.timings))
+        )
+    finally:
+        ran.release()  # sent (or given up on): its bytes leave the memory budget
+
+
+def for_arrow(app: web.Application, prepared: Prepared) -> Prepared:
+    """`prepared` as an Arrow stream runs it: LONG values as int64 whatever `long_as_string`
+    says, so it reads (and stores) the entry of a request without it."""
+    options = prepared.options.model_copy(update={"long_as_string": False})
+    return prepare(
+        app,
+        prepared.statement,
+        prepared.params,
+        options,
+        catalog=prepared.catalog,
+        schema=prepared.schema,
+        policy=prepared.policy,
+        caller=prepared.caller,
+    )
 
 
 async def stream_result(
@@ -235,8 +287,7 @@ async def stream_result(
         headers={
             "Content-Type": writer.media_type,
             "X-Request-ID": request[REQUEST_ID],
-            # Headers leave before the rows: only the wait for the result is known by then.
-            "Server-Timing": f"wait;dur={statement.timings.wait_s * 1000:.1f}",
+            "Server-Timing": server_timing(statement.timings, wait_only=True),
         }
     )
     if result_format == "csv":
@@ -247,7 +298,12 @@ async def stream_result(
     rows = 0
     try:
         await response.prepare(request)
-        header = writer.header(statement.columns, statement.statement_id)
+        header = writer.header(
+            statement.columns,
+            statement.statement_id,
+            total_row_count=statement.announced_rows,
+            chunk_count=statement.announced_chunks,
+        )
         if header:
             await response.write(header)
         async for part in statement.parts(form):
@@ -262,7 +318,9 @@ async def stream_result(
     except Exception as exc:
         failure = exc
     else:
-        await response.write(writer.footer(rows, statement.truncated))
+        await response.write(
+            writer.footer(rows, statement.truncated, server_timing(statement.timings))
+        )
         request[ROW_COUNT] = rows
         await response.write_eof()
         return response

@@ -1,12 +1,15 @@
 """The asynchronous statements API: submit a long query, poll it, page through it, cancel it.
 
     POST   /api/statements                  202 {"statement_id": <handle>, "state"}
-    GET    /api/statements/{id}?limit=      {"statement_id", "state"} (+ result and first page)
-    GET    /api/statements/{id}/rows?offset=&limit=   one page of rows
+    GET    /api/statements/{id}?limit=      200 {"statement_id", "state", ...} in every state
+    GET    /api/statements/{id}/rows?offset=&limit=   one page of rows; 409 until SUCCEEDED
     DELETE /api/statements/{id}             202: the cancel was sent
 
-`{id}` is a signed handle (`engine/handles.py`), never the raw warehouse id. Pages hold at most
-`MAX_PAGE_ROWS` rows; a larger `limit` is lowered to it. An `Idempotency-Key` on POST returns
+`{id}` is a signed handle (`engine/handles.py`), never the raw warehouse id. A poll answers 200
+for any valid handle: PENDING and RUNNING with `elapsed_ms`, SUCCEEDED with the result's first
+page, FAILED with its `error`, so a 4xx always means the poll itself was wrong. Pages hold at
+most `MAX_PAGE_ROWS` rows; a larger `limit` is a 400 naming the cap. A submit waits up to its
+`wait_s` for the statement to end. An `Idempotency-Key` on POST returns
 the first submit's handle for `IDEMPOTENCY_WINDOW_S`, from this process's memory and, with
 `CACHE_URL`, from Redis, so a retry that lands on another replica gets the same handle
 (`engine/idempotency.py`). Each caller may have `MAX_OPEN_STATEMENTS` statements open at once
@@ -26,10 +29,26 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from dbx_backend.api.answers import column_models, model_response
-from dbx_backend.api.errors import InvalidRequest
+from dbx_backend.api.errors import (
+    INTERNAL,
+    InvalidRequest,
+    StatementNotReady,
+    error_body,
+    response_for,
+)
 from dbx_backend.api.guards import caller_identity
-from dbx_backend.api.models import MAX_SAFE_INT, QueryRequest, StatementStatus, StatementSubmitted
+from dbx_backend.api.models import (
+    MAX_SAFE_INT,
+    CancelSent,
+    ErrorDetail,
+    StatementEnded,
+    StatementRunning,
+    StatementSubmitted,
+    StatementSucceeded,
+    SubmitRequest,
+)
 from dbx_backend.api.models import RowsPage as RowsPageModel
+from dbx_backend.api.models import StatementFailed as StatementFailedModel
 from dbx_backend.api.options import query_options
 from dbx_backend.api.routes import query_params, read_json
 from dbx_backend.config import Settings
@@ -40,6 +59,7 @@ from dbx_backend.engine import (
     IdempotencyStore,
     NormalizeOptions,
     OpenStatements,
+    StatementInfo,
     Submitted,
     UnknownHandle,
     still_running,
@@ -50,7 +70,9 @@ from dbx_backend.keys import (
     LIMITER,
     OPEN_STATEMENTS,
     QUERY_SERVICE,
+    REQUEST_ID,
     ROW_COUNT,
+    SECRETS,
     SETTINGS,
     STATEMENT_ID,
     TASKS,
@@ -98,15 +120,15 @@ def _release(request: web.Request, claims: HandleClaims) -> None:
     request.app[OPEN_STATEMENTS].release(caller_of(request), claims.statement_id)
 
 
-def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int:
+def _int_param(
+    request: web.Request, name: str, default: int, minimum: int, maximum: int = MAX_SAFE_INT
+) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    # ASCII digits only (`\d` would take any script's), and at most the schema's maximum.
-    if not re.fullmatch(r"[0-9]{1,16}", text.strip()) or not minimum <= int(text) <= MAX_SAFE_INT:
-        raise InvalidRequest(
-            f"{name} must be an integer from {minimum} to {MAX_SAFE_INT}", field=name
-        )
+    # ASCII digits only (`\d` would take any script's); the bounds are named in the answer.
+    if not re.fullmatch(r"[0-9]{1,16}", text.strip()) or not minimum <= int(text) <= maximum:
+        raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}", field=name)
     return int(text)
 
 
@@ -123,8 +145,9 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 async def submit_statement(request: web.Request) -> web.Response:
-    """Start one ad-hoc statement and answer 202 with its handle, without waiting for rows."""
-    body = await read_json(request, QueryRequest)
+    """Start one ad-hoc statement and answer 202 with its handle, once it has ended or `wait_s`
+    has passed (0: at once)."""
+    body = await read_json(request, SubmitRequest)
     engine = request.app[QUERY_SERVICE]
     statement = await engine.admit(body.sql)
     key = _idempotency_key(request)
@@ -134,13 +157,19 @@ async def submit_statement(request: web.Request) -> web.Response:
     )
     limiter = request.app[LIMITER]
     budget = request.app[OPEN_STATEMENTS]
+    wait_ends_at = engine.clock() + min(body.wait_s, options.timeout_s)
+
+    def wait_left() -> float:
+        return max(0.0, wait_ends_at - engine.clock())
 
     async def submit() -> Submitted:
         # A caller that leaves mid-submit (no Idempotency-Key: nobody else can learn the handle)
         # cancels this; the engine then cancels the statement once the warehouse names it.
         with budget.reserve(caller) as keep:  # over the budget: refused before any submit
             async with limiter.slot():
-                info = await engine.start(statement, query_params(body), options)
+                info = await engine.start(
+                    statement, query_params(body), options, wait_s=wait_left()
+                )
             if not info.finished:
                 keep(info.statement_id)
         handle = request.app[HANDLE_SIGNER].issue(
@@ -151,18 +180,45 @@ async def submit_statement(request: web.Request) -> web.Response:
     if key is None:
         submitted = await submit()
     else:
-        fingerprint = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
+        # How long this request waits is not part of the statement: a retry may wait less.
+        statement_json = body.model_dump_json(by_alias=True, exclude={"wait_s"})
+        fingerprint = hashlib.sha256(statement_json.encode()).hexdigest()
         submitted = await request.app[IDEMPOTENCY].submit_once((caller, key), fingerprint, submit)
     request[STATEMENT_ID] = submitted.statement_id
-    return model_response(
-        StatementSubmitted(statement_id=submitted.handle, state=submitted.state), 202
-    )
+    state = await _wait_until_end(request, submitted, wait_left(), abandon=key is None)
+    return model_response(StatementSubmitted(statement_id=submitted.handle, state=state), 202)
+
+
+async def _wait_until_end(
+    request: web.Request, submitted: Submitted, wait_s: float, *, abandon: bool
+) -> str:
+    """The statement's state once it ends or `wait_s` runs out, polled after the submit (so a
+    caller who leaves stops only the wait; without an Idempotency-Key nobody else can learn
+    the handle, so the statement is cancelled then)."""
+    if still_running(submitted) is None or wait_s <= 0:
+        return submitted.state
+    engine, budget = request.app[QUERY_SERVICE], request.app[OPEN_STATEMENTS]
+    caller = caller_of(request)
+    info = StatementInfo(submitted.statement_id, submitted.state)
+    try:
+        info = await engine.wait_until_end(info, wait_s)
+    except asyncio.CancelledError:
+        if abandon:
+            budget.release(caller, submitted.statement_id)
+            request.app[TASKS].spawn(engine.cancel_quietly(submitted.statement_id))
+        raise
+    except dbx.StatementFailed:
+        budget.release(caller, submitted.statement_id)
+        raise
+    budget.observe(caller, submitted.statement_id, info.state)
+    return info.state
 
 
 async def statement_status(request: web.Request) -> web.Response:
-    """The statement's state; when SUCCEEDED also columns, totals and the first `limit` rows."""
+    """The statement's state, 200 whatever it is: with `elapsed_ms` while it runs, the result's
+    columns, totals and first `limit` rows once SUCCEEDED, the `error` once FAILED."""
     handle, claims = _open_handle(request)
-    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 0), MAX_PAGE_ROWS)
+    limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 0, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
@@ -170,14 +226,29 @@ async def statement_status(request: web.Request) -> web.Response:
                 claims.statement_id, first_page_rows=limit, normalize=normalize
             )
     _observe(request, claims, info.state)
-    if info.columns is None:
-        return model_response(StatementStatus(statement_id=handle, state=info.state))
+    if not info.finished:  # PENDING or RUNNING
+        elapsed_s = request.app[HANDLE_SIGNER].clock() - claims.submitted_at
+        running = StatementRunning(
+            statement_id=handle, state=info.state, elapsed_ms=max(0, round(elapsed_s * 1000))
+        )
+        return model_response(running)
+    if info.failure is not None:
+        row = response_for(info.failure) or INTERNAL
+        secrets: tuple[str, ...] = request.app[SECRETS]
+        read_only = request.app[SETTINGS].read_only
+        failure = error_body(info.failure, row, request[REQUEST_ID], secrets, read_only=read_only)
+        error = ErrorDetail.model_validate(failure["error"])
+        return model_response(
+            StatementFailedModel(statement_id=handle, state="FAILED", error=error)
+        )
+    if info.columns is None:  # CANCELED, or CLOSED
+        return model_response(StatementEnded(statement_id=handle, state=info.state))
     rows = info.rows or []
     total = info.total_row_count or 0
     request[ROW_COUNT] = len(rows)
-    status = StatementStatus(
+    status = StatementSucceeded(
         statement_id=handle,
-        state=info.state,
+        state="SUCCEEDED",
         columns=column_models(info.columns),
         row_count=total,
         truncated=info.truncated,
@@ -188,10 +259,10 @@ async def statement_status(request: web.Request) -> web.Response:
 
 
 async def statement_rows(request: web.Request) -> web.Response:
-    """Rows `[offset, offset + limit)` of a SUCCEEDED statement's result."""
+    """Rows `[offset, offset + limit)` of a SUCCEEDED statement's result; 409 before that."""
     _, claims = _open_handle(request)
     offset = _int_param(request, "offset", 0, 0)
-    limit = min(_int_param(request, "limit", DEFAULT_PAGE_ROWS, 1), MAX_PAGE_ROWS)
+    limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 1, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
     with _statement_scope(request, claims):
         async with request.app[LIMITER].slot():
@@ -200,10 +271,7 @@ async def statement_rows(request: web.Request) -> web.Response:
             )
     _observe(request, claims, page.state)
     if not page.succeeded:
-        raise InvalidRequest(
-            f"the statement is {page.state}: rows can be read once it has SUCCEEDED",
-            field="statement_id",
-        )
+        raise StatementNotReady(page.state)
     end = page.offset + len(page.rows)
     request[ROW_COUNT] = len(page.rows)
     answer = RowsPageModel(
@@ -223,7 +291,7 @@ async def cancel_statement(request: web.Request) -> web.Response:
         await request.app[QUERY_SERVICE].cancel(claims.statement_id)
     # It may still finish first; either way the caller is done with it.
     _release(request, claims)
-    return model_response(StatementSubmitted(statement_id=handle), 202)
+    return model_response(CancelSent(statement_id=handle), 202)
 
 
 def setup_statement_routes(

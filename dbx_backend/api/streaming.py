@@ -4,11 +4,12 @@ Each writer names the engine form it reads the result in (`form`), frames a head
 chunk's part and a footer. Arrow (`arrow_stream.py`) is imported on first use: pyarrow stays
 out of a process that never sends it.
 
-NDJSON: a first line `{"columns": [...], "statement_id": ...}`, one JSON array per row, then
-`{"row_count": N, "truncated": bool}`; an error after the first byte ends the stream with one
-`{"error": {...}}` line instead. CSV (RFC 4180): a header row, then rows; an error after the
-first byte cuts the response short (the chunked body never ends), so no client mistakes a
-partial file for a whole one.
+NDJSON: a first line `{"columns": [...], "statement_id": ..., "total_row_count": ...,
+"chunk_count": ...}` (the sizes when the warehouse said them), one JSON array per row, then
+`{"row_count": N, "truncated": bool, "server_timing": ...}`; an error after the first byte ends
+the stream with one `{"error": {...}}` line instead. CSV (RFC 4180): a header row, then rows;
+an error after the first byte cuts the response short (the chunked body never ends), so no
+client mistakes a partial file for a whole one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
-from dbx_backend.engine import ChunkForm, Column, JsonRows, JsonValue, OpenStatement
+from dbx_backend.engine import (
+    ChunkForm,
+    Column,
+    JsonLines,
+    JsonRows,
+    JsonValue,
+    Lines,
+    OpenStatement,
+    encode_rows,
+)
 
 ResultFormat = Literal["json", "ndjson", "csv", "arrow"]
 NDJSON = "application/x-ndjson"
@@ -61,16 +71,23 @@ class StreamWriter(Protocol[Part]):
         """The form the engine decodes each chunk into for this writer."""
         ...
 
-    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
-        """What comes before the first row."""
+    def header(
+        self,
+        columns: Sequence[Column],
+        statement_id: str,
+        *,
+        total_row_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> bytes:
+        """What comes before the first row (with the result's size when the warehouse said it)."""
         ...
 
     def part(self, part: Part) -> Iterable[bytes | memoryview]:
         """One chunk's rows, encoded (several pieces, written in order)."""
         ...
 
-    def footer(self, row_count: int, truncated: bool) -> bytes:
-        """What ends a complete result."""
+    def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
+        """What ends a complete result (with where the time went, when the form has room)."""
         ...
 
     # A failure after the first byte: whether the body is then cut (the chunked response
@@ -88,8 +105,9 @@ def stream_writer(result_format: ResultFormat, statement: OpenStatement) -> Stre
         from dbx_backend.api.arrow_stream import ArrowStreamWriter  # pyarrow on first use
 
         return ArrowStreamWriter.for_statement(statement)
-    rows = statement.json_rows()
-    return NdjsonWriter(rows) if result_format == "ndjson" else CsvWriter(rows)
+    if result_format == "ndjson":
+        return NdjsonWriter(statement.json_lines())
+    return CsvWriter(statement.json_rows())
 
 
 class NdjsonWriter:
@@ -99,32 +117,47 @@ class NdjsonWriter:
     media_type = f"{NDJSON}; charset=utf-8"
     cut_on_failure = False
 
-    def __init__(self, form: JsonRows | None = None) -> None:
+    def __init__(self, form: JsonLines | None = None) -> None:
         self._form = form
 
     @property
-    def form(self) -> JsonRows:
-        """Normalized JSON rows."""
+    def form(self) -> JsonLines:
+        """NDJSON lines, written by the engine (whole columns at once for large chunks)."""
         if self._form is None:
             raise RuntimeError("this writer was made without a statement")
         return self._form
 
-    def part(self, part: Rows) -> Iterable[bytes]:
+    def part(self, part: Lines) -> Iterable[bytes | memoryview]:
         """One chunk's lines."""
-        return (self.rows(part),)
+        return (part.data,)
 
-    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
-        """The first line: the schema and the statement id."""
-        line = {"columns": [c.to_json() for c in columns], "statement_id": statement_id}
+    def header(
+        self,
+        columns: Sequence[Column],
+        statement_id: str,
+        *,
+        total_row_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> bytes:
+        """The first line: the schema, the statement id and the size, for a progress bar."""
+        line: dict[str, JsonValue] = {
+            "columns": [c.to_json() for c in columns],
+            "statement_id": statement_id,
+        }
+        if total_row_count is not None:
+            line["total_row_count"] = total_row_count
+        if chunk_count is not None:
+            line["chunk_count"] = chunk_count
         return orjson.dumps(line) + b"\n"
 
     def rows(self, rows: Sequence[Sequence[JsonValue]]) -> bytes:
         """One line per row."""
-        return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        return encode_rows(rows)
 
-    def footer(self, row_count: int, truncated: bool) -> bytes:
-        """The last line of a complete result."""
-        return orjson.dumps({"row_count": row_count, "truncated": truncated}) + b"\n"
+    def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
+        """The last line of a complete result, with where the time went."""
+        line = {"row_count": row_count, "truncated": truncated, "server_timing": server_timing}
+        return orjson.dumps(line) + b"\n"
 
     def failure(self, body: dict[str, JsonValue]) -> bytes:
         """The last line of a result that failed mid-way."""
@@ -176,7 +209,14 @@ class CsvWriter:
         csv.writer(buffer, lineterminator="\r\n").writerows(rows)
         return buffer.getvalue().encode()
 
-    def header(self, columns: Sequence[Column], statement_id: str) -> bytes:
+    def header(
+        self,
+        columns: Sequence[Column],
+        statement_id: str,
+        *,
+        total_row_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> bytes:
         """The header row: column names. Also decides which columns need a text form."""
         self._cells = [
             (i, _CSV_CELLS[c.json.json_type])
@@ -197,7 +237,7 @@ class CsvWriter:
             out[index] = cell(out[index])
         return out
 
-    def footer(self, row_count: int, truncated: bool) -> bytes:
+    def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
         """CSV has no footer."""
         return b""
 

@@ -17,7 +17,10 @@ from dbx_backend.engine.idempotency import (
     Submitted,
     still_running,
 )
+from dbx_backend.engine.json_answer import JsonAnswer
+from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.engine.parameters import (
@@ -64,8 +67,13 @@ __all__ = [
     "IdempotencyStore",
     "InvalidCacheControl",
     "InvalidQuery",
+    "JsonAnswer",
+    "JsonLines",
     "JsonRows",
     "JsonValue",
+    "Lines",
+    "MemoryBudget",
+    "MemoryBusy",
     "NormalizeOptions",
     "NotAdmitted",
     "NotCached",
@@ -94,6 +102,7 @@ __all__ = [
     "WarehouseStopped",
     "arrow_form",  # a module, imported on first use (pyarrow)
     "cache_key",
+    "encode_rows",
     "parse_cache_control",
     "sql_facts",
     "still_running",

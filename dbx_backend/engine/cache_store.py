@@ -20,14 +20,20 @@ from dataclasses import dataclass
 
 import orjson
 
+from dbx_backend.engine.memory import MemoryBudget
+
 # What an entry costs beyond its body (the object, the key, the ETag), for the byte budget.
 ENTRY_OVERHEAD_BYTES = 256
 
 
 def strong_etag(body: bytes) -> str:
     """A strong ETag of a body: a quoted, shortened SHA-256."""
-    digest = hashlib.sha256(body).digest()[:18]
-    return '"' + base64.urlsafe_b64encode(digest).decode() + '"'
+    return etag_of_digest(hashlib.sha256(body).digest())
+
+
+def etag_of_digest(digest: bytes) -> str:
+    """The strong ETag of a body whose SHA-256 `digest` was taken piece by piece."""
+    return '"' + base64.urlsafe_b64encode(digest[:18]).decode() + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,9 @@ class MemoryStore:
     """Entries in this process, bounded in bytes, least recently used evicted first.
 
     An entry larger than `max_entry_bytes` is refused (so it costs nothing); an entry older
-    than the `keep_s` it was stored with is dropped when met.
+    than the `keep_s` it was stored with is dropped when met. With a memory budget, entries
+    also hold their bytes in it, and give way first: the budget asks the store to `reclaim`
+    when an answer needs room, and the store keeps nothing while answers wait for some.
     """
 
     def __init__(
@@ -131,13 +139,17 @@ class MemoryStore:
         max_bytes: int,
         max_entry_bytes: int,
         *,
+        budget: MemoryBudget | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_entry_bytes = max_entry_bytes
+        self.budget = budget
         self.clock = clock
         self.stats = StoreStats()
         self._entries: OrderedDict[str, tuple[CacheEntry, float]] = OrderedDict()
+        if budget is not None:
+            budget.give_way_with(self)
 
     def get(self, key: str) -> CacheEntry | None:
         """The entry under `key`, marked as recently used; None when absent or past keeping."""
@@ -156,14 +168,26 @@ class MemoryStore:
         if len(entry.body) > self.max_entry_bytes or entry.size > self.max_bytes or keep_s <= 0:
             return False
         self._drop(key)
+        if self.budget is not None:
+            if entry.size > self.budget.free + self.stats.bytes_held:
+                return False  # evicting every entry would not make room
+            while not self.budget.hold_for_cache(entry.size):
+                if not self._entries or self.budget.waiting:
+                    return False  # the memory belongs to answers now
+                self._evict_oldest()
         self._entries[key] = (entry, self.clock() + keep_s)
         self.stats.bytes_held += entry.size
         self.stats.entries += 1
         while self.stats.bytes_held > self.max_bytes and self._entries:
-            oldest = next(iter(self._entries))
-            self._drop(oldest)
-            self.stats.evictions += 1
+            self._evict_oldest()
         return True
+
+    def reclaim(self, nbytes: int) -> int:
+        """Evict least recently used entries until `nbytes` are freed (or none is left)."""
+        freed = 0
+        while freed < nbytes and self._entries:
+            freed += self._evict_oldest()
+        return freed
 
     def delete(self, key: str) -> None:
         """Forget `key`."""
@@ -172,8 +196,18 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _drop(self, key: str) -> None:
+    def _evict_oldest(self) -> int:
+        oldest = next(iter(self._entries))
+        self.stats.evictions += 1
+        return self._drop(oldest)
+
+    def _drop(self, key: str) -> int:
         found = self._entries.pop(key, None)
-        if found is not None:
-            self.stats.bytes_held -= found[0].size
-            self.stats.entries -= 1
+        if found is None:
+            return 0
+        size = found[0].size
+        self.stats.bytes_held -= size
+        self.stats.entries -= 1
+        if self.budget is not None:
+            self.budget.release_from_cache(size)
+        return size

@@ -1,6 +1,7 @@
 """Statement handles: the opaque, signed, expiring ids the browser gets for async statements.
 
-A handle carries the warehouse statement id, an expiry and the caller's rendering choices,
+A handle carries the warehouse statement id, when it was submitted, an expiry and the caller's
+rendering choices,
 signed with HMAC-SHA256 under `STATEMENT_HANDLE_SECRET`, so the service keeps no per-statement
 state: any replica with the same secret can serve any handle. A handle is also bound to the
 caller (the API key presented, when keys are configured) without carrying it.
@@ -24,8 +25,11 @@ from dbx_backend.config import ConfigError, Settings
 
 log = logging.getLogger("dbx_backend.api")
 
-_VERSION = 1
-_HEADER = struct.Struct(">BQB")  # version, expiry (unix seconds), flags
+_VERSION = 2
+_HEADER = struct.Struct(">BQBQ")  # version, expiry (unix seconds), flags, submitted (unix ms)
+# Version 1 had no submit time: still opened (issued by a replica not yet upgraded), its
+# submit time then read back from the expiry and the TTL, to the second.
+_HEADER_V1 = struct.Struct(">BQB")
 _MAC_BYTES = 32
 _CONTEXT = b"dbx-backend statement handle\x00"
 _FLAG_LONG_AS_STRING = 0x01
@@ -56,6 +60,7 @@ class HandleClaims:
     statement_id: str
     expires_at: float
     long_as_string: bool = False
+    submitted_at: float = 0.0  # unix seconds
 
 
 class HandleSigner:
@@ -96,9 +101,11 @@ class HandleSigner:
 
     def issue(self, statement_id: str, *, caller: str = "", long_as_string: bool = False) -> str:
         """A URL-safe handle for `statement_id`, valid for `ttl_s` and only for `caller`."""
-        expires_at = int(self.clock() + self.ttl_s)
+        now = self.clock()
+        expires_at = int(now + self.ttl_s)
         flags = _FLAG_LONG_AS_STRING if long_as_string else 0
-        payload = _HEADER.pack(_VERSION, expires_at, flags) + statement_id.encode()
+        header = _HEADER.pack(_VERSION, expires_at, flags, int(now * 1000))
+        payload = header + statement_id.encode()
         token = payload + self._mac(payload, caller)
         return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
 
@@ -116,19 +123,26 @@ class HandleSigner:
             token = base64.urlsafe_b64decode(handle + "=" * (-len(handle) % 4))
         except (binascii.Error, ValueError):
             return None
-        if len(token) <= _HEADER.size + _MAC_BYTES:
+        if len(token) <= _HEADER_V1.size + _MAC_BYTES:
             return None
         payload, mac = token[:-_MAC_BYTES], token[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(payload, caller)):
             return None
-        version, expires_at, flags = _HEADER.unpack_from(payload)
-        if version != _VERSION or expires_at <= self.clock():
+        version, expires_at, flags = _HEADER_V1.unpack_from(payload)
+        if version == _VERSION and len(payload) > _HEADER.size:
+            submitted_at, header_size = _HEADER.unpack_from(payload)[3] / 1000, _HEADER.size
+        elif version == 1:
+            submitted_at, header_size = expires_at - self.ttl_s, _HEADER_V1.size
+        else:
+            return None
+        if expires_at <= self.clock():
             return None
         try:
-            statement_id = payload[_HEADER.size :].decode("utf-8")
+            statement_id = payload[header_size:].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return HandleClaims(statement_id, float(expires_at), bool(flags & _FLAG_LONG_AS_STRING))
+        long_as_string = bool(flags & _FLAG_LONG_AS_STRING)
+        return HandleClaims(statement_id, float(expires_at), long_as_string, submitted_at)
 
     def _mac(self, payload: bytes, caller: str) -> bytes:
         caller_digest = hashlib.sha256(caller.encode()).digest()

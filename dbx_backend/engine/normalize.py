@@ -107,7 +107,8 @@ class Column:
             out["precision"] = self.precision
         if self.scale is not None:
             out["scale"] = self.scale
-        out |= self.json.to_json()
+        # The column's own `type` (its reported type_name) stays; the shape adds the rest.
+        out |= {k: v for k, v in self.json.to_json().items() if k != "type"}
         return out
 
 
@@ -230,18 +231,20 @@ class RowConverter:
         if not self.columns:
             return [[] for _ in range(batch.num_rows)]
         with nullcontext() if batch.num_rows < _GC_PAUSE_MIN_ROWS else _gc_paused():
-            converted = []
-            for index, array in enumerate(batch.columns):
-                key = (index, array.type)
-                convert = self._arrow_converters.get(key)
-                if convert is None:
-                    convert = _arrow_converter(self.columns[index], array.type, self.options)
-                    self._arrow_converters[key] = convert
-                try:
-                    converted.append(convert(array))
-                except _CELL_ERRORS:
-                    raise self._bad_cell(index) from None
+            converted = [self.convert_arrow_column(i, a) for i, a in enumerate(batch.columns)]
             return list(map(list, zip(*converted, strict=True)))
+
+    def convert_arrow_column(self, index: int, array: pyarrow.Array) -> Sequence[JsonValue]:
+        """One Arrow column's JSON values, as `convert_arrow` gives them."""
+        key = (index, array.type)
+        convert = self._arrow_converters.get(key)
+        if convert is None:
+            convert = _arrow_converter(self.columns[index], array.type, self.options)
+            self._arrow_converters[key] = convert
+        try:
+            return convert(array)
+        except _CELL_ERRORS:
+            raise self._bad_cell(index) from None
 
     def _bad_cell(self, index: int) -> ProtocolError:
         # Never the value, nor the parser's message (it quotes the value): raised `from None`.
@@ -533,7 +536,7 @@ def _arrow_converter(
             return lambda array: _floats(pylist(pc.cast(array, pa.string())))
         return _arrow_doubles
     if kind == "DECIMAL" and types.is_decimal(arrow_type):
-        exact_scale = column.scale is None or column.scale == arrow_type.scale
+        exact_scale = decimal_scale_exact(column, arrow_type)
         return partial(_arrow_decimals, exact_scale=exact_scale, fix=text_converter)
     if kind == "BOOLEAN" and types.is_boolean(arrow_type):
         return pylist
@@ -558,6 +561,13 @@ _SCALAR_KINDS = frozenset(
 
 
 def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
+    values: list[JsonValue] = arrow_timestamp_texts(array, suffix).to_pylist()
+    return values
+
+
+def arrow_timestamp_texts(array: Any, suffix: str) -> Any:
+    """A TIMESTAMP (`suffix` "Z") or TIMESTAMP_NTZ ("") Arrow column's texts, as an Arrow
+    string array (the whole column at once)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -579,14 +589,13 @@ def _arrow_timestamps(array: Any, suffix: str) -> list[JsonValue]:
     raw = pc.binary_replace_slice(texts.view(pa.binary()), 10, 11, "T")
     if suffix:
         raw = pc.binary_replace_slice(raw, _MS_TEXT, _MS_TEXT, suffix)
-    values: list[JsonValue] = raw.view(pa.string()).to_pylist()
-    return values
+    return raw.view(pa.string())
 
 
 _MS_TEXT = len("YYYY-MM-DD HH:MM:SS.fff")
 
 
-def _arrow_mixed_timestamps(naive: Any, suffix: str) -> list[JsonValue]:
+def _arrow_mixed_timestamps(naive: Any, suffix: str) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -600,8 +609,7 @@ def _arrow_mixed_timestamps(naive: Any, suffix: str) -> list[JsonValue]:
         texts = pc.if_else(pc.ends_with(texts, "000"), pc.utf8_slice_codeunits(texts, 0, -3), texts)
     if suffix:
         texts = pc.binary_join_element_wise(texts, pa.scalar(suffix), pa.scalar(""))
-    values: list[JsonValue] = texts.to_pylist()
-    return values
+    return texts
 
 
 def _arrow_dates(array: Any) -> list[JsonValue]:
@@ -630,15 +638,37 @@ def _arrow_decimals(array: Any, exact_scale: bool, fix: ColumnConverter) -> Sequ
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    texts = arrow_decimal_texts(array, exact_scale=exact_scale)
+    if texts is not None:
+        values: list[JsonValue] = texts.to_pylist()
+        return values
+    return fix(pc.cast(array, pa.string()).to_pylist())
+
+
+def arrow_decimal_texts(array: Any, *, exact_scale: bool) -> Any:
+    """A DECIMAL Arrow column's texts as an Arrow string array, when Arrow's own text is the
+    value's form; None when some value must be rendered by the value rules."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     texts = pc.cast(array, pa.string())
-    values: list[JsonValue] = texts.to_pylist()
     # Arrow writes E-notation, as Java's BigDecimal does, only at a negative scale or when a
     # value's adjusted exponent is below -6 (tiny values, and zeros at a scale above 6): those,
     # and a scale below the column's, go through the JSON_ARRAY path, which renders plain.
     scale = array.type.scale
     if exact_scale and (0 <= scale <= 6 or not pc.any(pc.match_substring(texts, "E")).as_py()):
-        return values
-    return fix(values)
+        return texts
+    return None
+
+
+def decimal_scale_exact(column: Column, arrow_type: Any) -> bool:
+    """Whether an Arrow decimal of `arrow_type` is at the column's scale (its text then is)."""
+    return column.scale is None or column.scale == arrow_type.scale
+
+
+def text_is_value(column: Column, options: NormalizeOptions) -> bool:
+    """Whether the column's values are their text, untouched (STRING, CHAR, INTERVAL, ...)."""
+    return _text_column(column, options) is None
 
 
 def _is_arrow_text(arrow_type: Any) -> bool:

@@ -16,13 +16,24 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dbx_backend.engine.gate import Admitted, Gate
+from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
+from dbx_backend.engine.json_lines import JsonLines
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -65,6 +76,10 @@ Statement = str | Admitted  # a string is admitted by the gate as ad-hoc SQL on 
 INLINE_BYTE_LIMIT = 24 * 1024 * 1024
 # Results stay available this long after success (reference §6.3).
 RESULT_LIFETIME_S = 3600.0
+# Without a budget of its own (tests, tools), a service's memory is not bounded.
+UNBOUNDED_BYTES = 1 << 62
+# Room kept under the budget for the end of a body cut at it (row count, statement id).
+BODY_TAIL_BYTES = 1024
 _Started = TypeVar("_Started")
 
 
@@ -124,7 +139,8 @@ class QueryResult:
 
 @dataclass(frozen=True, slots=True)
 class StatementInfo:
-    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows."""
+    """Where a statement is; for SUCCEEDED also its schema, size and a first page of rows,
+    for FAILED what failed."""
 
     statement_id: str
     state: str
@@ -132,6 +148,7 @@ class StatementInfo:
     total_row_count: int | None = None
     truncated: bool = False
     rows: Rows | None = None
+    failure: StatementFailed | None = None
 
     @property
     def finished(self) -> bool:
@@ -152,6 +169,11 @@ class RowsPage:
     def succeeded(self) -> bool:
         """True when the statement SUCCEEDED, so its rows can be read."""
         return self.state == State.SUCCEEDED
+
+
+def reported_state(state: str) -> str:
+    """The protocol's states as they are; a state it adds later is still running (§6.2)."""
+    return state if state in State.KNOWN else State.RUNNING
 
 
 def choose_wait_timeout(remaining_s: float, preferred_s: int) -> str:
@@ -241,6 +263,7 @@ class QueryService:
         call_timeout_s: float | None = None,
         gate: Gate | None = None,
         tasks: TaskOwner | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.client = client
         self.schedule = schedule or PollSchedule()
@@ -251,6 +274,8 @@ class QueryService:
         self.call_timeout_s = call_timeout_s or client.settings.query_timeout_s
         self.gate = gate or Gate.from_settings(client.settings)
         self.tasks = tasks if tasks is not None else TaskOwner()
+        # Shared with the result cache's store (one budget per process).
+        self.memory = memory or MemoryBudget(UNBOUNDED_BYTES, wait_s=0.0)
         # Submits whose statement is already due a cancel: one cancel each, however many
         # callers give up on the same submit.
         self._abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
@@ -310,6 +335,60 @@ class QueryService:
                 stats=opened.stats,
             )
 
+    async def answer_json(self, opened: OpenStatement) -> JsonAnswer:
+        """Run an opened statement and encode its result as the buffered JSON answer, chunk
+        by chunk, within its memory reservation, which grows when the estimate was low and
+        which the answer holds until its body is sent (`JsonAnswer.release`). An answer larger
+        than the whole budget is cut at it (`truncated`); MemoryBusy when no room came."""
+        options, budget = opened.options, self.memory
+        async with opened:
+            reservation = opened.take_reservation()
+            try:
+                writer = JsonAnswerWriter(
+                    opened.columns,
+                    max_rows=options.max_rows,
+                    max_bytes=max(0, budget.total - BODY_TAIL_BYTES),
+                )
+                form = EncodedJsonRows(RowConverter(opened.columns, options.normalize))
+                async with aclosing(opened.parts(form)) as parts:
+                    async for part in parts:
+                        await reservation.grow_to(writer.size_with(part))
+                        writer.append(part)
+                        del part  # before the next chunk arrives
+                        if writer.full:
+                            break
+                body, etag = writer.finish(opened.statement_id, truncated=opened.truncated)
+            except BaseException:
+                reservation.release()
+                raise
+        if writer.cut_at_bytes:
+            budget.note_truncated()
+        manifest = opened.manifest
+        if not writer.truncated:  # a whole result: its size teaches the estimate
+            budget.estimator.learn(
+                manifest.format,
+                byte_count=manifest.total_byte_count,
+                row_count=writer.row_count,
+                columns=len(opened.columns),
+                body_bytes=len(body),
+            )
+        reservation.shrink_to(len(body))
+        answer = JsonAnswer(
+            statement_id=opened.statement_id,
+            body=body,
+            etag=etag,
+            row_count=writer.row_count,
+            truncated=writer.truncated,
+            timings=opened.timings,
+            stats=opened.stats,
+            reservation=reservation,
+            memory_wait_s=reservation.waited_s,
+        )
+        # Whoever holds the answer releases it once sent; an answer nobody sends (its caller
+        # left, others took the shared result) releases when it is dropped.
+        weakref.finalize(answer, reservation.release)
+        return answer
+
     @asynccontextmanager
     async def submitted(
         self,
@@ -319,19 +398,22 @@ class QueryService:
         *,
         deadline: Deadline,
         stats: CallStats | None = None,
+        waiting: Deadline | None = None,
     ) -> AsyncIterator[StatementResponse]:
         """The one submit: past the gate, then POSTed in a task of its own, and cancelled once
         the warehouse names it if the `async with` ends early (deadline, caller gone, shutdown,
-        an error), unless it already reached a terminal state."""
+        an error), unless it already reached a terminal state. The warehouse holds the answer
+        for `SUBMIT_WAIT_TIMEOUT_S`, or for most of `waiting` when the caller said how long."""
+
+        def wait_timeout() -> str:
+            if waiting is None:
+                return choose_wait_timeout(deadline.remaining(), self.wait_timeout_s)
+            return choose_wait_timeout(min(deadline.remaining(), waiting.remaining()), 50)
+
         admitted = await self.gate.admitted(statement)
         body = execute_request(admitted.sql, parameters, options)
         submit = self.tasks.spawn(
-            self.client.submit(
-                body,
-                deadline=deadline,
-                wait_timeout=lambda: choose_wait_timeout(deadline.remaining(), self.wait_timeout_s),
-                stats=stats,
-            )
+            self.client.submit(body, deadline=deadline, wait_timeout=wait_timeout, stats=stats)
         )
         try:
             yield await asyncio.shield(submit)
@@ -342,18 +424,22 @@ class QueryService:
     # -- statements that outlive the request (/api/statements) ------------------------------
 
     async def start(
-        self, statement: Statement, params: Params, options: QueryOptions
+        self, statement: Statement, params: Params, options: QueryOptions, *, wait_s: float = 0.0
     ) -> StatementInfo:
-        """Start `statement` and return at once (or after `wait_timeout_s` at most); FAILED raises.
+        """Start `statement`; the warehouse holds the answer for most of `wait_s` (if 5 s or
+        more) or answers at once. FAILED raises; `wait_until_end` waits on from there.
 
         The statement keeps running after we return: only `cancel` stops it (reference §4.3).
         """
         deadline = Deadline(options.timeout_s, self.clock)
+        waiting = Deadline(wait_s, self.clock)
         parameters = to_statement_parameters(params)
         try:
             async with (
                 asyncio.timeout(deadline.remaining()),
-                self.submitted(statement, parameters, options, deadline=deadline) as response,
+                self.submitted(
+                    statement, parameters, options, deadline=deadline, waiting=waiting
+                ) as response,
             ):
                 pass
         except TimeoutError:
@@ -367,21 +453,40 @@ class QueryService:
             raise
         if response.status.state == State.FAILED:
             raise statement_failure(response)
-        return StatementInfo(response.statement_id, response.status.state)
+        return StatementInfo(response.statement_id, reported_state(response.status.state))
+
+    async def wait_until_end(self, info: StatementInfo, wait_s: float) -> StatementInfo:
+        """Poll until the statement ends or `wait_s` passes (it then keeps running); FAILED
+        raises, as at submit."""
+        waiting = Deadline(wait_s, self.clock)
+        delays = self.schedule.delays()
+        state = info.state
+        while state not in State.TERMINAL and waiting.remaining() > 0:
+            await self.sleep(min(next(delays), waiting.remaining()))
+            if waiting.expired:
+                break
+            call = Deadline(self.call_timeout_s, self.clock)
+            async with _answer_within(call, info.statement_id):
+                response = await self.client.get_statement(info.statement_id, deadline=call)
+            if response.status.state == State.FAILED:
+                raise statement_failure(response)
+            state = reported_state(response.status.state)
+        return StatementInfo(info.statement_id, state)
 
     async def status(
         self, statement_id: str, *, first_page_rows: int, normalize: NormalizeOptions
     ) -> StatementInfo:
         """The statement's state; when SUCCEEDED, schema, totals and up to `first_page_rows`
-        rows from its first chunk. FAILED raises StatementFailed; CANCELED, CLOSED are states."""
+        rows from its first chunk; when FAILED, the failure (never raised: it is the state's
+        answer). CANCELED and CLOSED are states."""
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
             if state == State.FAILED:
-                raise statement_failure(response)
+                return StatementInfo(statement_id, state, failure=statement_failure(response))
             if state != State.SUCCEEDED:
-                return StatementInfo(response.statement_id, state)
+                return StatementInfo(response.statement_id, reported_state(state))
             manifest, first = _result_of(response)
             columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
@@ -402,21 +507,19 @@ class QueryService:
     ) -> RowsPage:
         """Rows `[offset, offset + limit)`, reading only the chunks that hold them, in order.
 
-        A statement that is not SUCCEEDED gives an empty page with its state (FAILED raises,
-        CLOSED raises StatementClosed: its result is gone). Past the end: an empty page.
+        A statement that is not SUCCEEDED gives an empty page with its state (CLOSED raises
+        StatementClosed: its result is gone). Past the end: an empty page.
         """
         deadline = Deadline(self.call_timeout_s, self.clock)
         async with _answer_within(deadline, statement_id):
             response = await self.client.get_statement(statement_id, deadline=deadline)
             state = response.status.state
-            if state == State.FAILED:
-                raise statement_failure(response)
             if state == State.CLOSED:
                 raise StatementClosed(
                     "the statement's result is no longer available", statement_id=statement_id
                 )
             if state != State.SUCCEEDED:
-                return RowsPage(state, [], offset, 0)
+                return RowsPage(reported_state(state), [], offset, 0)
             manifest, first = _result_of(response)
             total = manifest.total_row_count
             end = min(offset + limit, total)
@@ -523,11 +626,26 @@ class OpenStatement:
         self.columns: list[Column] = []
         self.manifest = ResultManifest()
         self.first_chunk: ResultData | None = None
+        # Its share of the memory budget, from the manifest until `async with` ends.
+        self.reservation: Reservation | None = None
+        self.memory_wait_s = 0.0  # how long it waited for that share
 
     @property
     def truncated(self) -> bool:
         """True when the warehouse cut the result (row_limit, byte_limit)."""
         return self.manifest.truncated
+
+    @property
+    def announced_rows(self) -> int | None:
+        """Rows of the result, when the warehouse said (it may leave out a zero, §5)."""
+        said = "total_row_count" in self.manifest.model_fields_set
+        return self.manifest.total_row_count if said else None
+
+    @property
+    def announced_chunks(self) -> int | None:
+        """Chunks of the result, when the warehouse said."""
+        said = "total_chunk_count" in self.manifest.model_fields_set
+        return self.manifest.total_chunk_count if said else None
 
     async def __aenter__(self) -> OpenStatement:
         started = self.service.clock()
@@ -536,6 +654,7 @@ class OpenStatement:
         finally:
             self.timings.wait_s = self.service.clock() - started
         self._accept(response)
+        await self._reserve()
         if self.options.stream:
             self.deadline = Deadline(RESULT_LIFETIME_S, self.service.clock)
         return self
@@ -546,7 +665,49 @@ class OpenStatement:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+    def take_reservation(self) -> Reservation:
+        """The reservation, now the caller's to release (a body outlives the statement)."""
+        reservation, self.reservation = self.reservation, None
+        if reservation is None:
+            raise RuntimeError("take_reservation() is called inside `async with`")
+        return reservation
+
+    async def _reserve(self) -> None:
+        """Reserve what reading the result will hold: the whole body of a buffered answer,
+        the window of a stream. Refused, the statement is cancelled: nobody will read it."""
+        try:
+            self.reservation = await self.service.memory.reserve(self.expected_bytes())
+        except MemoryBusy as exc:
+            self.memory_wait_s, exc.statement_id = exc.waited_s, self.statement_id
+            self.service.tasks.spawn(self.service.cancel_quietly(self.statement_id))
+            raise
+        self.memory_wait_s = self.reservation.waited_s
+
+    def expected_bytes(self) -> int:
+        """Bytes the result is expected to hold at once, from its manifest."""
+        manifest, estimator = self.manifest, self.service.memory.estimator
+        rows, size = manifest.total_row_count, manifest.total_byte_count
+        if self.options.stream:
+            chunks = max(1, manifest.total_chunk_count)
+            biggest = max((c.byte_count for c in manifest.chunks), default=0)
+            size = biggest or size // chunks
+            rows = max((c.row_count for c in manifest.chunks), default=rows // chunks)
+            window = min(chunks, self.options.download_window)
+            one = estimator.body_bytes(
+                manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+            )
+            return window * one
+        expected = estimator.body_bytes(
+            manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
+        )
+        cap = self.options.max_rows
+        if cap is not None and 0 < cap < rows:
+            expected = expected * cap // rows
+        return expected
 
     async def _run_to_terminal(self) -> StatementResponse:
         try:
@@ -637,11 +798,15 @@ class OpenStatement:
         """The form of normalized JSON rows, with this query's options."""
         return JsonRows(RowConverter(self.columns, self.options.normalize))
 
-    def batches(self) -> AsyncIterator[Rows]:
+    def json_lines(self) -> JsonLines:
+        """The form of NDJSON lines, with this query's options."""
+        return JsonLines(self.columns, self.options.normalize)
+
+    def batches(self) -> AsyncGenerator[Rows, None]:
         """The result's rows, one normalized list per chunk, in order."""
         return self.parts(self.json_rows())
 
-    async def parts(self, form: ChunkForm[Part]) -> AsyncIterator[Part]:
+    async def parts(self, form: ChunkForm[Part]) -> AsyncGenerator[Part, None]:
         """The result, one part per chunk in `form` (the response format's), in order."""
         if self.first_chunk is None:
             raise RuntimeError("parts() are read inside `async with`, after the statement ran")
@@ -657,6 +822,8 @@ class OpenStatement:
             timings=self.timings,
         )
         chunks = reader.chunks(form)
+        # The reader holds the first chunk's rows now, and lets them go once converted.
+        self.first_chunk = self.first_chunk.model_copy(update={"data_array": None})
         expected_offset = 0
         try:
             async for row_offset, part in chunks:

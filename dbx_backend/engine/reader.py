@@ -194,6 +194,7 @@ class ResultReader:
         self.timings = timings or Timings()
         self.clock = clock
         self.now = now
+        self._converting = asyncio.Semaphore(1)
 
     # -- in order -------------------------------------------------------------------------
 
@@ -221,12 +222,20 @@ class ResultReader:
             await source.aclose()
 
     async def _inline_chunks(self, form: ChunkForm[Part]) -> AsyncGenerator[tuple[int, Part], None]:
-        chunk: ResultData | None = self.first_chunk
+        chunk: ResultData | None = self._take_first_chunk()
         while chunk is not None:
-            cells = chunk.data_array or []
-            convert = partial(form.from_cells, cells, check_cells=True)
-            yield chunk.row_offset, await self._convert(convert, len(cells))
-            chunk = await self._next(chunk)
+            # Only the rows and the pointer are kept: once converted, the rows are dropped
+            # before the next chunk is fetched, so one chunk's cells are held at a time.
+            offset, pointer, cells = chunk.row_offset, chunk.next_pointer(), chunk.data_array
+            chunk = None
+            convert = partial(form.from_cells, cells or [], check_cells=True)
+            rows = len(cells or ())
+            del cells
+            part = await self._convert(convert, rows)
+            del convert
+            yield offset, part
+            del part
+            chunk = await self._follow(*pointer)
 
     async def _linked_chunks(self, form: ChunkForm[Part]) -> AsyncGenerator[tuple[int, Part], None]:
         count = self.manifest.total_chunk_count
@@ -316,9 +325,20 @@ class ResultReader:
             self.statement_id, index, deadline=self.deadline, stats=self.stats
         )
 
+    def _take_first_chunk(self) -> ResultData:
+        """The first chunk, for one pass in order: the reader keeps it without its rows (were
+        they wanted again, they would be fetched), so they go once converted."""
+        first = self.first_chunk
+        if first.data_array:
+            self.first_chunk = first.model_copy(update={"data_array": None})
+        return first
+
     async def _next(self, chunk: ResultData) -> ResultData | None:
         """The chunk after `chunk`, by its internal link (kept verbatim) or its index."""
-        index, link = chunk.next_pointer()
+        return await self._follow(*chunk.next_pointer())
+
+    async def _follow(self, index: int | None, link: str | None) -> ResultData | None:
+        """The chunk a next-chunk pointer names, if any."""
         if link:
             return await self.client.follow_chunk_link(
                 self.statement_id, link, deadline=self.deadline, stats=self.stats
@@ -335,6 +355,7 @@ class ResultReader:
             data = await self._download(link)
             decode = partial(decode_chunk, self.manifest.format, data, form)
             decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+            del data, decode
             if link.row_count and form.count(decoded) != link.row_count:
                 raise ProtocolError(
                     f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
@@ -345,11 +366,17 @@ class ResultReader:
         return form.join(parts)
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
-        """Run `work`, in a thread when the chunk is large enough to stall other requests."""
-        started = self.clock()
+        """Run `work`, in a thread when the chunk is large enough to stall other requests.
+
+        One chunk of a result converts at a time (downloads still overlap): conversion is CPU
+        work, and each one in flight holds its chunk's intermediate values in memory.
+        """
         if rows >= THREAD_CONVERT_ROWS or nbytes >= THREAD_DECODE_BYTES:
-            converted = await asyncio.to_thread(work)
+            async with self._converting:
+                started = self.clock()
+                converted = await asyncio.to_thread(work)
         else:
+            started = self.clock()
             converted = work()
         self.timings.convert_s += self.clock() - started
         return converted

@@ -10,7 +10,7 @@ parts are then unknown and nested values keep the form their JSON text gives the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 JsonKind = Literal["number", "string", "boolean", "array", "object", "null", "any"]
@@ -206,17 +206,22 @@ class JsonShape:
     """How the values of one type are written in JSON, down to the parts of nested values.
 
     `items` describes an array's elements; `fields` a struct's members in order; `values` the
-    values of an object keyed by arbitrary strings (a MAP with string keys).
+    values of an object keyed by arbitrary strings (a MAP with string keys). `type` is the SQL
+    type of the values (so a client can tell a LONG sent as a string from a DECIMAL); None
+    where there is none (a map entry's `{key, value}`) or it is not known.
     """
 
     json_type: JsonKind
     items: JsonShape | None = None
     fields: tuple[tuple[str, JsonShape], ...] | None = None
     values: JsonShape | None = None
+    type: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """`{"json_type": ...}` plus `items`, `fields` or `values` where they apply."""
+        """`{"json_type": ...}` plus `type`, `items`, `fields` or `values` where they apply."""
         out: dict[str, Any] = {"json_type": self.json_type}
+        if self.type is not None:
+            out["type"] = self.type
         if self.items is not None:
             out["items"] = self.items.to_json()
         if self.fields is not None:
@@ -231,6 +236,12 @@ _ANY = JsonShape("any")
 
 def json_shape(sql_type: SqlType, *, long_as_string: bool) -> JsonShape:
     """The JSON form of `sql_type`'s values under the given options (the README's table)."""
+    shape = _shape(sql_type, long_as_string)
+    reported = sql_type.kind if sql_type.kind in TYPE_NAMES else "UNKNOWN"
+    return replace(shape, type=reported)
+
+
+def _shape(sql_type: SqlType, long_as_string: bool) -> JsonShape:
     kind = sql_type.kind
     if kind == "LONG" and long_as_string:
         return JsonShape("string")

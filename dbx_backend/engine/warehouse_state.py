@@ -87,8 +87,11 @@ class WarehouseStatus:
         """`{state, eta_s, starting_for_s}` as the API shows it (whole seconds)."""
         return {
             "state": self.state,
-            "eta_s": None if self.eta_s is None else round(self.eta_s),
-            "starting_for_s": None if self.starting_for_s is None else round(self.starting_for_s),
+            # Never negative: an overdue start is expected now, not in the past.
+            "eta_s": None if self.eta_s is None else max(0, round(self.eta_s)),
+            "starting_for_s": (
+                None if self.starting_for_s is None else max(0, round(self.starting_for_s))
+            ),
         }
 
 

@@ -52,6 +52,7 @@ class State:
     CANCELED = "CANCELED"
     CLOSED = "CLOSED"
     TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, CLOSED})
+    KNOWN = TERMINAL | {PENDING, RUNNING}
 
 
 class ServiceError(WireModel):

@@ -72,8 +72,11 @@ function timingChip(entry) {
 
 // `age` is the response's Age header: how old a cached answer is, in seconds.
 function showServerTiming(header, footer, age) {
-  const entries = parseServerTiming(header);
-  if (footer) entries.push(...parseServerTiming(footer));
+  // A stream's footer has the whole timing; its header (sent before the rows) only the wait,
+  // and what the footer does not repeat (the cache outcome).
+  const entries = footer ? parseServerTiming(footer) : [];
+  const inFooter = new Set(entries.map((e) => e.name));
+  entries.unshift(...parseServerTiming(header).filter((e) => !inFooter.has(e.name)));
   const others = entries.filter((e) => e.name !== "cache");
   $("server-timing").replaceChildren(...(others.length ? others.map(timingChip) : [chip("–")]));
   const cache = entries.find((e) => e.name === "cache");
