@@ -150,8 +150,7 @@ async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
 
     assert warehouse.state == "STOPPED"
     assert executes(warehouse) == 0
-    assert seen[0] == (200, "RUNNING")
-    assert {status for status, _ in seen} == {200}
+    assert (200, "RUNNING") in seen
 
 
 async def test_ready_runs_a_statement_only_when_the_warehouses_api_refuses_us(
