@@ -136,12 +136,12 @@ async def test_ready_answers_when_nothing_listens_at_the_warehouse_address(
 async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
     aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
 ) -> None:
-    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=0.3, wait_timeout_scale=1.0)
+    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=1.0, wait_timeout_scale=1.0)
     readiness = Readiness(cache_s=0.0)
     client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
 
     seen = []
-    for _ in range(100):  # bounded: the warehouse stops 0.3 s after it went idle
+    for _ in range(100):  # bounded: the warehouse stops 1 s after it went idle
         status, body, _ = await get_ready(client)
         seen.append((status, body["warehouse"]["state"]))
         if warehouse.state == "STOPPED" and (200, "RUNNING") in seen:
