@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.keys import RESULT_CACHE, WAREHOUSE_TRACKER
+from dbx_backend.keys import QUERY_SERVICE, RESULT_CACHE, SHARED_STATE, WAREHOUSE_TRACKER
 from dbx_backend.localwarehouse import LocalWarehouse
 from dbx_backend.logs import JsonFormatter
 from dbx_backend.warehouse.retry import NO_WAIT
@@ -471,3 +471,127 @@ async def test_a_repeated_body_is_answered_as_the_first_was_whatever_else_change
     assert wrong_type.status == 400
     assert (streamed.status, cache_of(streamed.headers)) == (200, "hit")
     assert executes(warehouse) == 1
+
+
+NDJSON = {"Accept": "application/x-ndjson"}
+CSV = {"Accept": "text/csv"}
+
+
+async def stream(
+    service: Client, sql: str, headers: dict[str, str] = NDJSON
+) -> tuple[int, list[Any], Any]:
+    """A streamed answer: status, its NDJSON lines (CSV: its text lines), headers."""
+    response = await service.post("/api/query", json={"sql": sql}, headers=headers)
+    text = await response.read()
+    if headers is CSV:
+        return response.status, text.decode().splitlines(), response.headers
+    return response.status, [orjson.loads(line) for line in text.splitlines()], response.headers
+
+
+async def test_identical_streams_in_flight_share_one_statement(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(300) AS slept, id FROM range(5) t(id)"
+
+    answers = await asyncio.gather(*(stream(service, sql) for _ in range(4)))
+
+    assert [a[0] for a in answers] == [200] * 4
+    assert all(a[1][1:-1] == [[300, i] for i in range(5)] for a in answers)
+    assert sorted(cache_of(a[2]) for a in answers) == ["coalesced"] * 3 + ["miss"]
+    assert executes(warehouse) == 1
+
+
+async def test_a_stream_and_a_buffered_request_in_flight_share_one_statement(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT sleep_ms(300) AS slept, 7 AS answer"
+
+    streamed, buffered = await asyncio.gather(stream(service, sql), post(service, sql))
+
+    assert streamed[1][1:-1] == buffered[1]["rows"] == [[300, 7]]
+    assert sorted([cache_of(streamed[2]), cache_of(buffered[2])]) == ["coalesced", "miss"]
+    assert executes(warehouse) == 1
+
+
+async def test_a_streamed_result_is_stored_and_answers_every_format(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    sql = "SELECT id, id * 2 AS twice FROM range(3) t(id)"
+
+    first = await stream(service, sql)
+    buffered = await post(service, sql)
+    again = await stream(service, sql)
+    csv = await stream(service, sql, CSV)
+
+    assert (cache_of(first[2]), first[2]["Cache-Control"]) == ("miss", "private, no-store")
+    assert [cache_of(a[2]) for a in (buffered, again, csv)] == ["hit", "hit", "hit"]
+    assert buffered[1]["rows"] == first[1][1:-1] == again[1][1:-1] == [[0, 0], [1, 2], [2, 4]]
+    assert again[1][0]["columns"] == first[1][0]["columns"]
+    assert again[1][0]["statement_id"] == first[1][0]["statement_id"]
+    assert csv[1] == ["id,twice", "0,0", "1,2", "2,4"]
+    assert executes(warehouse) == 1
+
+
+async def test_a_stream_too_large_to_keep_is_not_stored_and_others_run_their_own(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service(CACHE_MAX_ENTRY_BYTES="1000")
+    sql = "SELECT sleep_ms(300) AS slept, id FROM range(500) t(id)"
+
+    answers = await asyncio.gather(*(stream(service, sql) for _ in range(3)))
+    later = await stream(service, sql)
+
+    for status, lines, _ in [*answers, later]:
+        assert status == 200
+        assert [row[1] for row in lines[1:-1]] == list(range(500))
+        assert lines[-1]["row_count"] == 500
+    assert cache_of(later[2]) == "miss"
+    assert executes(warehouse) == 4
+    budget = service.app[QUERY_SERVICE].memory
+    for _ in range(100):  # bounded: each handler lets go once its last byte left
+        if (budget.reserved, budget.cached) == (0, 0):
+            break
+        await asyncio.sleep(0.01)
+    assert (budget.reserved, budget.cached) == (0, 0)  # the copies gave their bytes back
+
+
+async def test_hits_in_a_stream_format_are_made_once_per_entry(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    await post(service)
+    store = service.app[SHARED_STATE].store  # type: ignore[attr-defined]
+    held = store.stats.bytes_held
+
+    first = await stream(service, COUNT)
+    kept = store.stats.bytes_held
+    second = await stream(service, COUNT)
+
+    assert [cache_of(first[2]), cache_of(second[2])] == ["hit", "hit"]
+    assert first[1][:-1] == second[1][:-1]
+    assert kept > held  # the NDJSON body is kept beside its entry
+    assert store.stats.bytes_held == kept  # and not made again
+
+
+async def test_a_stale_stream_is_answered_at_once_and_refreshed_in_the_background(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service(CACHE_TTL_S="60", CACHE_STALE_S="30")
+    clock = FakeClock(WALL_CLOCK_START)
+    service.app[RESULT_CACHE].clock = clock
+    await stream(service, COUNT)
+
+    clock.now += 70  # expired, within the stale window
+    stale = await stream(service, COUNT)
+    for _ in range(200):  # bounded: the one background refresh lands
+        if executes(warehouse) == 2 and not service.app[RESULT_CACHE].coalescer.in_flight_any():
+            break
+        await asyncio.sleep(0.01)
+    refreshed = await stream(service, COUNT)
+
+    assert (cache_of(stale[2]), stale[1][1]) == ("stale", [10])
+    assert (cache_of(refreshed[2]), refreshed[1][1]) == ("hit", [10])
+    assert executes(warehouse) == 2

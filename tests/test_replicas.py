@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from dbx_backend.localwarehouse import LocalWarehouse
@@ -175,4 +176,27 @@ async def test_one_idempotency_key_sent_to_both_at_once_submits_once(
 
     assert [a[0] for a in answers] == [202, 202]
     assert answers[0][1]["statement_id"] == answers[1][1]["statement_id"]
+    assert executes(warehouse) == 1
+
+
+async def test_a_stream_and_a_buffered_request_sent_to_both_at_once_run_once(
+    replicas: tuple[LocalWarehouse, str, str],
+) -> None:
+    warehouse, one, other = replicas
+    body = {"sql": "SELECT sleep_ms(800) AS slept, 8 AS answer"}
+
+    async def streamed() -> tuple[int, list[Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                one + "/api/query", json=body, headers={"Accept": "application/x-ndjson"}
+            ) as response,
+        ):
+            lines = (await response.read()).splitlines()
+            return response.status, [orjson.loads(line) for line in lines]
+
+    (status, lines), buffered = await asyncio.gather(streamed(), post(other + "/api/query", body))
+
+    assert (status, buffered[0]) == (200, 200)
+    assert lines[1:-1] == buffered[1]["rows"] == [[800, 8]]
     assert executes(warehouse) == 1

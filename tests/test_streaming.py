@@ -127,7 +127,8 @@ async def test_ndjson_and_csv_carry_the_same_rows_as_json(
     footer = lines[-1]
     assert (footer["row_count"], footer["truncated"]) == (4, False)
     assert re.fullmatch(SERVER_TIMING, footer["server_timing"])
-    assert re.fullmatch(r"wait;dur=[0-9.]+", ndjson.headers["Server-Timing"])
+    # Headers leave before the rows: the wait, and how the cache came into it.
+    assert re.fullmatch(r"wait;dur=[0-9.]+, cache;desc=miss", ndjson.headers["Server-Timing"])
     table = list(csv.reader(io.StringIO((await csv_response.read()).decode())))
     assert csv_response.headers["Content-Disposition"].startswith("attachment")
     assert table[0] == ["id", "tags", "note"]
@@ -201,5 +202,5 @@ async def test_a_stream_says_in_server_timing_how_long_the_result_took(
     )
 
     await response.read()
-    # Headers leave before the rows, so they carry the wait for the result only.
-    assert re.fullmatch(r"wait;dur=\d+\.\d", response.headers["Server-Timing"])
+    # Headers leave before the rows: the wait for the result, and the cache outcome.
+    assert re.fullmatch(r"wait;dur=\d+\.\d, cache;desc=miss", response.headers["Server-Timing"])

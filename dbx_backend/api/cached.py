@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,7 @@ from dbx_backend.api.middlewares import REQUEST_ID_HEADER
 from dbx_backend.api.models import RunOptions
 from dbx_backend.api.options import query_options
 from dbx_backend.api.prepared import Prepared
-from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat
+from dbx_backend.api.streaming import ARROW, CsvWriter, NdjsonWriter, ResultFormat
 from dbx_backend.engine import (
     Admitted,
     Answer,
@@ -134,6 +135,7 @@ def produced(answer: JsonAnswer, max_entry_bytes: int) -> Produced:
         answer.statement_id,
         storable=not answer.truncated and len(answer.body) <= max_entry_bytes,
         details=answer,
+        truncated=answer.truncated,
     )
 
 
@@ -163,25 +165,11 @@ async def answer_cached(request: web.Request, prepared: Prepared, app: web.Appli
         run=run,
         statement_id=lambda: opened[0].statement_id or None if opened else None,
     )
+    if not isinstance(answer, Answer):  # only streams get their rows live
+        raise TypeError("a buffered answer came back live")
     request[CACHE_STATUS] = answer.status
     request[ROW_COUNT] = answer.entry.row_count
     request[STATEMENT_ID] = answer.entry.statement_id
-    return answer
-
-
-async def lookup_cached(
-    request: web.Request, prepared: Prepared, app: web.Application
-) -> Answer | None:
-    """A fresh cached answer for this request, without running anything."""
-    answer = await app[RESULT_CACHE].lookup(
-        prepared.key,
-        cacheable=prepared.cacheable,
-        policy=prepared.policy,
-        request=parse_cache_control(request.headers.get("Cache-Control")),
-    )
-    if answer is not None:
-        request[CACHE_STATUS] = answer.status
-        request[ROW_COUNT] = answer.entry.row_count
     return answer
 
 
@@ -210,25 +198,33 @@ def not_modified(request: web.Request, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def cached_response(
-    request: web.Request, answer: Answer, result_format: ResultFormat, timing: str | None
-) -> web.Response:
-    """The response for an answer: the stored JSON body as is, or NDJSON/CSV/Arrow derived from
-    it; `304 Not Modified` when the caller already holds it."""
+def cached_response(request: web.Request, answer: Answer, timing: str | None) -> web.Response:
+    """The JSON response for an answer: the stored body as is; `304 Not Modified` when the
+    caller already holds it."""
     entry = answer.entry
-    if result_format == "json":
-        etag = entry.etag
-        headers = cache_headers(answer, etag, timing)
-        body, content_type = entry.body, "application/json"
-    else:
-        etag = entry.etag[:-1] + f'-{result_format}"'
-        headers = cache_headers(answer, etag, timing)
-        body, content_type = derive_stream_body(entry, result_format, headers["Server-Timing"])
-        if result_format in ("ndjson", "csv"):
-            content_type += "; charset=utf-8"
+    headers = cache_headers(answer, entry.etag, timing)
+    if "If-None-Match" in request.headers and not_modified(request, entry.etag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = "application/json"
+    return web.Response(body=entry.body, headers=headers)
+
+
+async def cached_stream_response(
+    request: web.Request, key: str, answer: Answer, result_format: ResultFormat
+) -> web.Response:
+    """An entry's answer as NDJSON, CSV or Arrow: its body in that format is made once per
+    entry and kept beside it (no hit encodes it again); `304` when the caller holds it."""
+    entry = answer.entry
+    etag = entry.etag[:-1] + f'-{result_format}"'
+    headers = cache_headers(answer, etag, None)
     if "If-None-Match" in request.headers and not_modified(request, etag):
         return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = content_type
+    made = functools.partial(stream_body, result_format=result_format)
+    body = await request.app[RESULT_CACHE].body_in(key, answer, result_format, made)
+    if result_format == "ndjson":  # its last line says where this answer's time went
+        rows = entry.row_count
+        body += NdjsonWriter().footer(rows, entry.truncated, headers["Server-Timing"])
+    headers["Content-Type"] = STREAM_TYPES[result_format]
     if result_format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="result-{entry.statement_id}.csv"'
     return web.Response(body=body, headers=headers)
@@ -259,20 +255,25 @@ async def send(request: web.Request, response: web.Response) -> web.StreamRespon
     return sliced
 
 
-def derive_stream_body(
-    entry: CacheEntry, result_format: ResultFormat, server_timing: str = ""
-) -> tuple[bytes, str]:
-    """NDJSON, CSV or Arrow of a cached JSON answer (decoded once per such hit)."""
+# The Content-Type of each format an entry answers in besides JSON.
+STREAM_TYPES = {
+    "ndjson": f"{NdjsonWriter.content_type}; charset=utf-8",
+    "csv": f"{CsvWriter.content_type}; charset=utf-8",
+    "arrow": ARROW,
+}
+
+
+def stream_body(entry: CacheEntry, *, result_format: ResultFormat) -> bytes:
+    """NDJSON (without its last line, which differs per answer), CSV or Arrow of a cached
+    JSON answer."""
     answer = orjson.loads(entry.body)
     rows, truncated = answer["rows"], bool(answer["truncated"])
     if result_format == "arrow":
-        from dbx_backend.api.arrow_stream import ArrowStreamWriter, arrow_body  # pyarrow
+        from dbx_backend.api.arrow_stream import arrow_body  # pyarrow on first use
 
         columns = [_column(c) for c in answer["columns"]]
-        body = arrow_body(columns, rows, statement_id=entry.statement_id, truncated=truncated)
-        return body, ArrowStreamWriter.content_type
+        return arrow_body(columns, rows, statement_id=entry.statement_id, truncated=truncated)
     if result_format == "ndjson":
-        ndjson = NdjsonWriter()
         # The columns exactly as the JSON answer has them.
         header = orjson.dumps(
             {
@@ -281,12 +282,10 @@ def derive_stream_body(
                 "total_row_count": len(rows),
             }
         )
-        footer = ndjson.footer(len(rows), truncated, server_timing)
-        body = header + b"\n" + ndjson.rows(rows) + footer
-        return body, ndjson.content_type
+        return header + b"\n" + NdjsonWriter().rows(rows)
     csv = CsvWriter()
     columns = [_column(c) for c in answer["columns"]]
-    return csv.header(columns, entry.statement_id) + csv.rows(rows), csv.content_type
+    return csv.header(columns, entry.statement_id) + csv.rows(rows)
 
 
 def _column(data: dict[str, Any]) -> Column:

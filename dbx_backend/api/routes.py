@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -18,18 +16,13 @@ from dbx_backend.api.cached import (
     answer_cached,
     cache_caller,
     cached_response,
-    lookup_cached,
+    cached_stream_response,
     prepare,
-    run_options,
     send,
 )
 from dbx_backend.api.errors import (
-    INTERNAL,
     InvalidRequest,
     NotFoundError,
-    ShuttingDown,
-    error_body,
-    response_for,
 )
 from dbx_backend.api.models import (
     NamedQueryCache,
@@ -42,12 +35,13 @@ from dbx_backend.api.models import (
 )
 from dbx_backend.api.options import SERVICE_NAME
 from dbx_backend.api.prepared import PREPARED, Prepared, PreparedRequests
-from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
-from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
+from dbx_backend.api.streamed import answer_stream, stream_live
+from dbx_backend.api.streaming import negotiate
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
     CachePolicy,
     JsonAnswer,
+    LiveResult,
     MemoryBusy,
     OpenStatement,
     ParamScalar,
@@ -56,15 +50,11 @@ from dbx_backend.engine import (
     TypedParam,
 )
 from dbx_backend.keys import (
-    ERROR_CODE,
-    LIMITER,
     MEMORY_WAIT_MS,
     QUERIES,
     QUERY_SERVICE,
     REQUEST_ID,
     RETRIES,
-    ROW_COUNT,
-    SECRETS,
     SETTINGS,
     STATEMENT_ID,
     WAREHOUSE_MS,
@@ -237,27 +227,20 @@ async def _run_statement(
     if result_format == "arrow" and prepared.options.long_as_string:
         prepared = for_arrow(app, prepared)  # int64 holds every LONG
     if result_format != "json":
-        # A stream is answered from a fresh entry when there is one, else run as a stream.
-        hit = await lookup_cached(request, prepared, app)
-        if hit is not None:
-            return await send(request, cached_response(request, hit, result_format, None))
-        options = run_options(request, prepared, streaming=True)
-        service = app[QUERY_SERVICE]
-        async with (
-            app[LIMITER].slot(),
-            service.open(prepared.statement, prepared.params, options) as opened,
-        ):
-            note_statement(request, opened)
-            return await stream_result(request, opened, result_format)
+        outcome = await answer_stream(request, prepared, app, result_format)
+        if isinstance(outcome, LiveResult):
+            if outcome.opened is not None:
+                note_statement(request, outcome.opened)
+            return await stream_live(request, outcome, result_format)
+        response = await cached_stream_response(request, prepared.key, outcome, result_format)
+        return await send(request, response)
     answer = await answer_cached(request, prepared, app)
     ran = answer.produced.details if answer.produced is not None else None
     if not isinstance(ran, JsonAnswer):
-        return await send(request, cached_response(request, answer, "json", None))
+        return await send(request, cached_response(request, answer, None))
     try:
         note_statement(request, ran)
-        return await send(
-            request, cached_response(request, answer, "json", server_timing(ran.timings))
-        )
+        return await send(request, cached_response(request, answer, server_timing(ran.timings)))
     finally:
         ran.release()  # sent (or given up on): its bytes leave the memory budget
 
@@ -276,88 +259,6 @@ def for_arrow(app: web.Application, prepared: Prepared) -> Prepared:
         policy=prepared.policy,
         caller=prepared.caller,
     )
-
-
-async def stream_result(
-    request: web.Request, statement: OpenStatement, result_format: ResultFormat
-) -> web.StreamResponse:
-    """Write the result as chunks arrive; `write` waits for the socket, so memory stays bounded."""
-    writer = stream_writer(result_format, statement)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": writer.media_type,
-            "X-Request-ID": request[REQUEST_ID],
-            "Server-Timing": server_timing(statement.timings, wait_only=True),
-        }
-    )
-    if result_format == "csv":
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="result-{statement.statement_id}.csv"'
-        )
-    form = writer.form
-    rows = 0
-    try:
-        await response.prepare(request)
-        header = writer.header(
-            statement.columns,
-            statement.statement_id,
-            total_row_count=statement.announced_rows,
-            chunk_count=statement.announced_chunks,
-        )
-        if header:
-            await response.write(header)
-        async for part in statement.parts(form):
-            for piece in writer.part(part):
-                await response.write(piece)
-            rows += form.count(part)
-    except asyncio.CancelledError:
-        if not take_interrupt(request):
-            raise
-        # The shutdown grace is over: the stream ends as a failed one does.
-        failure: Exception = ShuttingDown(SHUTTING_DOWN_MESSAGE)
-    except Exception as exc:
-        failure = exc
-    else:
-        await response.write(
-            writer.footer(rows, statement.truncated, server_timing(statement.timings))
-        )
-        request[ROW_COUNT] = rows
-        await response.write_eof()
-        return response
-    if not response.prepared:
-        raise failure  # nothing sent yet: the error middleware answers
-    row = response_for(failure) or INTERNAL
-    request[ERROR_CODE] = row.code
-    log.error(
-        "request %s: stream failed after %d rows: %s",
-        request[REQUEST_ID],
-        rows,
-        row.code,
-        exc_info=failure if row is INTERNAL else None,
-    )
-    request[ROW_COUNT] = rows
-    secrets: tuple[str, ...] = request.app[SECRETS]
-    body = error_body(
-        failure,
-        row,
-        request[REQUEST_ID],
-        secrets,
-        read_only=request.app[SETTINGS].read_only,
-        statement_id=statement.statement_id,
-    )
-    ending = writer.failure(body)
-    if not writer.cut_on_failure:
-        await response.write(ending)
-        await response.write_eof()
-        return response
-    with contextlib.suppress(ConnectionError):
-        if ending:
-            await response.write(ending)
-    if request.transport is not None:
-        # Cut the body short (the chunked response never ends), so no client mistakes a
-        # partial CSV file or Arrow stream for a whole one.
-        request.transport.close()
-    return response
 
 
 def setup_routes(app: web.Application) -> None:

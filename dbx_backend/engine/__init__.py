@@ -17,9 +17,10 @@ from dbx_backend.engine.idempotency import (
     Submitted,
     still_running,
 )
-from dbx_backend.engine.json_answer import JsonAnswer
+from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer
 from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
+from dbx_backend.engine.live import LiveResult, TeeLimits, read_live
 from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
@@ -60,6 +61,7 @@ __all__ = [
     "CachePolicy",
     "ChunkForm",
     "Column",
+    "EncodedRows",
     "Gate",
     "HandleClaims",
     "HandleSigner",
@@ -72,6 +74,7 @@ __all__ = [
     "JsonRows",
     "JsonValue",
     "Lines",
+    "LiveResult",
     "MemoryBudget",
     "MemoryBusy",
     "NormalizeOptions",
@@ -92,6 +95,7 @@ __all__ = [
     "StatementInfo",
     "Submitted",
     "TaskOwner",
+    "TeeLimits",
     "Timings",
     "TooManyQueries",
     "TooManyStatements",
@@ -104,6 +108,7 @@ __all__ = [
     "cache_key",
     "encode_rows",
     "parse_cache_control",
+    "read_live",
     "sql_facts",
     "still_running",
     "strong_etag",

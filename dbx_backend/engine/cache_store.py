@@ -2,7 +2,8 @@
 
 An entry is the encoded JSON answer (served as is, never re-encoded per hit), its strong
 ETag, and when it was stored with its policy. Ages use the wall clock, so replicas sharing a
-Redis agree on them.
+Redis agree on them. The store also keeps the other formats' bodies of an entry once a hit
+asked for them (`derived`), beside it and under the same byte bounds, so no hit encodes twice.
 
 * fresh     age < ttl_s: answered as a hit
 * stale     ttl_s <= age < ttl_s + stale_s: answered at once, refreshed in the background
@@ -47,6 +48,7 @@ class CacheEntry:
     stale_s: float
     row_count: int
     statement_id: str
+    truncated: bool = False  # a cap cut the rows: a stream may not answer with it
 
     @classmethod
     def create(
@@ -92,6 +94,7 @@ class CacheEntry:
             "stale_s": self.stale_s,
             "row_count": self.row_count,
             "statement_id": self.statement_id,
+            "truncated": self.truncated,
         }
         return orjson.dumps(header) + b"\n" + self.body
 
@@ -111,6 +114,7 @@ class CacheEntry:
                 float(h["stale_s"]),
                 int(h["row_count"]),
                 str(h["statement_id"]),
+                bool(h.get("truncated", False)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError("not a cache entry") from exc
@@ -148,6 +152,7 @@ class MemoryStore:
         self.clock = clock
         self.stats = StoreStats()
         self._entries: OrderedDict[str, tuple[CacheEntry, float]] = OrderedDict()
+        self._derived: dict[str, dict[str, bytes]] = {}  # by key, then form
         if budget is not None:
             budget.give_way_with(self)
 
@@ -182,6 +187,31 @@ class MemoryStore:
             self._evict_oldest()
         return True
 
+    def get_derived(self, key: str, etag: str, form: str) -> bytes | None:
+        """Another format's body of the entry under `key`, if one was kept for this ETag."""
+        found = self._entries.get(key)
+        if found is None or found[0].etag != etag:
+            return None
+        return self._derived.get(key, {}).get(form)
+
+    def put_derived(self, key: str, etag: str, form: str, body: bytes) -> bool:
+        """Keep `body` beside the entry under `key` (while it holds this ETag), counted with
+        it; False when it does not fit (then it is made again when asked)."""
+        found = self._entries.get(key)
+        if found is None or found[0].etag != etag or len(body) > self.max_entry_bytes:
+            return False
+        kept = self._derived.setdefault(key, {})
+        if form in kept:
+            return True
+        size = len(body)
+        if self.stats.bytes_held + size > self.max_bytes:
+            return False  # evicting others for a copy of what is already kept is not worth it
+        if self.budget is not None and not self.budget.hold_for_cache(size):
+            return False
+        kept[form] = body
+        self.stats.bytes_held += size
+        return True
+
     def reclaim(self, nbytes: int) -> int:
         """Evict least recently used entries until `nbytes` are freed (or none is left)."""
         freed = 0
@@ -205,7 +235,7 @@ class MemoryStore:
         found = self._entries.pop(key, None)
         if found is None:
             return 0
-        size = found[0].size
+        size = found[0].size + sum(map(len, self._derived.pop(key, {}).values()))
         self.stats.bytes_held -= size
         self.stats.entries -= 1
         if self.budget is not None:

@@ -30,7 +30,8 @@ from dbx_backend.warehouse.errors import WarehouseError
 
 log = logging.getLogger(__name__)
 
-Produce = Callable[[], Awaitable[CacheEntry]]
+# A flight's result: None when it has none to share (a stream too large to keep a copy of).
+Produce = Callable[[], Awaitable[CacheEntry | None]]
 WIND_DOWN_S = 1.0
 
 
@@ -74,7 +75,7 @@ def decode_failure(data: bytes) -> WarehouseError:
 
 @dataclass(slots=True)
 class _Flight:
-    task: asyncio.Task[CacheEntry]
+    task: asyncio.Task[CacheEntry | None]
     waiters: int = 0
     followed: bool = False  # the statement ran on another replica
     abandoned: bool = False  # every waiter left; it is being cancelled
@@ -85,7 +86,7 @@ class _Flight:
 class Shared:
     """A result and how this waiter came by it."""
 
-    entry: CacheEntry
+    entry: CacheEntry | None  # None: the flight had no result to share; run one's own
     coalesced: bool  # it waited for a statement started by another request
 
 
@@ -117,11 +118,12 @@ class Coalescer:
         flight = self._flights.get(key)
         return flight is not None and not flight.abandoned
 
-    async def run(self, key: str, produce: Produce, *, timeout_s: float) -> Shared:
+    async def run(self, key: str, produce: Produce, *, timeout_s: float | None = None) -> Shared:
         """The result for `key`: from a flight in progress, or from `produce()` in a new one.
 
         Raises TimeoutError when this waiter's `timeout_s` passes (the flight goes on while
-        others wait for it), and the flight's own error when it failed.
+        others wait for it), and the flight's own error when it failed. A waiter cancelled
+        leaves the same way.
         """
         flight = self._flights.get(key)
         if flight is not None and flight.abandoned:
@@ -150,7 +152,7 @@ class Coalescer:
         if not flight.task.cancelled():
             flight.task.exception()  # retrieved: every waiter has seen it, or none is left
 
-    async def _fly(self, key: str, produce: Produce) -> CacheEntry:
+    async def _fly(self, key: str, produce: Produce) -> CacheEntry | None:
         lock = "flight:" + key
         for _ in range(100):  # bounded: each turn either leads, or follows a live holder
             token = await self.state.acquire(lock, self.lock_ttl_s)
@@ -165,7 +167,7 @@ class Coalescer:
         # Every holder vanished without a result: run it here rather than wait any longer.
         return await produce()
 
-    async def _lead(self, key: str, lock: str, token: str, produce: Produce) -> CacheEntry:
+    async def _lead(self, key: str, lock: str, token: str, produce: Produce) -> CacheEntry | None:
         keeper = asyncio.get_running_loop().create_task(self._keep(lock, token))
         channel = "flight:" + key
         try:
@@ -178,7 +180,8 @@ class Coalescer:
                     )
                 raise
             if self.state.shared:
-                if len(entry.body) <= self.max_result_bytes:
+                # Without a result left here, the waiters elsewhere lead flights of their own.
+                if entry is not None and len(entry.body) <= self.max_result_bytes:
                     await self.state.put_blob(f"{key}:{token}", entry.to_bytes(), self.result_ttl_s)
                 await self.state.publish(channel, b"done " + token.encode())
             return entry

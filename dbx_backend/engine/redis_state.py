@@ -39,6 +39,11 @@ _EXTEND = (
 _FAILURES = (RedisError, OSError, TimeoutError)
 
 
+def _derived_name(key: str, etag: str, form: str) -> str:
+    # The ETag names the entry's content: a newer entry under the key never reads an old body.
+    return f"{PREFIX}derived:{key}:{etag}:{form}"
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -167,6 +172,22 @@ class RedisState:
             return True
 
         return await self._call(work, lambda: self.local.put_entry(key, entry, keep_s))
+
+    async def get_derived(self, key: str, etag: str, form: str) -> bytes | None:
+        async def work() -> bytes | None:
+            data = await self._client.get(_derived_name(key, etag, form))
+            return data if isinstance(data, bytes) else None
+
+        return await self._call(work, lambda: self.local.get_derived(key, etag, form))
+
+    async def put_derived(self, key: str, etag: str, form: str, body: bytes, keep_s: float) -> None:
+        if len(body) > self.local.store.max_entry_bytes or keep_s <= 0:
+            return
+
+        async def work() -> None:
+            await self._client.set(_derived_name(key, etag, form), body, px=_ms(keep_s))
+
+        await self._call(work, lambda: self.local.put_derived(key, etag, form, body, keep_s))
 
     # -- locks -----------------------------------------------------------------------------
 

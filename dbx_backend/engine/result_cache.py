@@ -1,8 +1,9 @@
 """The one place results are cached, identical runs coalesced and cold warehouses handled.
 
-Every buffered run of `/api/query` and `/api/queries/{name}` asks `ResultCache.answer`, giving
-it the key, whether the statement may be cached, the caller's `Cache-Control` and a `run`
-that executes the statement and encodes its answer. In order:
+Every run of `/api/query` and `/api/queries/{name}`, buffered or streamed, asks
+`ResultCache.answer`, giving it the key, whether the statement may be cached, the caller's
+`Cache-Control` and a `run` that executes the statement and encodes its answer (a stream's
+`run` also hands its rows to the request through a `LiveResult`, see live.py). In order:
 
 1. an entry fresh enough answers at once (`hit`); one in its stale-while-revalidate window
    answers at once too (`stale`) while one background refresh runs;
@@ -13,20 +14,25 @@ that executes the statement and encodes its answer. In order:
 4. otherwise the statement runs once for every identical request in flight (`miss` for the
    one that ran it, `coalesced` for the others, `bypass` when nothing may be cached) and the
    result is stored when it may be. A warehouse failure is answered by a usable entry if any.
+   A streamed request that runs the statement gets its `LiveResult` back as soon as the
+   statement ended, and streams; the others get the entry the stream's copy made, or, when
+   the result was too large to copy (or capped, for a stream), run statements of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from dbx_backend.engine.cache_control import CacheRequest
 from dbx_backend.engine.cache_store import CacheEntry
 from dbx_backend.engine.coalesce import Coalescer
+from dbx_backend.engine.live import LiveResult
 from dbx_backend.engine.shared_state import SharedState
 from dbx_backend.engine.tasks import TaskOwner
 from dbx_backend.engine.warehouse_state import (
@@ -50,6 +56,11 @@ CacheStatus = Literal["hit", "miss", "stale", "coalesced", "bypass"]
 PENDING_DOUBT_S = 1.0
 # Time kept, after waiting for a start, for the statement itself.
 RUN_MARGIN_S = 2.0
+# Flights a request waits on before it runs its statement alone: the identical ones it joined
+# may end with no result it can use (a stream too large to share, a capped answer).
+FLIGHTS_PER_REQUEST = 3
+# Writing another format's body from an entry this large takes long enough to stall others.
+THREAD_MAKE_BYTES = 256 * 1024
 _NOT_RUNNING = frozenset({WarehouseState.STOPPED, WarehouseState.STOPPING, WarehouseState.STARTING})
 
 
@@ -88,6 +99,7 @@ class Produced:
     statement_id: str
     storable: bool  # complete: not truncated, within the entry cap
     details: object = None  # what the run knows besides (timings, stats), for its own request
+    truncated: bool = False  # a cap cut its rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +115,8 @@ class Answer:
     fresh_for_s: int = 0  # seconds a client may keep it: 0 when stale or not stored
 
 
-Run = Callable[[], Awaitable[Produced]]
+# None: a stream whose result was too large to keep a copy of (its request streamed it).
+Run = Callable[[], Awaitable[Produced | None]]
 
 
 class ResultCache:
@@ -141,11 +154,49 @@ class ResultCache:
         timeout_s: float,
         run: Run,
         statement_id: Callable[[], str | None] = lambda: None,
-    ) -> Answer:
+        live: LiveResult[Any] | None = None,
+        shared: bool = True,
+    ) -> Answer | LiveResult[Any]:
         """The answer for one request (see the module's docstring for the order).
 
         `statement_id()` names the statement this request started, if any, for its timeout.
+        A streamed request passes the `live` its `run` writes to: it is returned when this
+        request runs the statement (its rows follow through it); any other answer is an entry.
+        With `shared` false its run is its own (a stream that can keep no copy to share).
         """
+        try:
+            result = await self._answer(
+                key,
+                cacheable=cacheable,
+                policy=policy,
+                request=request,
+                timeout_s=timeout_s,
+                run=run,
+                statement_id=statement_id,
+                live=live,
+                shared=shared,
+            )
+        except BaseException:
+            if live is not None:
+                live.detached = True  # a refresh may still run it: nobody reads
+            raise
+        if live is not None and result is not live:
+            live.detached = True
+        return result
+
+    async def _answer(
+        self,
+        key: str,
+        *,
+        cacheable: bool,
+        policy: CachePolicy,
+        request: CacheRequest,
+        timeout_s: float,
+        run: Run,
+        statement_id: Callable[[], str | None],
+        live: LiveResult[Any] | None,
+        shared: bool,
+    ) -> Answer | LiveResult[Any]:
         caching = cacheable and policy.enabled
         entry = await self.state.get_entry(key) if caching else None
         now = self.clock()
@@ -169,7 +220,12 @@ class ResultCache:
             return self._answered(stale)
         store = caching and not request.no_store
         try:
-            answer = await self._run(key, policy, store, run, deadline, statement_id)
+            answer = await self._run(
+                key, policy, store, run, deadline, statement_id, live, shared=shared
+            )
+            if isinstance(answer, LiveResult):
+                self._observe(answer.status)
+                return answer
             return self._answered(answer)
         except (WarehouseUnavailable, StatementTimedOut, WarehouseNotRunning) as exc:
             if not isinstance(exc, WarehouseNotRunning):
@@ -179,22 +235,27 @@ class ResultCache:
             log.warning("warehouse failed (%s): answering a stale result", type(exc).__name__)
             return self._answered(Answer(usable, "stale", usable.age(self.clock()), stored=True))
 
-    async def lookup(
-        self, key: str, *, cacheable: bool, policy: CachePolicy, request: CacheRequest
-    ) -> Answer | None:
-        """A fresh entry's answer, or None; never runs anything (for streams, which run as
-        streams when the cache cannot answer)."""
-        if not (cacheable and policy.enabled and request.may_read):
-            return None
-        entry = await self.state.get_entry(key)
-        now = self.clock()
-        if entry is None or not entry.is_fresh(now):
-            return None
-        age = entry.age(now)
-        if request.max_age_s is not None and age > request.max_age_s:
-            return None
-        fresh_for = int(entry.ttl_s - age)
-        return self._answered(Answer(entry, "hit", age, True, fresh_for_s=fresh_for))
+    async def body_in(
+        self, key: str, answer: Answer, form: str, make: Callable[[CacheEntry], bytes]
+    ) -> bytes:
+        """The answer's body in another format (`make` writes it from the JSON one): made
+        once per stored entry and kept beside it in the shared state, made afresh for an
+        answer that was not stored. Large bodies are made off the loop."""
+        entry = answer.entry
+        stored = answer.stored and entry.ttl_s > 0
+        if stored:
+            kept = await self.state.get_derived(key, entry.etag, form)
+            if kept is not None:
+                return kept
+        if len(entry.body) >= THREAD_MAKE_BYTES:
+            body = await asyncio.to_thread(make, entry)
+        else:
+            body = make(entry)
+        if stored:
+            keep_s = max(entry.ttl_s + entry.stale_s, self.stale_if_error_s)
+            keep_s -= entry.age(self.clock())
+            await self.state.put_derived(key, entry.etag, form, body, keep_s)
+        return body
 
     async def drain(self) -> None:
         """Cancel background refreshes (at shutdown)."""
@@ -206,9 +267,12 @@ class ResultCache:
     # -- the parts -------------------------------------------------------------------------
 
     def _answered(self, answer: Answer) -> Answer:
-        if self.observer is not None:
-            self.observer.cache_answered(answer.status)
+        self._observe(answer.status)
         return answer
+
+    def _observe(self, status: str) -> None:
+        if self.observer is not None:
+            self.observer.cache_answered(status)
 
     async def _unless_running(self, usable: CacheEntry | None, deadline: float) -> Answer | None:
         """None when the request may run now (after waiting for a start, if it had time);
@@ -245,13 +309,43 @@ class ResultCache:
         run: Run,
         deadline: float,
         statement_id: Callable[[], str | None],
-    ) -> Answer:
-        mine: list[Produced] = []
+        live: LiveResult[Any] | None = None,
+        *,
+        shared: bool = True,
+    ) -> Answer | LiveResult[Any]:
+        """Join the flight of identical requests (or lead one); a flight whose result this
+        request cannot use is followed by another, and the last is the request's alone."""
+        for attempt in range(FLIGHTS_PER_REQUEST):
+            alone = attempt == FLIGHTS_PER_REQUEST - 1 or not shared
+            flight_key = f"{key}:alone:{secrets.token_hex(8)}" if alone else key
+            outcome = await self._fly(
+                key, flight_key, policy, store, run, deadline, statement_id, live
+            )
+            if outcome is not None:
+                return outcome
+        raise WarehouseError("identical statements gave no result to answer with")
 
-        async def produce() -> CacheEntry:
+    async def _fly(
+        self,
+        key: str,
+        flight_key: str,
+        policy: CachePolicy,
+        store: bool,
+        run: Run,
+        deadline: float,
+        statement_id: Callable[[], str | None],
+        live: LiveResult[Any] | None,
+    ) -> Answer | LiveResult[Any] | None:
+        mine: list[Produced] = []
+        ran: list[bool] = []
+
+        async def produce() -> CacheEntry | None:
+            ran.append(True)
             produced = await run()
-            mine.append(produced)
             self.tracker.confirm_running()
+            if produced is None:
+                return None  # a stream too large to share: its own request has streamed it
+            mine.append(produced)
             entry = CacheEntry(
                 produced.body,
                 produced.etag,
@@ -260,6 +354,7 @@ class ResultCache:
                 policy.stale_s,
                 produced.row_count,
                 produced.statement_id,
+                produced.truncated,
             )
             if store and produced.storable:
                 keep_s = max(policy.ttl_s + policy.stale_s, self.stale_if_error_s)
@@ -269,14 +364,21 @@ class ResultCache:
                 entry = replace(entry, ttl_s=0.0)
             return entry
 
-        flight = asyncio.get_running_loop().create_task(
-            self.coalescer.run(key, produce, timeout_s=max(0.0, deadline - self.clock()))
-        )
+        # Each waiter keeps its own deadline here; leaving cancels its place in the flight.
+        flight = asyncio.get_running_loop().create_task(self.coalescer.run(flight_key, produce))
+        watched: set[asyncio.Future[Any]] = {flight}
+        if live is not None:
+            watched.add(live.began)
         try:
-            done, _ = await asyncio.wait({flight}, timeout=PENDING_DOUBT_S)
-            if not done:
-                await self._check_while_pending(flight, deadline)
-            shared = await flight
+            await self._wait(watched, flight, deadline)
+            if live is not None and live.began.done() and live.began.exception() is None:
+                # This request runs the statement: it streams the rows, and stays a waiter
+                # of the flight until it closes the live result.
+                live.place = flight
+                live.status = "miss" if store else "bypass"
+                return live
+            await self._wait({flight}, flight, deadline)  # a failed start ends the flight too
+            shared = flight.result()
         except TimeoutError:
             raise StatementTimedOut(
                 "the query did not finish within its timeout; it was cancelled on the "
@@ -284,9 +386,14 @@ class ResultCache:
                 statement_id=statement_id(),
             ) from None
         finally:
-            if not flight.done():
+            if not flight.done() and (live is None or live.place is not flight):
                 flight.cancel()  # this request leaves: the statement stops if nobody else waits
         entry = shared.entry
+        if entry is None and ran:
+            # Its own run was a stream too large to keep, which nobody read (a refresh).
+            raise WarehouseError("the statement's result was too large to keep")
+        if entry is None or (live is not None and entry.truncated):
+            return None  # nothing this request can answer with: it runs its own
         stored = entry.ttl_s > 0
         if shared.coalesced:
             status: CacheStatus = "coalesced"
@@ -297,6 +404,24 @@ class ResultCache:
         produced = mine[0] if mine and not shared.coalesced else None
         fresh_for = int(entry.remaining_s(self.clock())) if stored else 0
         return Answer(entry, status, 0.0, stored, produced=produced, fresh_for_s=fresh_for)
+
+    async def _wait(
+        self, watched: set[asyncio.Future[Any]], flight: asyncio.Task[Any], deadline: float
+    ) -> None:
+        """Until one of `watched` is done; TimeoutError at the deadline. A statement still
+        unfinished after a second makes the warehouse's state worth a look."""
+        remaining = max(0.0, deadline - self.clock())
+        first = asyncio.FIRST_COMPLETED
+        done, _ = await asyncio.wait(
+            watched, timeout=min(PENDING_DOUBT_S, remaining), return_when=first
+        )
+        if done:
+            return
+        await self._check_while_pending(flight, deadline)
+        remaining = max(0.0, deadline - self.clock())
+        done, _ = await asyncio.wait(watched, timeout=remaining, return_when=first)
+        if not done:
+            raise TimeoutError
 
     async def _check_while_pending(self, flight: asyncio.Task[object], deadline: float) -> None:
         """A slow statement may wait for a warehouse that is starting: when its deadline
@@ -315,7 +440,7 @@ class ResultCache:
         async def refresh() -> None:
             try:
                 deadline = self.clock() + self.flight_timeout_s
-                await self._run(key, policy, True, run, deadline, lambda: None)
+                await self._run(key, policy, True, run, deadline, lambda: None)  # nobody streams
             except (WarehouseError, TimeoutError) as exc:
                 log.warning("background refresh of a stale result failed: %s", type(exc).__name__)
             else:

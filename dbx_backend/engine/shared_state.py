@@ -50,6 +50,14 @@ class SharedState(Protocol):
 
     async def put_entry(self, key: str, entry: CacheEntry, keep_s: float) -> bool: ...
 
+    async def get_derived(self, key: str, etag: str, form: str) -> bytes | None:
+        """Another format's body of the entry under `key` with `etag`, if one was kept."""
+        ...
+
+    async def put_derived(self, key: str, etag: str, form: str, body: bytes, keep_s: float) -> None:
+        """Keep another format's body of that entry (for at most `keep_s`), when it fits."""
+        ...
+
     async def acquire(self, name: str, ttl_s: float) -> str | None:
         """A token when `name` was free (and is now ours for `ttl_s`), else None."""
         ...
@@ -152,6 +160,12 @@ class LocalState:
 
     async def put_entry(self, key: str, entry: CacheEntry, keep_s: float) -> bool:
         return self.store.put(key, entry, keep_s)
+
+    async def get_derived(self, key: str, etag: str, form: str) -> bytes | None:
+        return self.store.get_derived(key, etag, form)
+
+    async def put_derived(self, key: str, etag: str, form: str, body: bytes, keep_s: float) -> None:
+        self.store.put_derived(key, etag, form, body)  # it lives (and goes) with its entry
 
     async def acquire(self, name: str, ttl_s: float) -> str | None:
         held = self._locks.get(name)
