@@ -76,9 +76,9 @@ Params = Mapping[str, ParamScalar | TypedParam]
 async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
     """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
     body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
-    blank = not body.strip(JSON_WHITESPACE)
-    if blank and empty_ok:
+    if not body and empty_ok:  # no body at all; a body of whitespace holds no JSON value
         return model.model_validate({})
+    blank = not body.strip(JSON_WHITESPACE)
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
     if blank:
