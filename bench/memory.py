@@ -14,7 +14,10 @@ on free loopback ports with the service's defaults, prints one JSON document on 
   `/metrics` says of the budget.
 
 "Idle" is the service's RSS after one warm-up request of the same shape over 10 rows (code
-loaded, no data held), taken just before the case starts.
+loaded, no data held), taken just before the case starts; `one_answer_after_one` repeats the
+one-answer cases after a full-size warm-up (the steady state: what the first answer after
+start grows once, thread pool and allocator pools, is then part of idle, as is its cached
+body).
 """
 
 from __future__ import annotations
@@ -132,8 +135,10 @@ async def case(
     disposition: str,
     env: dict[str, str],
     source: str | None = None,
+    warm_rows: int = 10,
 ) -> dict[str, Any]:
-    """A fresh service, one warm-up, then `concurrency` buffered answers at once."""
+    """A fresh service, one warm-up of `warm_rows`, then `concurrency` buffered answers at
+    once."""
     sport = free_port()
     with start_service(wport, sport, env, source) as service:
         await asyncio.to_thread(
@@ -142,7 +147,7 @@ async def case(
         url = f"http://127.0.0.1:{sport}/api/query"
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as session:
-            warm = await post_query(session, url, 10, 999_999, disposition)
+            warm = await post_query(session, url, warm_rows, 999_999, disposition)
             if warm["status"] != 200:
                 raise RuntimeError(f"warm-up failed: {warm} {service.stderr_tail()}")
             await asyncio.sleep(1.0)
@@ -159,6 +164,7 @@ async def case(
         return {
             "concurrency": concurrency,
             "rows": rows,
+            "warm_up_rows": warm_rows,
             "disposition": disposition,
             "env": env,
             "idle_rss_mib": round(idle / MIB, 1),
@@ -190,19 +196,19 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     wport = free_port()
     with start_warehouse(wport) as warehouse:
         warehouse.wait_http(f"http://127.0.0.1:{wport}{STATEMENTS}/none", ok_statuses={401, 404})
-        one: dict[str, Any] = {}
-        for name, (disposition, links_format) in FORMATS.items():
-            log(f"one answer: {name}")
-            env = {"EXTERNAL_LINKS_FORMAT": links_format}
-            one[name] = await case(
-                wport,
-                concurrency=1,
-                rows=args.rows,
-                disposition=disposition,
-                env=env,
-                source=args.source,
-            )
-        report["one_answer"] = one
+        for group, warm_rows in (("one_answer", 10), ("one_answer_after_one", args.rows)):
+            report[group] = {}
+            for name, (disposition, links_format) in FORMATS.items():
+                log(f"{group}: {name}")
+                report[group][name] = await case(
+                    wport,
+                    concurrency=1,
+                    rows=args.rows,
+                    disposition=disposition,
+                    env={"EXTERNAL_LINKS_FORMAT": links_format},
+                    source=args.source,
+                    warm_rows=warm_rows,
+                )
         budgets = {"default_budget": {}, "budget_256": {"MEMORY_BUDGET_MB": "256"}}
         for budget, env in budgets.items():
             for concurrency in args.concurrency:
@@ -220,27 +226,29 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
-    """Issue 13's targets with the measured figures."""
-    per_body = {
-        name: result["peak_over_idle_per_body"] for name, result in report["one_answer"].items()
-    }
-    c32 = report.get("default_budget", {}).get("c32")
-    answered = all(
-        set(result["statuses"]) <= {"200", "503"} and not result["refusals_without_retry_after"]
-        for group in ("default_budget", "budget_256")
-        for result in report.get(group, {}).values()
-    )
-    return {
-        "one_answer_peak_over_idle_at_most_2x_body": {
+    """Issue 13's targets with the measured figures (one answer: after start and steady)."""
+    found: dict[str, Any] = {}
+    for group in ("one_answer", "one_answer_after_one"):
+        per_body = {
+            name: result["peak_over_idle_per_body"] for name, result in report[group].items()
+        }
+        found[f"{group}_peak_over_idle_at_most_2x_body"] = {
             "measured": per_body,
             "met": all(v is not None and v <= ONE_ANSWER_OVER_IDLE for v in per_body.values()),
-        },
-        "c32_default_budget_peak_under_500_mib": {
-            "measured": c32["peak_rss_mib"] if c32 else None,
-            "met": bool(c32) and c32["peak_rss_mib"] < C32_PEAK_MIB,
-        },
-        "every_request_200_or_503_with_retry_after": {"met": answered},
+        }
+    c32 = report.get("default_budget", {}).get("c32")
+    found["c32_default_budget_peak_under_500_mib"] = {
+        "measured": c32["peak_rss_mib"] if c32 else None,
+        "met": bool(c32) and c32["peak_rss_mib"] < C32_PEAK_MIB,
     }
+    found["every_request_200_or_503_with_retry_after"] = {
+        "met": all(
+            set(result["statuses"]) <= {"200", "503"} and not result["refusals_without_retry_after"]
+            for group in ("default_budget", "budget_256")
+            for result in report.get(group, {}).values()
+        )
+    }
+    return found
 
 
 def main() -> int:

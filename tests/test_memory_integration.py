@@ -271,7 +271,7 @@ async def test_a_stream_holds_its_window_in_the_budget_until_it_ends(
     await settle(lambda: budget.reserved == 0)
 
     assert b'"columns"' in first_line
-    assert rest.endswith(b'{"row_count":5000,"truncated":false}\n')
+    assert orjson.loads(rest.splitlines()[-1])["row_count"] == 5_000
     assert 0 < held < 5_000 * 112  # a window of chunks, not the whole result
     assert budget.reserved == 0
 

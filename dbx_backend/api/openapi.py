@@ -55,7 +55,8 @@ ERROR_TEXT = {
     "caller; see Retry-After",
     500: "Unexpected failure (details in the log, by request id)",
     502: "The warehouse answered with an error that cannot be passed on",
-    503: "The warehouse is unavailable, or the service is shutting down; see Retry-After",
+    503: "The warehouse is unavailable, or the service is busy (its memory budget is full) or "
+    "shutting down; see Retry-After",
     504: "The query ran past its timeout and was cancelled",
 }
 RUN_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504)

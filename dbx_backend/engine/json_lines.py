@@ -59,9 +59,10 @@ class Lines:
     rows: int
 
 
-# An Arrow column -> (Arrow binary array of its values' JSON texts, whether each non-null text
-# still needs its quotes), or None for the plain way.
-ColumnTexts = Callable[[Any], "tuple[Any, bool] | None"]
+# An Arrow column -> (Arrow binary array of its values' JSON texts, what closes each non-null
+# text: b"" when the texts are whole, else the closing quote, after an opening one, with what
+# comes before it, e.g. b'Z"' for TIMESTAMP), or None for the plain way.
+ColumnTexts = Callable[[Any], "tuple[Any, bytes] | None"]
 
 
 class JsonLines:
@@ -100,13 +101,14 @@ class JsonLines:
         # the quotes of a column without nulls, which cost no pass of their own), "]\n".
         pieces: list[Any] = [b"["]
         for index, array in enumerate(batch.columns):
-            texts, quoted = self._column_texts(index, array)
+            texts, closing = self._column_texts(index, array)
             separator = b"," if index else b""
-            if quoted and not texts.null_count:
-                pieces += [separator + b'"', texts, b'"']
+            opening = b'"' if closing else b""
+            if closing and not texts.null_count:
+                pieces += [separator + opening, texts, closing]
                 continue
-            if quoted:
-                texts = _quoted(texts)
+            if closing:
+                texts = _wrapped(texts, opening, closing)
             if texts.null_count:
                 texts = pc.fill_null(texts, _scalar(b"null"))
             pieces += [separator, texts]
@@ -126,7 +128,7 @@ class JsonLines:
 
     # -- one column -------------------------------------------------------------------------
 
-    def _column_texts(self, index: int, array: Any) -> tuple[Any, bool]:
+    def _column_texts(self, index: int, array: Any) -> tuple[Any, bytes]:
         key = (index, array.type)
         texts = self._texts.get(key)
         if texts is None:
@@ -162,11 +164,11 @@ class JsonLines:
             self._repeated[piece] = repeated
         return repeated.slice(0, rows)
 
-    def _plain(self, index: int, array: Any) -> tuple[Any, bool]:
+    def _plain(self, index: int, array: Any) -> tuple[Any, bytes]:
         import pyarrow as pa
 
         values = self.converter.convert_arrow_column(index, array)
-        return pa.array(list(map(orjson.dumps, values)), pa.binary()), False
+        return pa.array(list(map(orjson.dumps, values)), pa.binary()), b""
 
 
 def _values(array: Any) -> memoryview:
@@ -200,10 +202,10 @@ def _column_texts(column: Column, arrow_type: Any, options: NormalizeOptions) ->
         return pc.cast(array, pa.string()).view(pa.binary())
 
     if kind in ("BYTE", "SHORT", "INT", "LONG") and types.is_integer(arrow_type):
-        as_string = kind == "LONG" and options.long_as_string
-        return lambda array: (cast(array), as_string)
+        closing = b'"' if kind == "LONG" and options.long_as_string else b""
+        return lambda array: (cast(array), closing)
     if kind == "BOOLEAN" and types.is_boolean(arrow_type):
-        return lambda array: (cast(array), False)
+        return lambda array: (cast(array), b"")
     if kind == "DOUBLE" and types.is_float64(arrow_type):
         return _doubles
     if kind == "DECIMAL" and types.is_decimal(arrow_type):
@@ -212,8 +214,9 @@ def _column_texts(column: Column, arrow_type: Any, options: NormalizeOptions) ->
     if kind == "DATE" and types.is_date32(arrow_type):
         return _dates
     if kind in ("TIMESTAMP", "TIMESTAMP_NTZ") and types.is_timestamp(arrow_type):
-        suffix = "Z" if kind == "TIMESTAMP" else ""
-        return lambda array: (arrow_timestamp_texts(array, suffix).view(pa.binary()), True)
+        # The "Z" of a TIMESTAMP goes in with the closing quote: no pass of its own.
+        closing = b'Z"' if kind == "TIMESTAMP" else b'"'
+        return lambda array: (arrow_timestamp_texts(array, "").view(pa.binary()), closing)
     if text_is_value(column, options) and (
         types.is_string(arrow_type) or types.is_large_string(arrow_type)
     ):
@@ -225,21 +228,20 @@ def _plain_way(array: Any) -> None:
     return None
 
 
-def _quoted(texts: Any) -> Any:
+def _wrapped(texts: Any, opening: bytes, closing: bytes) -> Any:
     import pyarrow.compute as pc
 
-    quote = _scalar(b'"')
-    return pc.binary_join_element_wise(quote, texts, quote, _scalar(b""))
+    return pc.binary_join_element_wise(_scalar(opening), texts, _scalar(closing), _scalar(b""))
 
 
-def _decimals(array: Any, exact_scale: bool) -> tuple[Any, bool] | None:
+def _decimals(array: Any, exact_scale: bool) -> tuple[Any, bytes] | None:
     import pyarrow as pa
 
     texts = arrow_decimal_texts(array, exact_scale=exact_scale)
-    return None if texts is None else (texts.view(pa.binary()), True)
+    return None if texts is None else (texts.view(pa.binary()), b'"')
 
 
-def _doubles(array: Any) -> tuple[Any, bool] | None:
+def _doubles(array: Any) -> tuple[Any, bytes] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -248,10 +250,10 @@ def _doubles(array: Any) -> tuple[Any, bool] | None:
     # orjson writes a list of floats in one call, each as it writes that float alone; the
     # numbers hold no comma, so the list's text splits back into one text per value.
     texts = orjson.dumps(array.to_pylist())[1:-1].split(b",") if len(array) else []
-    return pa.array(texts, pa.binary()), False
+    return pa.array(texts, pa.binary()), b""
 
 
-def _dates(array: Any) -> tuple[Any, bool] | None:
+def _dates(array: Any) -> tuple[Any, bytes] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -261,10 +263,10 @@ def _dates(array: Any) -> tuple[Any, bool] | None:
     lengths = pc.min_max(pc.binary_length(days)).as_py()
     if lengths["min"] is not None and (lengths["min"], lengths["max"]) != (10, 10):
         return None  # a year outside 0001-9999: the plain way
-    return days.take(encoded.indices), True
+    return days.take(encoded.indices), b'"'
 
 
-def _strings(array: Any) -> tuple[Any, bool] | None:
+def _strings(array: Any) -> tuple[Any, bytes] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -276,8 +278,8 @@ def _strings(array: Any) -> tuple[Any, bool] | None:
         return None  # the plain way reports the bad value
     binary = array.view(pa.binary())
     if _ESCAPES.search(_values(binary)) is None:  # one scan of all the text, in C
-        return binary, True
+        return binary, b'"'
     # Only the strings that need escapes are written by orjson, the others are quoted.
     escape = pc.fill_null(pc.match_substring_regex(array, _NEEDS_ESCAPE), False)
     escaped = pa.array(list(map(orjson.dumps, array.filter(escape).to_pylist())), pa.binary())
-    return pc.replace_with_mask(_quoted(binary), escape, escaped), False
+    return pc.replace_with_mask(_wrapped(binary, b'"', b'"'), escape, escaped), b""
