@@ -1,5 +1,6 @@
 export { DbxClient, RowStream, isRunning } from "./client.js";
 export type {
+  ArrowOptions,
   CacheMode,
   ClientOptions,
   PagesOptions,
