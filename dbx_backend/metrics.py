@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from dbx_backend.engine.memory import MemoryBudget
 
 _WAREHOUSE_STATES = frozenset(
     {"UNKNOWN", "STOPPED", "STARTING", "RUNNING", "STOPPING", "DELETING", "DELETED"}
 )
+CACHE_RESULTS = ("hit", "miss", "stale", "coalesced", "bypass")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -56,12 +59,9 @@ class Metrics:
             "dbx_token_refreshes", "Access tokens fetched (OAuth) since start.", registry=r
         )
         # The result cache, coalescing and cold starts.
-        self.cache_answers = Counter(
-            "dbx_cache_answers",
-            "Answers to cacheable routes, by how they were come by.",
-            ["result"],  # hit, miss, stale, coalesced, bypass
-            registry=r,
-        )
+        # Counted in a plain dict (a hit must cost next to nothing) and read at scrape time.
+        self.cache_answers: dict[str, int] = dict.fromkeys(CACHE_RESULTS, 0)
+        r.register(_CacheAnswers(self.cache_answers))
         self.cache_refreshes = Counter(
             "dbx_cache_refreshes", "Stale entries refreshed in the background.", registry=r
         )
@@ -132,7 +132,7 @@ class Metrics:
 
     def cache_answered(self, status: str) -> None:
         """One answer of a cacheable route: hit, miss, stale, coalesced or bypass."""
-        self.cache_answers.labels(status).inc()
+        self.cache_answers[status] = self.cache_answers.get(status, 0) + 1
 
     def cache_refreshed(self) -> None:
         """A stale entry was refreshed in the background."""
@@ -183,3 +183,20 @@ class Metrics:
         if current not in _WAREHOUSE_STATES:
             self.warehouse_state.labels(current).set(1)
         return generate_latest(self.registry)
+
+
+class _CacheAnswers(Collector):
+    """`dbx_cache_answers_total{result}` from the counts the cache keeps."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "dbx_cache_answers",
+            "Answers to cacheable routes, by how they were come by.",
+            labels=["result"],
+        )
+        for result, count in self._counts.items():
+            family.add_metric([result], count)
+        yield family

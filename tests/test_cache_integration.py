@@ -424,3 +424,50 @@ async def test_cors_exposes_and_allows_the_cache_headers(make_service: MakeServi
     assert "if-none-match" in allowed
     exposed = answer.headers["Access-Control-Expose-Headers"].lower()
     assert {"etag", "age", "server-timing"} <= {h.strip() for h in exposed.split(",")}
+
+
+async def test_with_per_key_scope_each_caller_reads_its_own_entries(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service(API_KEYS="key-one,key-two", CACHE_SCOPE="per_key")
+    one = {"Authorization": "Bearer key-one"}
+    two = {"Authorization": "Bearer key-two"}
+
+    first = await post(service, **one)
+    other = await post(service, **two)
+    again = await post(service, **one)
+
+    assert [cache_of(a[2]) for a in (first, other, again)] == ["miss", "miss", "hit"]
+    assert executes(warehouse) == 2
+
+
+async def test_a_statement_the_gate_refuses_is_refused_every_time(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+
+    answers = [await post(service, "DELETE FROM samples.tpch.orders") for _ in range(3)]
+
+    assert [(a[0], a[1]["error"]["code"]) for a in answers] == [(403, "STATEMENT_NOT_ALLOWED")] * 3
+    assert executes(warehouse) == 0
+
+
+async def test_a_repeated_body_is_answered_as_the_first_was_whatever_else_changes(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    service = await make_service()
+    body = b'{"sql": "SELECT 5 AS five", "timeout_s": 30}'
+    json = {"Content-Type": "application/json"}
+
+    first = await service.post("/api/query", data=body, headers=json)
+    wrong_type = await service.post("/api/query", data=body, headers={"Content-Type": "text/plain"})
+    streamed = await service.post(
+        "/api/query",
+        data=body,
+        headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
+    )
+
+    assert (first.status, (await first.json())["rows"]) == (200, [[5]])
+    assert wrong_type.status == 400
+    assert (streamed.status, cache_of(streamed.headers)) == (200, "hit")
+    assert executes(warehouse) == 1

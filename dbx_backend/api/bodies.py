@@ -28,8 +28,11 @@ ENCODINGS = ("gzip", "deflate")
 async def read_body(request: web.Request, *, timeout_s: float) -> bytes:
     """The decoded body; 408, 413, 415 or 400 (as ApiErrors) when it cannot be had."""
     try:
-        async with asyncio.timeout(timeout_s):
+        if request.content.is_eof():  # it all came with the headers: nothing to wait for
             raw = await request.read()  # raises 413 past client_max_size
+        else:
+            async with asyncio.timeout(timeout_s):
+                raw = await request.read()
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {timeout_s:g} s", field="body"
@@ -40,11 +43,16 @@ async def read_body(request: web.Request, *, timeout_s: float) -> bytes:
         # The client left mid-body: nobody waits for an answer. End the request as aiohttp
         # ends one whose client disconnects (the access log says 499).
         raise asyncio.CancelledError from None
-    return decode_body(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
+    encoding = request.headers.get("Content-Encoding")
+    if not encoding:
+        return raw
+    return decode_body(raw, encoding, request.client_max_size)
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
     """`raw` decoded per `content_encoding`, refusing more than `limit` decoded bytes."""
+    if not content_encoding:
+        return raw
     codings = [c.strip().lower() for c in content_encoding.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:

@@ -17,6 +17,9 @@ from aiohttp import web
 
 from dbx_backend.api.guards import caller_identity
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER
+from dbx_backend.api.models import RunOptions
+from dbx_backend.api.options import query_options
+from dbx_backend.api.prepared import Prepared
 from dbx_backend.api.streaming import CsvWriter, NdjsonWriter, ResultFormat
 from dbx_backend.engine import (
     Admitted,
@@ -27,8 +30,10 @@ from dbx_backend.engine import (
     Column,
     JsonAnswer,
     OpenStatement,
+    ParamScalar,
     Produced,
     QueryOptions,
+    TypedParam,
     cache_key,
     parse_cache_control,
     sql_facts,
@@ -43,6 +48,7 @@ from dbx_backend.keys import (
     RESULT_CACHE,
     ROW_COUNT,
     SETTINGS,
+    STATEMENT_ID,
 )
 
 # A body larger than this is sent in slices of this size.
@@ -50,37 +56,72 @@ SEND_SLICE_BYTES = 256 * 1024
 CACHE_HEADERS = ("ETag", "Age", "Server-Timing", "Cache-Control")
 
 
-def policy_for(request: web.Request, named: CachePolicy | None) -> CachePolicy:
+def policy_for(app: web.Application, named: CachePolicy | None) -> CachePolicy:
     """A named query's own policy, else the service's."""
     if named is not None:
         return named
-    settings = request.app[SETTINGS]
+    settings = app[SETTINGS]
     return CachePolicy(settings.cache_ttl_s, settings.cache_stale_s)
 
 
-def key_for(
-    request: web.Request,
+def cache_caller(app: web.Application, request: web.Request) -> str:
+    """Whose cache this request reads: the caller's digest with CACHE_SCOPE=per_key, else ""."""
+    settings = app[SETTINGS]
+    if settings.cache_scope != "per_key":
+        return ""
+    return caller_identity(settings, request.headers.get("Authorization", ""))
+
+
+def prepare(
+    app: web.Application,
     statement: Admitted,
-    params: Mapping[str, Any],
-    options: QueryOptions,
-    row_limit: int | None,
-) -> str:
-    """The cache key of this request (see `engine.cache_key`)."""
-    settings = request.app[SETTINGS]
+    params: Mapping[str, ParamScalar | TypedParam],
+    body: RunOptions,
+    *,
+    catalog: str | None = None,
+    schema: str | None = None,
+    policy: CachePolicy | None = None,
+    caller: str = "",
+) -> Prepared:
+    """A validated, admitted request with its cache key (see `engine.cache_key`)."""
+    settings = app[SETTINGS]
+    catalog = catalog or settings.databricks_catalog
+    schema = schema or settings.databricks_schema
     wire = to_statement_parameters(params)
-    return cache_key(
+    key = cache_key(
         CacheKeyParts(
             statement.sql,
             params=tuple((p.name, p.value, p.type) for p in wire),
-            catalog=options.catalog,
-            schema=options.schema,
-            row_limit=row_limit,
-            long_as_string=options.normalize.long_as_string,
+            catalog=catalog,
+            schema=schema,
+            row_limit=body.row_limit,
+            long_as_string=body.long_as_string,
             warehouse_id=settings.warehouse_id,
-            caller=caller_identity(settings, request.headers.get("Authorization", ""))
-            if settings.cache_scope == "per_key"
-            else None,
+            caller=caller if settings.cache_scope == "per_key" else None,
         )
+    )
+    return Prepared(
+        statement,
+        params,
+        body,
+        catalog,
+        schema,
+        policy_for(app, policy),
+        sql_facts(statement.sql).cacheable,
+        key,
+        min(body.timeout_s or settings.query_timeout_s, settings.max_query_timeout_s),
+        caller,
+    )
+
+
+def run_options(request: web.Request, prepared: Prepared, *, streaming: bool) -> QueryOptions:
+    """The query service's options to run `prepared` as this request asks."""
+    return query_options(
+        request,
+        prepared.options,
+        streaming=streaming,
+        catalog=prepared.catalog,
+        schema=prepared.schema,
     )
 
 
@@ -96,56 +137,46 @@ def produced(answer: JsonAnswer, max_entry_bytes: int) -> Produced:
     )
 
 
-async def answer_cached(
-    request: web.Request,
-    statement: Admitted,
-    params: Mapping[str, Any],
-    options: QueryOptions,
-    *,
-    row_limit: int | None,
-    policy: CachePolicy | None,
-) -> Answer:
+async def answer_cached(request: web.Request, prepared: Prepared, app: web.Application) -> Answer:
     """Ask the engine's result cache for this request's answer (running it if it must)."""
-    app = request.app
-    settings = app[SETTINGS]
-    flight_options = _replace_timeout(options, settings.max_query_timeout_s)
-
     opened: list[OpenStatement] = []
 
     async def run() -> Produced:
+        settings = app[SETTINGS]
+        # A shared run lives as long as its most patient waiter may; each waiter keeps its own.
+        options = dataclasses.replace(
+            run_options(request, prepared, streaming=False),
+            timeout_s=settings.max_query_timeout_s,
+        )
         async with app[LIMITER].slot():
             service = app[QUERY_SERVICE]
-            opened.append(service.open(statement, params, flight_options))
+            opened.append(service.open(prepared.statement, prepared.params, options))
             answer = await service.answer_json(opened[0])
         return produced(answer, settings.cache_max_entry_bytes)
 
     answer = await app[RESULT_CACHE].answer(
-        key_for(request, statement, params, options, row_limit),
-        cacheable=sql_facts(statement.sql).cacheable,
-        policy=policy_for(request, policy),
+        prepared.key,
+        cacheable=prepared.cacheable,
+        policy=prepared.policy,
         request=parse_cache_control(request.headers.get("Cache-Control")),
-        timeout_s=options.timeout_s,
+        timeout_s=prepared.timeout_s,
         run=run,
         statement_id=lambda: opened[0].statement_id or None if opened else None,
     )
     request[CACHE_STATUS] = answer.status
     request[ROW_COUNT] = answer.entry.row_count
+    request[STATEMENT_ID] = answer.entry.statement_id
     return answer
 
 
 async def lookup_cached(
-    request: web.Request,
-    statement: Admitted,
-    params: Mapping[str, Any],
-    options: QueryOptions,
-    row_limit: int | None,
-    policy: CachePolicy | None,
+    request: web.Request, prepared: Prepared, app: web.Application
 ) -> Answer | None:
     """A fresh cached answer for this request, without running anything."""
-    answer = await request.app[RESULT_CACHE].lookup(
-        key_for(request, statement, params, options, row_limit),
-        cacheable=sql_facts(statement.sql).cacheable,
-        policy=policy_for(request, policy),
+    answer = await app[RESULT_CACHE].lookup(
+        prepared.key,
+        cacheable=prepared.cacheable,
+        policy=prepared.policy,
         request=parse_cache_control(request.headers.get("Cache-Control")),
     )
     if answer is not None:
@@ -154,18 +185,9 @@ async def lookup_cached(
     return answer
 
 
-def _replace_timeout(options: QueryOptions, timeout_s: float) -> QueryOptions:
-    # A shared run lives as long as its most patient waiter may; each waiter keeps its own.
-    return dataclasses.replace(options, timeout_s=timeout_s)
-
-
-def cache_headers(
-    request: web.Request, answer: Answer, etag: str, timing: str | None
-) -> dict[str, str]:
+def cache_headers(answer: Answer, etag: str, timing: str | None) -> dict[str, str]:
     """`Cache-Control` (private, never public), `Age`, `ETag` and `Server-Timing`."""
-    now = request.app[RESULT_CACHE].clock()
-    stored = f"private, max-age={answer.max_age_s(now)}"
-    control = stored if answer.stored else "private, no-store"
+    control = f"private, max-age={answer.fresh_for_s}" if answer.stored else "private, no-store"
     server_timing = f"cache;desc={answer.status}"
     if answer.warehouse is not None:
         server_timing += f', warehouse;desc="{warehouse_note(answer.warehouse)}"'
@@ -191,26 +213,25 @@ def not_modified(request: web.Request, etag: str) -> bool:
 def cached_response(
     request: web.Request, answer: Answer, result_format: ResultFormat, timing: str | None
 ) -> web.Response:
-    """The response for an answer: the stored JSON body as is, or NDJSON/CSV derived from it;
-    `304 Not Modified` when the caller already holds it."""
+    """The response for an answer: the stored JSON body as is, or NDJSON/CSV/Arrow derived from
+    it; `304 Not Modified` when the caller already holds it."""
     entry = answer.entry
-    etag = entry.etag if result_format == "json" else entry.etag[:-1] + f'-{result_format}"'
-    headers = cache_headers(request, answer, etag, timing)
     if result_format == "json":
+        etag = entry.etag
+        headers = cache_headers(answer, etag, timing)
         body, content_type = entry.body, "application/json"
     else:
+        etag = entry.etag[:-1] + f'-{result_format}"'
+        headers = cache_headers(answer, etag, timing)
         body, content_type = derive_stream_body(entry, result_format, headers["Server-Timing"])
-    if not_modified(request, etag):
+        if result_format in ("ndjson", "csv"):
+            content_type += "; charset=utf-8"
+    if "If-None-Match" in request.headers and not_modified(request, etag):
         return web.Response(status=304, headers=headers)
-    response = web.Response(body=body, headers=headers)
-    response.content_type = content_type
-    if result_format in ("ndjson", "csv"):
-        response.charset = "utf-8"
+    headers["Content-Type"] = content_type
     if result_format == "csv":
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="result-{entry.statement_id}.csv"'
-        )
-    return response
+        headers["Content-Disposition"] = f'attachment; filename="result-{entry.statement_id}.csv"'
+    return web.Response(body=body, headers=headers)
 
 
 async def send(request: web.Request, response: web.Response) -> web.StreamResponse:

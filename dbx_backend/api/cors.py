@@ -90,6 +90,28 @@ def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     for route in list(app.router.routes()):
         cors.add(route)
     app.on_response_prepare.append(_timing_allowed_for(frozenset(origins)))
+    _skip_without_origin(app)
+
+
+def _skip_without_origin(app: web.Application) -> None:
+    """aiohttp_cors adds CORS headers to a response only when the request has an `Origin`, but
+    looks the route's configuration up first, on every response; a request without one (a
+    server calling the API, a cache hit from the web app's backend) skips that work here."""
+    signals = app.on_response_prepare
+    for index, handler in enumerate(signals):
+        owner = getattr(handler, "__self__", None)  # the bound method of aiohttp_cors's config
+        if type(owner).__module__.startswith("aiohttp_cors."):
+            signals[index] = _with_origin_only(handler)
+
+
+def _with_origin_only(
+    handler: Callable[[web.Request, web.StreamResponse], Awaitable[object]],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[object]]:
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await handler(request, response)
+
+    return on_response_prepare
 
 
 def _timing_allowed_for(

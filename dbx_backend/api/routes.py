@@ -14,7 +14,15 @@ from pydantic import BaseModel
 
 from dbx_backend.api.answers import model_response
 from dbx_backend.api.bodies import read_body
-from dbx_backend.api.cached import answer_cached, cached_response, lookup_cached, send
+from dbx_backend.api.cached import (
+    answer_cached,
+    cache_caller,
+    cached_response,
+    lookup_cached,
+    prepare,
+    run_options,
+    send,
+)
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -30,20 +38,19 @@ from dbx_backend.api.models import (
     NamedQueryParam,
     NamedQueryRequest,
     QueryRequest,
-    RunOptions,
     TypedParamModel,
 )
+from dbx_backend.api.options import SERVICE_NAME
+from dbx_backend.api.prepared import PREPARED, Prepared, PreparedRequests
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
 from dbx_backend.api.streaming import ResultFormat, negotiate, stream_writer
+from dbx_backend.config import Settings
 from dbx_backend.engine import (
-    Admitted,
     CachePolicy,
     JsonAnswer,
     MemoryBusy,
-    NormalizeOptions,
     OpenStatement,
     ParamScalar,
-    QueryOptions,
     QueryResult,
     Timings,
     TypedParam,
@@ -65,60 +72,40 @@ from dbx_backend.keys import (
 from dbx_backend.queries import bind_params
 
 log = logging.getLogger("dbx_backend.api")
-THREAD_ENCODE_ROWS = 10_000
-SERVICE_NAME = "dbx-backend"
+__all__ = ["SERVICE_NAME", "query_params", "read_json", "setup_routes"]
 _Model = TypeVar("_Model", bound=BaseModel)
 # What JSON calls whitespace (RFC 8259); bytes.strip() would also take \f and \v, which are not.
 JSON_WHITESPACE = b" \t\n\r"
 Params = Mapping[str, ParamScalar | TypedParam]
 
 
-async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
-    """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
-    body = await read_body(request, timeout_s=request.app[SETTINGS].body_read_timeout_s)
+async def read_json_bytes(
+    request: web.Request, *, empty_ok: bool = False, settings: Settings | None = None
+) -> bytes:
+    """A JSON body's bytes, decoded, within the body's time and size limits (408, 413); b""
+    when there is no body and `empty_ok`."""
+    settings = settings or request.app[SETTINGS]
+    body = await read_body(request, timeout_s=settings.body_read_timeout_s)
+    if not body and empty_ok:  # no body at all; a body of whitespace holds no JSON value
+        return b""
     blank = not body.strip(JSON_WHITESPACE)
-    if blank and empty_ok:
-        return model.model_validate({})
-    if request.content_type != "application/json":
+    # The header as clients send it is checked as is; anything else is parsed (parameters, case).
+    given = request.headers.get("Content-Type")
+    if given != "application/json" and request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json", field="body")
     if blank:
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
-    return model.model_validate_json(body)
+    return body
 
 
-def query_options(
-    request: web.Request,
-    body: RunOptions,
-    *,
-    streaming: bool = False,
-    catalog: str | None = None,
-    schema: str | None = None,
-) -> QueryOptions:
-    """The query service's options for this request, with the service's defaults and caps.
+def parse_json(body: bytes, model: type[_Model]) -> _Model:
+    """`body` (from `read_json_bytes`) validated against `model`."""
+    return model.model_validate_json(body) if body else model.model_validate({})
 
-    A buffered JSON answer asks the warehouse for at most MAX_RESULT_ROWS rows and
-    MAX_RESULT_BYTES bytes, so the warehouse itself reports `truncated`; streams are not capped.
-    """
-    settings = request.app[SETTINGS]
-    row_limit, byte_limit = body.row_limit, None
-    if not streaming:
-        row_limit = min(row_limit or settings.max_result_rows, settings.max_result_rows)
-        byte_limit = settings.max_result_bytes
-    disposition = body.disposition or ("EXTERNAL_LINKS" if streaming else "INLINE")
-    return QueryOptions(
-        catalog=catalog or settings.databricks_catalog,
-        schema=schema or settings.databricks_schema,
-        row_limit=row_limit,
-        byte_limit=byte_limit,
-        timeout_s=min(body.timeout_s or settings.query_timeout_s, settings.max_query_timeout_s),
-        max_rows=None if streaming else settings.max_result_rows,
-        normalize=NormalizeOptions(long_as_string=body.long_as_string),
-        query_tags={"request_id": request[REQUEST_ID], "service": SERVICE_NAME},
-        disposition=disposition,
-        result_format=settings.external_links_format,
-        download_window=settings.download_window,
-        stream=streaming,
-    )
+
+async def read_json(request: web.Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
+    """Validate a JSON body against `model`; the body's time and size limits apply (408, 413)."""
+    return parse_json(await read_json_bytes(request, empty_ok=empty_ok), model)
 
 
 def query_params(body: QueryRequest) -> dict[str, ParamScalar | TypedParam]:
@@ -168,11 +155,24 @@ def note_memory_wait(request: web.Request, waited_s: float) -> None:
 
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
-    body = await read_json(request, QueryRequest)
-    statement = await request.app[QUERY_SERVICE].admit(body.sql)
-    return await run_statement(
-        request, statement, query_params(body), body, catalog=body.catalog, schema=body.schema_
-    )
+    app = request.app
+    raw = await read_json_bytes(request, settings=app[SETTINGS])
+    caller = cache_caller(app, request)
+    prepared = app[PREPARED].get("query", caller, raw)
+    if prepared is None:  # not seen before: validate, admit, derive its key; then remember
+        body = parse_json(raw, QueryRequest)
+        statement = await app[QUERY_SERVICE].admit(body.sql)
+        prepared = prepare(
+            app,
+            statement,
+            query_params(body),
+            body,
+            catalog=body.catalog,
+            schema=body.schema_,
+            caller=caller,
+        )
+        app[PREPARED].put("query", caller, raw, prepared)
+    return await run_statement(request, prepared, app)
 
 
 async def list_queries(request: web.Request) -> web.Response:
@@ -197,70 +197,59 @@ async def list_queries(request: web.Request) -> web.Response:
 
 async def run_named_query(request: web.Request) -> web.StreamResponse:
     """Run a named query with validated parameters, through the same path as `/api/query`."""
+    app = request.app
     name = request.match_info["name"]
-    named = request.app[QUERIES].get(name)
+    named = app[QUERIES].get(name)
     if named is None:
         raise NotFoundError(f"no named query {name!r}; GET /api/queries lists them")
-    body = await read_json(request, NamedQueryRequest, empty_ok=True)
-    bound = bind_params(named, body.params)
-    statement = await request.app[QUERY_SERVICE].admit_named(named)
-    params = {key: TypedParam(value["value"], str(value["type"])) for key, value in bound.items()}
-    policy = None if named.cache is None else CachePolicy(named.cache.ttl_s, named.cache.stale_s)
-    return await run_statement(request, statement, params, body, cache_policy=policy)
+    raw = await read_json_bytes(request, empty_ok=True, settings=app[SETTINGS])
+    caller = cache_caller(app, request)
+    route = "named:" + name
+    prepared = app[PREPARED].get(route, caller, raw)
+    if prepared is None:  # not seen before: validate, bind, admit, derive its key; remember
+        body = parse_json(raw, NamedQueryRequest)
+        bound = bind_params(named, body.params)
+        statement = await app[QUERY_SERVICE].admit_named(named)
+        params = {k: TypedParam(value["value"], str(value["type"])) for k, value in bound.items()}
+        own = named.cache
+        policy = None if own is None else CachePolicy(own.ttl_s, own.stale_s)
+        prepared = prepare(app, statement, params, body, policy=policy, caller=caller)
+        app[PREPARED].put(route, caller, raw, prepared)
+    return await run_statement(request, prepared, app)
 
 
 async def run_statement(
-    request: web.Request,
-    statement: Admitted,
-    params: Params,
-    body: RunOptions,
-    *,
-    catalog: str | None = None,
-    schema: str | None = None,
-    cache_policy: CachePolicy | None = None,
+    request: web.Request, prepared: Prepared, app: web.Application
 ) -> web.StreamResponse:
-    """Answer from the result cache, or run `statement` (coalesced with identical runs, within
+    """Answer from the result cache, or run the statement (coalesced with identical runs, within
     the concurrency limit and the memory budget) and answer in the negotiated format."""
     try:
-        return await _run_statement(
-            request, statement, params, body, catalog=catalog, schema=schema, cache=cache_policy
-        )
+        return await _run_statement(request, prepared, app)
     except MemoryBusy as exc:
         note_memory_wait(request, exc.waited_s)
         raise
 
 
 async def _run_statement(
-    request: web.Request,
-    statement: Admitted,
-    params: Params,
-    body: RunOptions,
-    *,
-    catalog: str | None,
-    schema: str | None,
-    cache: CachePolicy | None,
+    request: web.Request, prepared: Prepared, app: web.Application
 ) -> web.StreamResponse:
     result_format = negotiate(request.headers.get("Accept", ""))
-    streaming = result_format != "json"
-    if result_format == "arrow" and body.long_as_string:
-        body = body.model_copy(update={"long_as_string": False})  # int64 holds every LONG
-    options = query_options(request, body, streaming=streaming, catalog=catalog, schema=schema)
-    if streaming:
+    if result_format == "arrow" and prepared.options.long_as_string:
+        prepared = for_arrow(app, prepared)  # int64 holds every LONG
+    if result_format != "json":
         # A stream is answered from a fresh entry when there is one, else run as a stream.
-        hit = await lookup_cached(request, statement, params, options, body.row_limit, cache)
+        hit = await lookup_cached(request, prepared, app)
         if hit is not None:
             return await send(request, cached_response(request, hit, result_format, None))
-        service = request.app[QUERY_SERVICE]
+        options = run_options(request, prepared, streaming=True)
+        service = app[QUERY_SERVICE]
         async with (
-            request.app[LIMITER].slot(),
-            service.open(statement, params, options) as opened,
+            app[LIMITER].slot(),
+            service.open(prepared.statement, prepared.params, options) as opened,
         ):
             note_statement(request, opened)
             return await stream_result(request, opened, result_format)
-    answer = await answer_cached(
-        request, statement, params, options, row_limit=body.row_limit, policy=cache
-    )
-    request[STATEMENT_ID] = answer.entry.statement_id
+    answer = await answer_cached(request, prepared, app)
     ran = answer.produced.details if answer.produced is not None else None
     if not isinstance(ran, JsonAnswer):
         return await send(request, cached_response(request, answer, "json", None))
@@ -271,6 +260,22 @@ async def _run_statement(
         )
     finally:
         ran.release()  # sent (or given up on): its bytes leave the memory budget
+
+
+def for_arrow(app: web.Application, prepared: Prepared) -> Prepared:
+    """`prepared` as an Arrow stream runs it: LONG values as int64 whatever `long_as_string`
+    says, so it reads (and stores) the entry of a request without it."""
+    options = prepared.options.model_copy(update={"long_as_string": False})
+    return prepare(
+        app,
+        prepared.statement,
+        prepared.params,
+        options,
+        catalog=prepared.catalog,
+        schema=prepared.schema,
+        policy=prepared.policy,
+        caller=prepared.caller,
+    )
 
 
 async def stream_result(
@@ -357,6 +362,7 @@ async def stream_result(
 
 def setup_routes(app: web.Application) -> None:
     """Register every route."""
+    app[PREPARED] = PreparedRequests()
     app.router.add_post("/api/query", query, name="query")
     app.router.add_get("/api/queries", list_queries, name="list_queries")
     app.router.add_post("/api/queries/{name}", run_named_query, name="run_named_query")

@@ -49,7 +49,8 @@ from dbx_backend.api.models import (
 )
 from dbx_backend.api.models import RowsPage as RowsPageModel
 from dbx_backend.api.models import StatementFailed as StatementFailedModel
-from dbx_backend.api.routes import query_options, query_params, read_json
+from dbx_backend.api.options import query_options
+from dbx_backend.api.routes import query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
     IDEMPOTENCY_HEADER,

@@ -36,6 +36,8 @@ ResultFormat = Literal["json", "ndjson", "csv", "arrow"]
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 ARROW = "application/vnd.apache.arrow.stream"
+# What most callers send (or nothing): JSON without looking further.
+_PLAIN_JSON = frozenset({"", "*/*", "application/json"})
 Part = TypeVar("Part")
 Rows = Sequence[Sequence[JsonValue]]
 
@@ -43,6 +45,8 @@ Rows = Sequence[Sequence[JsonValue]]
 def negotiate(accept: str) -> ResultFormat:
     """The response format for an `Accept` header: NDJSON, CSV or Arrow when asked, JSON
     otherwise."""
+    if accept in _PLAIN_JSON:
+        return "json"
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()
         if media in (NDJSON, "application/ndjson", "application/jsonl"):

@@ -100,12 +100,7 @@ class Answer:
     stored: bool  # it is in the cache: the response may say `max-age`
     produced: Produced | None = None  # set when this request ran the statement
     warehouse: WarehouseStatus | None = None  # why a stale entry answered
-
-    def max_age_s(self, now: float) -> int:
-        """Seconds a client may keep it: the entry's remaining freshness, 0 when stale."""
-        if not self.stored or self.status == "stale":
-            return 0
-        return int(self.entry.remaining_s(now))
+    fresh_for_s: int = 0  # seconds a client may keep it: 0 when stale or not stored
 
 
 Run = Callable[[], Awaitable[Produced]]
@@ -151,18 +146,19 @@ class ResultCache:
 
         `statement_id()` names the statement this request started, if any, for its timeout.
         """
-        deadline = self.clock() + timeout_s
         caching = cacheable and policy.enabled
         entry = await self.state.get_entry(key) if caching else None
         now = self.clock()
+        deadline = now + timeout_s
         if entry is not None and request.may_read:
             age = entry.age(now)
-            fits = request.max_age_s is None or age <= request.max_age_s
-            if entry.is_fresh(now) and fits:
-                return self._answered(Answer(entry, "hit", age, stored=True))
-            if entry.in_stale_window(now) and fits:
-                self._refresh_in_background(key, policy, run)
-                return self._answered(Answer(entry, "stale", age, stored=True))
+            if request.max_age_s is None or age <= request.max_age_s:
+                if age < entry.ttl_s:  # fresh: the hit, the path that must cost next to nothing
+                    fresh_for = int(entry.ttl_s - age)
+                    return self._answered(Answer(entry, "hit", age, True, fresh_for_s=fresh_for))
+                if entry.in_stale_window(now):
+                    self._refresh_in_background(key, policy, run)
+                    return self._answered(Answer(entry, "stale", age, stored=True))
         if request.only_if_cached:
             raise NotCached("no cached result for this request (Cache-Control: only-if-cached)")
         usable = entry if entry is not None and entry.age(now) < self.stale_if_error_s else None
@@ -194,9 +190,11 @@ class ResultCache:
         now = self.clock()
         if entry is None or not entry.is_fresh(now):
             return None
-        if request.max_age_s is not None and entry.age(now) > request.max_age_s:
+        age = entry.age(now)
+        if request.max_age_s is not None and age > request.max_age_s:
             return None
-        return self._answered(Answer(entry, "hit", entry.age(now), stored=True))
+        fresh_for = int(entry.ttl_s - age)
+        return self._answered(Answer(entry, "hit", age, True, fresh_for_s=fresh_for))
 
     async def drain(self) -> None:
         """Cancel background refreshes (at shutdown)."""
@@ -297,7 +295,8 @@ class ResultCache:
         else:
             status = "bypass"
         produced = mine[0] if mine and not shared.coalesced else None
-        return Answer(entry, status, 0.0, stored=stored, produced=produced)
+        fresh_for = int(entry.remaining_s(self.clock())) if stored else 0
+        return Answer(entry, status, 0.0, stored, produced=produced, fresh_for_s=fresh_for)
 
     async def _check_while_pending(self, flight: asyncio.Task[object], deadline: float) -> None:
         """A slow statement may wait for a warehouse that is starting: when its deadline
