@@ -145,6 +145,8 @@ class RssSampler:
         self._interval_s = interval_s
         self.before = {name: self._rss(name) for name in self._processes}
         self.peak = dict(self.before)
+        self.cpu_before = {name: self._cpu(name) for name in self._processes}
+        self.cpu_after = dict(self.cpu_before)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -154,6 +156,13 @@ class RssSampler:
         except psutil.Error:
             return 0
         return rss
+
+    def _cpu(self, name: str) -> float:
+        try:
+            times = self._processes[name].cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -169,13 +178,15 @@ class RssSampler:
         self._thread.join(timeout=5)
         for name in self._processes:  # one last sample, for cases shorter than the interval
             self.peak[name] = max(self.peak[name], self._rss(name))
+            self.cpu_after[name] = self._cpu(name)
 
     def report(self) -> dict[str, dict[str, float]]:
-        """RSS before the case and its peak, in MiB, per process."""
+        """RSS before the case and its peak, in MiB, and CPU seconds spent, per process."""
         return {
             name: {
                 "rss_before_mib": round(self.before[name] / MIB, 1),
                 "peak_rss_mib": round(self.peak[name] / MIB, 1),
+                "cpu_s": round(self.cpu_after[name] - self.cpu_before[name], 3),
             }
             for name in self._processes
         }

@@ -263,7 +263,9 @@ async def measure(
     """Run `read` `repeats` times, sampling RSS; wall time, rows/s and memory per process."""
     walls: list[float] = []
     extras: dict[str, list[float]] = {}
-    memory: dict[str, dict[str, list[float]]] = {p: {"before": [], "peak": []} for p in pids}
+    memory: dict[str, dict[str, list[float]]] = {
+        p: {"before": [], "peak": [], "cpu": []} for p in pids
+    }
     rows = size = 0
     for attempt in range(repeats):
         with RssSampler(pids) as sampler:
@@ -277,6 +279,7 @@ async def measure(
         for process, numbers in sampler.report().items():
             memory[process]["before"].append(numbers["rss_before_mib"])
             memory[process]["peak"].append(numbers["peak_rss_mib"])
+            memory[process]["cpu"].append(numbers["cpu_s"])
         log(f"{name} run {attempt + 1}/{repeats}: {result.seconds:.2f} s")
     median = statistics.median(walls)
     return {
@@ -294,6 +297,7 @@ async def measure(
             }
             for process, numbers in memory.items()
         },
+        "cpu_s": {process: summarize(numbers["cpu"]) for process, numbers in memory.items()},
     }
 
 
@@ -667,6 +671,13 @@ def _merge_runs(measured: list[dict[str, Any]]) -> dict[str, Any]:
         "rows_per_s_median": round(ok[0]["rows"] / statistics.median(walls)),
         "errors": [m["error"] for m in measured if "error" in m],
         "rss_mib": {},
+    }
+    for extra in ("submit_s", "ttfb_s"):  # the statement's own time; the first byte's
+        if extra in ok[0]:
+            merged[extra] = summarize([m[extra]["median"] for m in ok])
+    merged["cpu_s"] = {
+        process: summarize([m["cpu_s"][process]["median"] for m in ok])
+        for process in ok[0]["cpu_s"]
     }
     for process in ok[0]["rss_mib"]:
         peaks = [m["rss_mib"][process]["peak_max"] for m in ok]

@@ -50,7 +50,8 @@ async def checked(response: ClientResponse, schema: str, method: str, path: str)
     declared = declared_headers(method, path, response.status)
     assert "x-request-id" in declared
     sent = {name.lower() for name in response.headers}
-    assert {"x-request-id", "server-timing", "retry-after", "allow"} & sent <= declared
+    service_headers = {"x-request-id", "server-timing", "retry-after", "allow", "etag", "age"}
+    assert (service_headers | {"cache-control", "content-disposition"}) & sent <= declared
     return body
 
 
@@ -102,6 +103,21 @@ async def test_a_query_answer_matches_query_response(service: Client) -> None:
 
         assert response.status == 200
         await checked(response, "QueryResponse", "post", "/api/query")
+
+
+async def test_a_cached_answer_declares_its_cache_headers_and_its_304(service: Client) -> None:
+    body = {"sql": "SELECT 5 AS five"}
+    first = await service.post("/api/query", json=body)
+    await checked(first, "QueryResponse", "post", "/api/query")
+    again = await service.post(
+        "/api/query", json=body, headers={"If-None-Match": first.headers["ETag"]}
+    )
+
+    assert again.status == 304
+    declared = declared_headers("post", "/api/query", 304)
+    assert {"etag", "age", "cache-control", "x-request-id"} & {
+        h.lower() for h in again.headers
+    } <= declared
 
 
 async def test_every_ndjson_line_matches_its_named_schema(service: Client) -> None:

@@ -127,14 +127,18 @@ async def test_non_finite_numbers_are_400_naming_the_field(
     assert answer["error"]["field"] == field
 
 
-@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b" \x0c\n"])
-async def test_a_body_of_non_json_whitespace_is_not_an_empty_body(
-    service: Client, body: bytes
-) -> None:
+@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b" \x0c\n", b"\r", b" \n"])
+async def test_a_body_of_only_whitespace_is_not_an_empty_body(service: Client, body: bytes) -> None:
     status, answer = await post_json(service, "/api/queries/one", body)
 
     assert status == 400
     assert answer["error"]["code"] == "INVALID_REQUEST"
+
+
+async def test_a_named_query_without_a_body_runs_with_its_defaults(service: Client) -> None:
+    response = await service.post("/api/queries/one")
+
+    assert response.status == 200
 
 
 @pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson"])

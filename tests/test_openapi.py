@@ -510,8 +510,11 @@ def test_every_response_declares_the_headers_it_sends(document: dict[str, Any]) 
     ]
     assert missing == []
     for path in ("/api/query", "/api/queries/{name}"):
-        ok = document["paths"][path]["post"]["responses"]["200"]["headers"]
-        assert {"Server-Timing", "Content-Disposition"} <= set(ok)
+        responses = document["paths"][path]["post"]["responses"]
+        assert {"Server-Timing", "Content-Disposition", "ETag", "Age", "Cache-Control"} <= set(
+            responses["200"]["headers"]
+        )
+        assert {"ETag", "Age", "Cache-Control"} <= set(responses["304"]["headers"])
 
 
 def test_every_operation_declares_405(document: dict[str, Any]) -> None:

@@ -1196,7 +1196,12 @@ export interface operations {
     query: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description no-cache (run fresh, store), no-store (run fresh, store nothing), max-age=N (an answer at most N seconds old will do), only-if-cached (504 NOT_CACHED rather than run); other directives are ignored. */
+                "Cache-Control"?: string;
+                /** @description An ETag of this answer you hold: 304 Not Modified when it still is. */
+                "If-None-Match"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1213,6 +1218,12 @@ export interface operations {
                     "X-Request-ID"?: string;
                     /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
                     "Server-Timing"?: string;
+                    /** @description The answer's version (per format); send it back in If-None-Match. */
+                    ETag?: string;
+                    /** @description Seconds since the answer was computed (0 for a fresh run). */
+                    Age?: number;
+                    /** @description private, max-age=N for a stored answer; private, no-store otherwise. */
+                    "Cache-Control"?: string;
                     /** @description text/csv only: attachment; filename=... */
                     "Content-Disposition"?: string;
                     [name: string]: unknown;
@@ -1223,6 +1234,23 @@ export interface operations {
                     "text/csv": string;
                     "application/vnd.apache.arrow.stream": string;
                 };
+            };
+            /** @description Not Modified: the If-None-Match ETag is still the answer */
+            304: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
+                    "Server-Timing"?: string;
+                    /** @description The answer's version (per format); send it back in If-None-Match. */
+                    ETag?: string;
+                    /** @description Seconds since the answer was computed (0 for a fresh run). */
+                    Age?: number;
+                    /** @description private, max-age=N for a stored answer; private, no-store otherwise. */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {
@@ -1450,7 +1478,12 @@ export interface operations {
     run_named_query: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description no-cache (run fresh, store), no-store (run fresh, store nothing), max-age=N (an answer at most N seconds old will do), only-if-cached (504 NOT_CACHED rather than run); other directives are ignored. */
+                "Cache-Control"?: string;
+                /** @description An ETag of this answer you hold: 304 Not Modified when it still is. */
+                "If-None-Match"?: string;
+            };
             path: {
                 name: string;
             };
@@ -1469,6 +1502,12 @@ export interface operations {
                     "X-Request-ID"?: string;
                     /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
                     "Server-Timing"?: string;
+                    /** @description The answer's version (per format); send it back in If-None-Match. */
+                    ETag?: string;
+                    /** @description Seconds since the answer was computed (0 for a fresh run). */
+                    Age?: number;
+                    /** @description private, max-age=N for a stored answer; private, no-store otherwise. */
+                    "Cache-Control"?: string;
                     /** @description text/csv only: attachment; filename=... */
                     "Content-Disposition"?: string;
                     [name: string]: unknown;
@@ -1479,6 +1518,23 @@ export interface operations {
                     "text/csv": string;
                     "application/vnd.apache.arrow.stream": string;
                 };
+            };
+            /** @description Not Modified: the If-None-Match ETag is still the answer */
+            304: {
+                headers: {
+                    /** @description Ties the response to the service's log line (yours, if you sent a sane one). */
+                    "X-Request-ID"?: string;
+                    /** @description Where the time went, in milliseconds: wait (for the result), fetch and convert; streams send wait here and the rest in their footer line. */
+                    "Server-Timing"?: string;
+                    /** @description The answer's version (per format); send it back in If-None-Match. */
+                    ETag?: string;
+                    /** @description Seconds since the answer was computed (0 for a fresh run). */
+                    Age?: number;
+                    /** @description private, max-age=N for a stored answer; private, no-store otherwise. */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Invalid request, SQL error or SQL the parser cannot read. error.code: INVALID_PARAMS, INVALID_REQUEST, SQL_ERROR, SQL_NOT_ACCEPTED, SQL_PARSE_ERROR */
             400: {

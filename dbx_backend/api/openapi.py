@@ -96,7 +96,39 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "text/csv only: attachment; filename=...",
         "schema": {"type": "string"},
     },
+    "ETag": {
+        "description": "The answer's version (per format); send it back in If-None-Match.",
+        "schema": {"type": "string"},
+    },
+    "Age": {
+        "description": "Seconds since the answer was computed (0 for a fresh run).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT},
+    },
+    "Cache-Control": {
+        "description": "private, max-age=N for a stored answer; private, no-store otherwise.",
+        "schema": {"type": "string"},
+    },
 }
+CACHED_ANSWER_HEADERS = ("Server-Timing", "ETag", "Age", "Cache-Control")
+# Headers a caller may send to steer the result cache (README, "Result cache").
+CACHE_PARAMETERS = (
+    {
+        "name": "Cache-Control",
+        "in": "header",
+        "required": False,
+        "description": "no-cache (run fresh, store), no-store (run fresh, store nothing), "
+        "max-age=N (an answer at most N seconds old will do), only-if-cached (504 NOT_CACHED "
+        "rather than run); other directives are ignored.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "An ETag of this answer you hold: 304 Not Modified when it still is.",
+        "schema": {"type": "string"},
+    },
+)
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 405: ("Allow",), 429: ("Retry-After",)}
 ERROR_HEADERS[503] = ("Retry-After",)
 # Any JSON value, for the cells of rows.
@@ -149,6 +181,8 @@ class Operation:
     secured: bool = True
     ok_media: str = "application/json"
     extra_headers: tuple[str, ...] = field(default=())
+    # Answered through the result cache: Cache-Control / If-None-Match taken, 304 possible.
+    cached: bool = False
     # Error statuses whose body is not the plain ErrorResponse.
     error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()
 
@@ -190,7 +224,8 @@ OPERATIONS: tuple[Operation, ...] = (
         ok=QueryResponse,
         errors=RUN_ERRORS,
         streams=True,
-        extra_headers=("Server-Timing",),
+        extra_headers=CACHED_ANSWER_HEADERS,
+        cached=True,
     ),
     Operation(
         "get",
@@ -209,7 +244,8 @@ OPERATIONS: tuple[Operation, ...] = (
         ok=QueryResponse,
         errors=(*RUN_ERRORS, 404),
         streams=True,
-        extra_headers=("Server-Timing",),
+        extra_headers=CACHED_ANSWER_HEADERS,
+        cached=True,
     ),
     Operation(
         "post",
@@ -325,6 +361,14 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
         for name, text, schema in op.query
     ]
+    if op.cached:
+        parameters += [dict(parameter) for parameter in CACHE_PARAMETERS]
+        responses["304"] = {
+            "description": "Not Modified: the If-None-Match ETag is still the answer",
+            "headers": _headers(CACHED_ANSWER_HEADERS),
+        }
+        responses = dict(sorted(responses.items()))
+        operation["responses"] = responses
     if op.operation_id == "submit_statement":
         parameters.append(
             {

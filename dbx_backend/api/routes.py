@@ -73,12 +73,12 @@ async def read_json_bytes(
     request: web.Request, *, empty_ok: bool = False, settings: Settings | None = None
 ) -> bytes:
     """A JSON body's bytes, decoded, within the body's time and size limits (408, 413); b""
-    for a blank body when `empty_ok`."""
+    when there is no body and `empty_ok`."""
     settings = settings or request.app[SETTINGS]
     body = await read_body(request, timeout_s=settings.body_read_timeout_s)
-    blank = not body.strip(JSON_WHITESPACE)
-    if blank and empty_ok:
+    if not body and empty_ok:  # no body at all; a body of whitespace holds no JSON value
         return b""
+    blank = not body.strip(JSON_WHITESPACE)
     # The header as clients send it is checked as is; anything else is parsed (parameters, case).
     given = request.headers.get("Content-Type")
     if given != "application/json" and request.content_type != "application/json":
