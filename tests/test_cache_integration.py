@@ -595,3 +595,30 @@ async def test_a_stale_stream_is_answered_at_once_and_refreshed_in_the_backgroun
     assert (cache_of(stale[2]), stale[1][1]) == ("stale", [10])
     assert (cache_of(refreshed[2]), refreshed[1][1]) == ("hit", [10])
     assert executes(warehouse) == 2
+
+
+async def test_a_statement_submitted_while_the_warehouse_starts_is_accepted_and_pending(
+    local_warehouse: StartLocalWarehouse, aiohttp_client: MakeClient
+) -> None:
+    starting = await local_warehouse(
+        token=TOKEN, start_stopped=True, start_s=60, wait_timeout_scale=0.02
+    )
+    settings = load_settings(
+        {
+            "DATABRICKS_HOST": starting.url,
+            "DATABRICKS_HTTP_PATH": starting.http_path,
+            "DATABRICKS_TOKEN": TOKEN,
+        },
+        env_file=None,
+    )
+    service = await aiohttp_client(
+        create_app(settings, retry_policy=NO_WAIT, poll_schedule=FAST_POLL)
+    )
+
+    submitted = await service.post("/api/statements", json={"sql": COUNT})
+    body = await submitted.json()
+    polled = await (await service.get(f"/api/statements/{body['statement_id']}")).json()
+
+    assert (submitted.status, body["state"]) == (202, "PENDING")
+    assert polled["state"] == "PENDING"
+    assert starting.state == "STARTING"  # the statement started it, as on Databricks
