@@ -22,6 +22,7 @@ from dbx_backend.api.models import RunOptions
 from dbx_backend.api.options import query_options
 from dbx_backend.api.prepared import Prepared
 from dbx_backend.api.streaming import ARROW, CsvWriter, NdjsonWriter, ResultFormat
+from dbx_backend.config import Settings
 from dbx_backend.engine import (
     Admitted,
     Answer,
@@ -65,9 +66,8 @@ def policy_for(app: web.Application, named: CachePolicy | None) -> CachePolicy:
     return CachePolicy(settings.cache_ttl_s, settings.cache_stale_s)
 
 
-def cache_caller(app: web.Application, request: web.Request) -> str:
+def cache_caller(settings: Settings, request: web.Request) -> str:
     """Whose cache this request reads: the caller's digest with CACHE_SCOPE=per_key, else ""."""
-    settings = app[SETTINGS]
     if settings.cache_scope != "per_key":
         return ""
     return caller_identity(settings, request.headers.get("Authorization", ""))

@@ -56,17 +56,11 @@ class PreparedRequests:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @staticmethod
-    def _name(route: str, caller: str, body: bytes) -> tuple[str, str, bytes]:
-        # Small bodies (all a dashboard sends) are their own key: hashing them costs nothing
-        # more; larger ones are kept as a digest, so the memo's memory stays bounded.
-        if len(body) > KEEP_BODY_BYTES:
-            body = hashlib.blake2b(body, digest_size=20).digest()
-        return route, caller, body
-
     def get(self, route: str, caller: str, body: bytes) -> Prepared | None:
         """The request prepared from these exact bytes before, if remembered."""
-        name = self._name(route, caller, body)
+        # Small bodies (all a dashboard sends) are their own key: hashing them costs nothing
+        # more; larger ones are kept as a digest, so the memo's memory stays bounded.
+        name = (route, caller, body if len(body) <= KEEP_BODY_BYTES else _digest(body))
         prepared = self._entries.get(name)
         if prepared is not None:
             self._entries.move_to_end(name)
@@ -74,9 +68,14 @@ class PreparedRequests:
 
     def put(self, route: str, caller: str, body: bytes, prepared: Prepared) -> None:
         """Remember `prepared` for these bytes (only once it was validated and admitted)."""
-        self._entries[self._name(route, caller, body)] = prepared
+        name = (route, caller, body if len(body) <= KEEP_BODY_BYTES else _digest(body))
+        self._entries[name] = prepared
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=20).digest()
 
 
 # The API layer's own: the request parsing it saves is the API's.

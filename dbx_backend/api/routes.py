@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from dbx_backend.api.answers import model_response
 from dbx_backend.api.bodies import read_body
 from dbx_backend.api.cached import (
+    SEND_SLICE_BYTES,
     answer_cached,
     cache_caller,
     cached_response,
@@ -36,7 +37,7 @@ from dbx_backend.api.models import (
 from dbx_backend.api.options import SERVICE_NAME
 from dbx_backend.api.prepared import PREPARED, Prepared, PreparedRequests
 from dbx_backend.api.streamed import answer_stream, stream_live
-from dbx_backend.api.streaming import negotiate
+from dbx_backend.api.streaming import PLAIN_JSON, ResultFormat, negotiate
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
     CachePolicy,
@@ -146,8 +147,9 @@ def note_memory_wait(request: web.Request, waited_s: float) -> None:
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     app = request.app
-    raw = await read_json_bytes(request, settings=app[SETTINGS])
-    caller = cache_caller(app, request)
+    settings = app[SETTINGS]
+    raw = await read_json_bytes(request, settings=settings)
+    caller = cache_caller(settings, request)
     prepared = app[PREPARED].get("query", caller, raw)
     if prepared is None:  # not seen before: validate, admit, derive its key; then remember
         body = parse_json(raw, QueryRequest)
@@ -192,8 +194,9 @@ async def run_named_query(request: web.Request) -> web.StreamResponse:
     named = app[QUERIES].get(name)
     if named is None:
         raise NotFoundError(f"no named query {name!r}; GET /api/queries lists them")
-    raw = await read_json_bytes(request, empty_ok=True, settings=app[SETTINGS])
-    caller = cache_caller(app, request)
+    settings = app[SETTINGS]
+    raw = await read_json_bytes(request, empty_ok=True, settings=settings)
+    caller = cache_caller(settings, request)
     route = "named:" + name
     prepared = app[PREPARED].get(route, caller, raw)
     if prepared is None:  # not seen before: validate, bind, admit, derive its key; remember
@@ -213,36 +216,40 @@ async def run_statement(
 ) -> web.StreamResponse:
     """Answer from the result cache, or run the statement (coalesced with identical runs, within
     the concurrency limit and the memory budget) and answer in the negotiated format."""
+    accept = request.headers.get("Accept", "")
+    result_format = "json" if accept in PLAIN_JSON else negotiate(accept)
     try:
-        return await _run_statement(request, prepared, app)
+        if result_format != "json":
+            return await _answer_stream(request, prepared, app, result_format)
+        answer = await answer_cached(request, prepared, app)
     except MemoryBusy as exc:
         note_memory_wait(request, exc.waited_s)
         raise
-
-
-async def _run_statement(
-    request: web.Request, prepared: Prepared, app: web.Application
-) -> web.StreamResponse:
-    result_format = negotiate(request.headers.get("Accept", ""))
-    if result_format == "arrow" and prepared.options.long_as_string:
-        prepared = for_arrow(app, prepared)  # int64 holds every LONG
-    if result_format != "json":
-        outcome = await answer_stream(request, prepared, app, result_format)
-        if isinstance(outcome, LiveResult):
-            if outcome.opened is not None:
-                note_statement(request, outcome.opened)
-            return await stream_live(request, outcome, result_format)
-        response = await cached_stream_response(request, prepared.key, outcome, result_format)
-        return await send(request, response)
-    answer = await answer_cached(request, prepared, app)
     ran = answer.produced.details if answer.produced is not None else None
-    if not isinstance(ran, JsonAnswer):
-        return await send(request, cached_response(request, answer, None))
+    if not isinstance(ran, JsonAnswer):  # from the cache (or another request's run)
+        response = cached_response(request, answer, None)
+        if len(answer.entry.body) <= SEND_SLICE_BYTES:
+            return response  # small: aiohttp sends it as the handler returns
+        return await send(request, response)
     try:
         note_statement(request, ran)
         return await send(request, cached_response(request, answer, server_timing(ran.timings)))
     finally:
         ran.release()  # sent (or given up on): its bytes leave the memory budget
+
+
+async def _answer_stream(
+    request: web.Request, prepared: Prepared, app: web.Application, result_format: ResultFormat
+) -> web.StreamResponse:
+    if result_format == "arrow" and prepared.options.long_as_string:
+        prepared = for_arrow(app, prepared)  # int64 holds every LONG
+    outcome = await answer_stream(request, prepared, app, result_format)
+    if isinstance(outcome, LiveResult):
+        if outcome.opened is not None:
+            note_statement(request, outcome.opened)
+        return await stream_live(request, outcome, result_format)
+    response = await cached_stream_response(request, prepared.key, outcome, result_format)
+    return await send(request, response)
 
 
 def for_arrow(app: web.Application, prepared: Prepared) -> Prepared:

@@ -37,7 +37,7 @@ NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 ARROW = "application/vnd.apache.arrow.stream"
 # What most callers send (or nothing): JSON without looking further.
-_PLAIN_JSON = frozenset({"", "*/*", "application/json"})
+PLAIN_JSON = frozenset({"", "*/*", "application/json"})
 Part = TypeVar("Part")
 Rows = Sequence[Sequence[JsonValue]]
 
@@ -45,7 +45,7 @@ Rows = Sequence[Sequence[JsonValue]]
 def negotiate(accept: str) -> ResultFormat:
     """The response format for an `Accept` header: NDJSON, CSV or Arrow when asked, JSON
     otherwise."""
-    if accept in _PLAIN_JSON:
+    if accept in PLAIN_JSON:
         return "json"
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()

@@ -33,7 +33,7 @@ from dbx_backend.engine.cache_control import CacheRequest
 from dbx_backend.engine.cache_store import CacheEntry
 from dbx_backend.engine.coalesce import Coalescer
 from dbx_backend.engine.live import LiveResult
-from dbx_backend.engine.shared_state import SharedState
+from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.tasks import TaskOwner
 from dbx_backend.engine.warehouse_state import (
     WarehouseNotRunning,
@@ -143,6 +143,8 @@ class ResultCache:
         self.observer = observer
         self.tasks = tasks if tasks is not None else TaskOwner()
         self._refreshes: set[asyncio.Task[None]] = set()  # cancelled, not awaited, at shutdown
+        # In this process's memory an entry is had without a coroutine (every hit asks).
+        self._peek = state.store.get if isinstance(state, LocalState) else None
 
     async def answer(
         self,
@@ -164,9 +166,23 @@ class ResultCache:
         request runs the statement (its rows follow through it); any other answer is an entry.
         With `shared` false its run is its own (a stream that can keep no copy to share).
         """
+        caching = cacheable and policy.ttl_s > 0
+        entry = None
+        if caching:
+            entry = self._peek(key) if self._peek else await self.state.get_entry(key)
+        if entry is not None and not (request.no_cache or request.no_store):
+            # The fresh hit, first: the path that must cost next to nothing.
+            age = max(0.0, self.clock() - entry.stored_at)
+            if age < entry.ttl_s and (request.max_age_s is None or age <= request.max_age_s):
+                if self.observer is not None:
+                    self.observer.cache_answered("hit")
+                if live is not None:
+                    live.detached = True
+                return Answer(entry, "hit", age, True, fresh_for_s=int(entry.ttl_s - age))
         try:
             result = await self._answer(
                 key,
+                entry,
                 cacheable=cacheable,
                 policy=policy,
                 request=request,
@@ -187,6 +203,7 @@ class ResultCache:
     async def _answer(
         self,
         key: str,
+        entry: CacheEntry | None,
         *,
         cacheable: bool,
         policy: CachePolicy,
@@ -198,18 +215,14 @@ class ResultCache:
         shared: bool,
     ) -> Answer | LiveResult[Any]:
         caching = cacheable and policy.enabled
-        entry = await self.state.get_entry(key) if caching else None
         now = self.clock()
         deadline = now + timeout_s
-        if entry is not None and request.may_read:
+        if entry is not None and request.may_read:  # not fresh (`answer` took those): stale?
             age = entry.age(now)
-            if request.max_age_s is None or age <= request.max_age_s:
-                if age < entry.ttl_s:  # fresh: the hit, the path that must cost next to nothing
-                    fresh_for = int(entry.ttl_s - age)
-                    return self._answered(Answer(entry, "hit", age, True, fresh_for_s=fresh_for))
-                if entry.in_stale_window(now):
-                    self._refresh_in_background(key, policy, run)
-                    return self._answered(Answer(entry, "stale", age, stored=True))
+            fits = request.max_age_s is None or age <= request.max_age_s
+            if fits and entry.in_stale_window(now):
+                self._refresh_in_background(key, policy, run)
+                return self._answered(Answer(entry, "stale", age, stored=True))
         if request.only_if_cached:
             raise NotCached("no cached result for this request (Cache-Control: only-if-cached)")
         usable = entry if entry is not None and entry.age(now) < self.stale_if_error_s else None
