@@ -67,9 +67,12 @@ def start_warehouse(port: int, *extra: str) -> ChildProcess:
     return ChildProcess("warehouse", [*argv, "--admin", *extra], child_env({}))
 
 
-def start_service(wport: int, port: int, queries: Path, **env: str) -> ChildProcess:
+def start_service(
+    wport: int, port: int, queries: Path, source: str | None = None, **env: str
+) -> ChildProcess:
     full = child_env(
         {
+            **({"PYTHONPATH": source} if source else {}),
             "DATABRICKS_HOST": f"http://127.0.0.1:{wport}",
             "DATABRICKS_HTTP_PATH": f"/sql/1.0/warehouses/{WAREHOUSE_ID}",
             "DATABRICKS_TOKEN": TOKEN,
@@ -254,6 +257,7 @@ async def cold_start(wport: int, sport: int) -> dict[str, Any]:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine_note": "All processes share the machine's cores: warehouse, service, client.",
+        "source": args.source or "installed package",
         "scenario": {
             "viewers": VIEWERS,
             "views_each": VIEWS,
@@ -278,7 +282,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 if not wanted & ({"dashboard", "hit"} if name == "cache_on" else {"dashboard"}):
                     continue
                 sport = free_port()
-                with start_service(wport, sport, queries, **env) as service:
+                with start_service(wport, sport, queries, args.source, **env) as service:
                     await asyncio.to_thread(
                         service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
                     )
@@ -294,7 +298,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                         )
             if "cold" in wanted:
                 sport = free_port()
-                with start_service(wport, sport, queries, CACHE_TTL_S="600") as service:
+                with start_service(
+                    wport, sport, queries, args.source, CACHE_TTL_S="600"
+                ) as service:
                     await asyncio.to_thread(
                         service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
                     )
@@ -341,6 +347,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per hit-cost load")
     parser.add_argument("--rounds", type=int, default=5, help="alternating hit-cost rounds")
     parser.add_argument("--start-s", type=float, default=20, help="the warehouse's start time")
+    parser.add_argument(
+        "--source",
+        help="run the service from this source tree (an export of another commit, for "
+        "before/after figures on one machine) instead of the installed package",
+    )
     parser.add_argument(
         "--scenarios",
         default="dashboard,hit,cold",
