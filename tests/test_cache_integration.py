@@ -622,3 +622,50 @@ async def test_a_statement_submitted_while_the_warehouse_starts_is_accepted_and_
     assert (submitted.status, body["state"]) == (202, "PENDING")
     assert polled["state"] == "PENDING"
     assert starting.state == "STARTING"  # the statement started it, as on Databricks
+
+
+async def test_an_arrow_stream_shares_its_statement_and_its_copy_answers_json(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    import pyarrow as pa
+
+    service = await make_service()
+    sql = "SELECT sleep_ms(300) AS slept, id FROM range(3) t(id)"
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+
+    async def arrow_rows() -> tuple[list[dict[str, Any]], str]:
+        response = await service.post("/api/query", json={"sql": sql}, headers=arrow)
+        table = pa.ipc.open_stream(await response.read()).read_all()
+        return table.to_pylist(), cache_of(response.headers)
+
+    (rows, arrow_cache), buffered = await asyncio.gather(arrow_rows(), post(service, sql))
+    later = await post(service, sql)
+
+    assert rows == [{"slept": 300, "id": i} for i in range(3)]
+    assert buffered[1]["rows"] == [[300, 0], [300, 1], [300, 2]]
+    assert sorted([arrow_cache, cache_of(buffered[2])]) == ["coalesced", "miss"]
+    assert cache_of(later[2]) == "hit"
+    assert executes(warehouse) == 1
+
+
+async def test_a_result_streamed_as_arrow_is_stored_for_the_other_formats(
+    make_service: MakeService, warehouse: LocalWarehouse
+) -> None:
+    import pyarrow as pa
+
+    service = await make_service()
+    sql = "SELECT id, CAST(id AS DECIMAL(5,2)) AS d, 'x' || id AS s FROM range(3) t(id)"
+
+    streamed = await service.post(
+        "/api/query", json={"sql": sql}, headers={"Accept": "application/vnd.apache.arrow.stream"}
+    )
+    table = pa.ipc.open_stream(await streamed.read()).read_all()
+    buffered = await post(service, sql)
+    lines = await stream(service, sql)
+
+    assert cache_of(streamed.headers) == "miss"
+    assert table.num_rows == 3
+    assert (cache_of(buffered[2]), cache_of(lines[2])) == ("hit", "hit")
+    assert buffered[1]["rows"] == [[0, "0.00", "x0"], [1, "1.00", "x1"], [2, "2.00", "x2"]]
+    assert lines[1][1:-1] == buffered[1]["rows"]
+    assert executes(warehouse) == 1

@@ -5,9 +5,8 @@ stale one while the warehouse starts) answers at once, in the stream's format, f
 entry's encoded body; otherwise the statement runs in a flight shared with identical
 requests. The request that runs it gets a `LiveResult` and writes the rows as they come
 (`stream_live`), while the flight keeps a JSON copy for the others and for the cache as long
-as the result fits an entry (engine/live.py). Arrow streams keep no copy: their chunks are
-not decoded as JSON rows, so an Arrow request runs its own statement on a miss (it still
-takes hits, and answers from an entry any other request stored).
+as the result fits an entry (engine/live.py). An Arrow stream's chunks are decoded twice
+while the copy is kept (as Arrow batches for the client, as JSON rows for the copy).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from dbx_backend.engine import (
     Lines,
     LiveResult,
     OpenStatement,
+    PairedForm,
     Produced,
     TeeLimits,
     Timings,
@@ -87,9 +87,32 @@ class WriterShape:
             # the row, tests/test_json_lines.py), and JSON text never holds a raw newline.
             data = bytes(part.data)
             return EncodedRows(data[:-1].replace(b"\n", b","), part.rows) if part.rows else None
-        if isinstance(part, list) and self.result_format == "csv":
-            return EncodedRows(orjson_rows(part), len(part))
-        return None  # Arrow batches: no copy
+        return EncodedRows(orjson_rows(part), len(part))  # CSV: normalized JSON rows
+
+
+class PairedShape(WriterShape):
+    """A writer whose parts are not JSON (Arrow batches): each chunk is also decoded as the
+    JSON answer's rows while the flight keeps a copy (`PairedForm`)."""
+
+    def __init__(
+        self, writer: StreamWriter[Any], result_format: ResultFormat, paired: PairedForm[Any]
+    ) -> None:
+        super().__init__(writer, result_format)
+        self.paired = paired
+
+    @property
+    def form(self) -> ChunkForm[Any]:
+        """Both forms at once."""
+        return self.paired
+
+    def encode(self, part: Any) -> list[bytes | memoryview]:
+        """The writer's part of the pair."""
+        return list(self.writer.part(part[0]))
+
+    def json_rows(self, part: Any) -> EncodedRows | None:
+        """The copy's part of the pair (None once the copy was dropped)."""
+        copied: EncodedRows | None = part[1]
+        return copied
 
 
 def orjson_rows(rows: list[Any]) -> bytes:
@@ -114,11 +137,12 @@ async def answer_stream(
     this request runs."""
     settings = app[SETTINGS]
     service = app[QUERY_SERVICE]
-    writers: list[StreamWriter[Any]] = []
 
     def shape_for(opened: OpenStatement) -> WriterShape:
-        writers.append(stream_writer(result_format, opened))
-        return WriterShape(writers[-1], result_format)
+        writer = stream_writer(result_format, opened)
+        if result_format == "arrow":
+            return PairedShape(writer, result_format, PairedForm(writer.form, live, opened))
+        return WriterShape(writer, result_format)
 
     live: LiveResult[Any] = LiveResult(shape_for)
     opened_here: list[OpenStatement] = []
@@ -157,7 +181,6 @@ async def answer_stream(
         run=run,
         statement_id=lambda: opened_here[0].statement_id or None if opened_here else None,
         live=live,
-        shared=result_format != "arrow",
     )
     request[CACHE_STATUS] = outcome.status
     if isinstance(outcome, Answer):

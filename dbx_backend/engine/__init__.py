@@ -20,7 +20,7 @@ from dbx_backend.engine.idempotency import (
 from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer
 from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
-from dbx_backend.engine.live import LiveResult, TeeLimits, read_live
+from dbx_backend.engine.live import LiveResult, PairedForm, TeeLimits, read_live
 from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
@@ -82,6 +82,7 @@ __all__ = [
     "NotCached",
     "OpenStatement",
     "OpenStatements",
+    "PairedForm",
     "ParamOutOfRange",
     "ParamScalar",
     "PollSchedule",

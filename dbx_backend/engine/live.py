@@ -26,8 +26,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from dbx_backend.engine.json_answer import EncodedRows, JsonAnswerWriter
+from dbx_backend.engine.json_answer import EncodedJsonRows, EncodedRows, JsonAnswerWriter
 from dbx_backend.engine.memory import MemoryBudget
+from dbx_backend.engine.normalize import RowConverter
 from dbx_backend.engine.query_service import OpenStatement
 from dbx_backend.engine.reader import ChunkForm
 
@@ -50,6 +51,44 @@ class StreamShape(Protocol[Part]):
     def encode(self, part: Part) -> list[Piece]: ...
 
     def json_rows(self, part: Part) -> EncodedRows | None: ...
+
+
+class PairedForm(Generic[Part]):
+    """A stream's chunk form that also writes each chunk as the JSON answer's rows while the
+    flight keeps a copy (for formats whose parts are not JSON, such as Arrow batches): each
+    part is `(the stream's part, its JSON rows or None)`. Decoding twice costs CPU, and only
+    while the result may still become an entry."""
+
+    def __init__(self, form: ChunkForm[Part], live: LiveResult[Any], opened: OpenStatement):
+        self.form = form
+        self.live = live
+        # The copy's values follow the JSON answer's rules for this request (LONGs as numbers
+        # for Arrow, whose key says so).
+        self.json = EncodedJsonRows(RowConverter(opened.columns, opened.options.normalize))
+
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False
+    ) -> tuple[Part, EncodedRows | None]:
+        """JSON_ARRAY rows: the stream's part first (it leaves the cells as they are), then
+        the copy's rows, which consume the list."""
+        part = self.form.from_cells(cells, check_cells=check_cells)
+        copied = self.json.from_cells(cells, check_cells=check_cells) if self.live.copying else None
+        return part, copied
+
+    def from_arrow(self, batch: Any) -> tuple[Part, EncodedRows | None]:
+        """An Arrow batch, in both forms."""
+        copied = self.json.from_arrow(batch) if self.live.copying else None
+        return self.form.from_arrow(batch), copied
+
+    def count(self, part: tuple[Part, EncodedRows | None]) -> int:
+        """Rows in `part`."""
+        return self.form.count(part[0])
+
+    def join(self, parts: list[tuple[Part, EncodedRows | None]]) -> tuple[Part, EncodedRows | None]:
+        """Several parts as one, in order (the copy's only when every part has one)."""
+        copies = [copy for _, copy in parts if copy is not None]
+        joined = self.json.join(copies) if len(copies) == len(parts) else None
+        return self.form.join([p for p, _ in parts]), joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +170,7 @@ class LiveResult(Generic[Part]):
         self.opened: OpenStatement | None = None
         self.shape: StreamShape[Part] | None = None
         self.rows = 0  # rows handed to the request so far
+        self.copying = True  # the flight still keeps a JSON copy of the rows
         self.detached = False  # the request left (or never came): nobody reads
         self.place: asyncio.Task[Any] | None = None  # the request's place among the waiters
         self._queue: deque[tuple[list[Piece], int, int]] = deque()  # pieces, rows, bytes held
@@ -247,6 +287,7 @@ async def read_live(
             live.begin(opened, shape.header(opened))
             async for part in parts:
                 tee.add(shape.json_rows(part))
+                live.copying = tee.kept
                 if live.detached:
                     if not tee.kept:
                         return None  # nobody reads, and nothing to share: stop
@@ -265,6 +306,7 @@ async def read_live(
         return tee.finish(opened.statement_id, truncated=opened.truncated)
     finally:
         tee.drop()
+        live.copying = False
         if not handed:
             await parts.aclose()
             await owned.aclose()

@@ -157,14 +157,12 @@ class ResultCache:
         run: Run,
         statement_id: Callable[[], str | None] = lambda: None,
         live: LiveResult[Any] | None = None,
-        shared: bool = True,
     ) -> Answer | LiveResult[Any]:
         """The answer for one request (see the module's docstring for the order).
 
         `statement_id()` names the statement this request started, if any, for its timeout.
         A streamed request passes the `live` its `run` writes to: it is returned when this
         request runs the statement (its rows follow through it); any other answer is an entry.
-        With `shared` false its run is its own (a stream that can keep no copy to share).
         """
         caching = cacheable and policy.ttl_s > 0
         entry = None
@@ -190,7 +188,6 @@ class ResultCache:
                 run=run,
                 statement_id=statement_id,
                 live=live,
-                shared=shared,
             )
         except BaseException:
             if live is not None:
@@ -212,7 +209,6 @@ class ResultCache:
         run: Run,
         statement_id: Callable[[], str | None],
         live: LiveResult[Any] | None,
-        shared: bool,
     ) -> Answer | LiveResult[Any]:
         caching = cacheable and policy.enabled
         now = self.clock()
@@ -233,9 +229,7 @@ class ResultCache:
             return self._answered(stale)
         store = caching and not request.no_store
         try:
-            answer = await self._run(
-                key, policy, store, run, deadline, statement_id, live, shared=shared
-            )
+            answer = await self._run(key, policy, store, run, deadline, statement_id, live)
             if isinstance(answer, LiveResult):
                 self._observe(answer.status)
                 return answer
@@ -323,13 +317,11 @@ class ResultCache:
         deadline: float,
         statement_id: Callable[[], str | None],
         live: LiveResult[Any] | None = None,
-        *,
-        shared: bool = True,
     ) -> Answer | LiveResult[Any]:
         """Join the flight of identical requests (or lead one); a flight whose result this
         request cannot use is followed by another, and the last is the request's alone."""
         for attempt in range(FLIGHTS_PER_REQUEST):
-            alone = attempt == FLIGHTS_PER_REQUEST - 1 or not shared
+            alone = attempt == FLIGHTS_PER_REQUEST - 1
             flight_key = f"{key}:alone:{secrets.token_hex(8)}" if alone else key
             outcome = await self._fly(
                 key, flight_key, policy, store, run, deadline, statement_id, live
