@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { DataType, RecordBatchReader, tableFromIPC, type Field, type Table } from "apache-arrow";
 
 import { DbxClient, DbxError, type Column } from "../src/index.js";
-import { startDev, type DevService } from "./server.js";
+import { collectGarbage, startDev, type DevService } from "./server.js";
 
 let dev: DevService;
 let client: DbxClient;
@@ -141,6 +141,15 @@ describe("arrow", () => {
     assert.equal(next, 250000n);
     assert.ok(batches > 1);
     assert.deepEqual(types, ["Int64", "Float64"]);
+  });
+
+  test("the stream survives a garbage collection before it is read", async () => {
+    const stream = await client.arrow("SELECT id FROM range(1000) t(id)");
+    await collectGarbage(); // the fetch Response behind it is gone now
+
+    const table = await tableFromIPC(stream);
+
+    assert.equal(table.numRows, 1000);
   });
 
   test("a named query answers Arrow too", async () => {

@@ -143,3 +143,17 @@ export async function eventually(check: () => Promise<boolean>, withinMs = 10_00
 export function delay(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms));
 }
+
+/**
+ * Run full garbage collections and let finalizers run: undici cancels the body of a fetch
+ * Response that is collected unread, so a stream handed on without its Response must survive
+ * this. Needs `node --expose-gc` (scripts/test-typescript passes it); without it, it throws.
+ */
+export async function collectGarbage(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error("run node with --expose-gc");
+  for (let round = 0; round < 3; round += 1) {
+    gc();
+    await delay(10);
+  }
+}

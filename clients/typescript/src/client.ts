@@ -271,7 +271,9 @@ export class DbxClient {
     const headers = { ...cacheHeaders(options), Accept: ARROW };
     const response = await this.#call("POST", path, body, options.signal, headers);
     if (response.body === null) throw new TypeError("the Arrow answer has no body");
-    return response.body;
+    // Piped, so the stream outlives `response`: undici cancels the body of a collected Response
+    // whose stream is not locked, and the caller may start reading it after a collection.
+    return response.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>());
   }
 
   #stream<R extends Row>(path: string, body: Record<string, unknown>, options: RunOptions): RowStream<R> {

@@ -71,8 +71,12 @@ export async function forward(request: Request, path: readonly string[], config:
     const value = upstream.headers.get(name);
     if (value !== null) answer.set(name, value);
   }
-  // The body as a stream: each chunk goes on as it arrives (and the abort above stops it).
-  return new Response(upstream.body, { status: upstream.status, headers: answer });
+  // The body as a stream: each chunk goes on as it arrives (and the abort above stops it). It is
+  // piped rather than handed on: undici cancels the body of a fetch Response that is garbage
+  // collected while its stream is not locked, and `upstream` is dropped here, possibly long
+  // before Next.js (or a test) starts reading.
+  const body = upstream.body?.pipeThrough(new TransformStream<Uint8Array, Uint8Array>()) ?? null;
+  return new Response(body, { status: upstream.status, headers: answer });
 }
 
 function refusal(status: number, code: string, message: string, retryable = false): Response {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
+  collectGarbage,
   delay,
   eventually,
   startDev,
@@ -110,6 +111,13 @@ test("the statements API goes through too: submit, poll, page, cancel", async ()
   assert.equal(((await status.json()) as { rows: unknown[] }).rows.length, 10);
   assert.deepEqual(((await page.json()) as { offset: number }).offset, 10);
   assert.equal(cancel.status, 202);
+});
+
+test("an answer read after a garbage collection is whole", async () => {
+  const response = await call("POST", "query", { body: { sql: "SELECT id FROM range(1000) AS t(id)" } });
+  await collectGarbage(); // the handler's fetch Response is gone; its body must not be
+
+  assert.equal(((await response.json()) as { rows: unknown[] }).rows.length, 1000);
 });
 
 test("only dbx-backend's API routes are reachable through the handler", async () => {
