@@ -128,6 +128,15 @@ def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part
     raise ProtocolError(f"result format {result_format} is not supported")
 
 
+async def _first_of(task: asyncio.Task[Any], event: asyncio.Event) -> None:
+    """Wait until `event` is set or `task` ends (a failed task never sets it)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 @functools.cache
 def pyarrow_module() -> Any:  # pyarrow ships no type information
     """pyarrow, imported on first use, with the system allocator: Arrow's default pool keeps
@@ -241,25 +250,34 @@ class ResultReader:
         count = self.manifest.total_chunk_count
         pending: collections.deque[asyncio.Task[tuple[int, Part]]] = collections.deque()
         next_index = 0
+        # The first chunk is downloaded alone, then the window fills: the first rows (what a
+        # reader waits for first) do not share the connection and the CPU with later chunks.
+        first_downloaded = asyncio.Event()
         try:
             while pending or next_index < count:
                 while len(pending) < self.window and next_index < count:
-                    pending.append(asyncio.ensure_future(self._linked_chunk(next_index, form)))
+                    fetched = first_downloaded if next_index == 0 else None
+                    chunk = self._linked_chunk(next_index, form, downloaded=fetched)
+                    pending.append(asyncio.ensure_future(chunk))
                     next_index += 1
+                    if fetched is not None:
+                        await _first_of(pending[0], fetched)
                 yield await pending.popleft()
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
+    async def _linked_chunk(
+        self, index: int, form: ChunkForm[Part], *, downloaded: asyncio.Event | None = None
+    ) -> tuple[int, Part]:
         chunk = await self._chunk(index)
         links = chunk.external_links or ()
         if not links:
             raise ProtocolError(
                 f"chunk {index} came without a link", statement_id=self.statement_id
             )
-        return links[0].row_offset, await self._linked_part(links, form)
+        return links[0].row_offset, await self._linked_part(links, form, downloaded=downloaded)
 
     # -- by position ----------------------------------------------------------------------
 
@@ -349,10 +367,18 @@ class ResultReader:
             )
         return None
 
-    async def _linked_part(self, links: Sequence[ExternalLink], form: ChunkForm[Part]) -> Part:
+    async def _linked_part(
+        self,
+        links: Sequence[ExternalLink],
+        form: ChunkForm[Part],
+        *,
+        downloaded: asyncio.Event | None = None,
+    ) -> Part:
         parts: list[Part] = []
         for link in links:
             data = await self._download(link)
+            if downloaded is not None:
+                downloaded.set()
             decode = partial(decode_chunk, self.manifest.format, data, form)
             decoded = await self._convert(decode, link.row_count, nbytes=len(data))
             del data, decode
