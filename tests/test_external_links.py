@@ -13,6 +13,7 @@ from yarl import URL
 
 from dbx_backend.config import Settings
 from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.engine.reader import FIRST_PART_ROWS
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, TEST_TOKEN, FakeClock
@@ -186,3 +187,25 @@ async def test_arrow_chunks_normalize_like_json_array(
     result = await service.execute_query("SELECT *", options=arrow)
 
     assert result.rows == [[0, "0.00"], [1, "0.10"]]
+
+
+async def test_a_results_first_rows_are_handed_on_before_the_rest_of_its_first_chunk(
+    service: QueryService, mocked: aioresponses
+) -> None:
+    first_rows = FIRST_PART_ROWS + 500
+    answer = statement("JSON_ARRAY", 2, link(0, 0, first_rows))
+    answer["manifest"]["total_row_count"] = first_rows + 2
+    mocked.post(STATEMENTS, payload=answer)
+    mocked.get(
+        f"{STATEMENTS}/{SID}/result/chunks/1", payload={"external_links": [link(1, first_rows, 2)]}
+    )
+    big = [[str(i), "1.00"] for i in range(first_rows)]
+    mocked.get(f"{STORE}/0?sig=0", body=orjson.dumps(big))
+    mocked.get(f"{STORE}/1?sig=0", body=orjson.dumps(chunk_rows(1, 2)))
+
+    opened = service.open("SELECT *", options=EXTERNAL)
+    async with opened:
+        parts = [part async for part in opened.parts(opened.json_rows())]
+
+    assert [len(part) for part in parts] == [FIRST_PART_ROWS, 500, 2]
+    assert [row[0] for part in parts for row in part][: first_rows + 1] == [*range(first_rows), 10]

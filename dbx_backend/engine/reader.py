@@ -45,6 +45,8 @@ EXPIRY_MARGIN = timedelta(seconds=15)
 # requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
 THREAD_DECODE_BYTES = 256 * 1024
+# A result's first rows handed on alone, before the rest of its first chunk is converted.
+FIRST_PART_ROWS = 1_000
 
 Rows = list[list[JsonValue]]
 Part = TypeVar("Part")
@@ -103,38 +105,49 @@ class Timings:
     convert_s: float = 0.0
 
 
+class DecodedChunk:
+    """One downloaded chunk, parsed (JSON_ARRAY cells, or Arrow record batches without a
+    copy) but not yet converted: `part` converts a range of its rows into a form."""
+
+    def __init__(self, result_format: str, data: bytes) -> None:
+        self.cells: list[Any] | None = None
+        self.table: Any = None  # pyarrow.Table
+        if result_format == "JSON_ARRAY":
+            try:
+                cells = orjson.loads(data) if data.strip() else []
+            except orjson.JSONDecodeError:
+                raise ProtocolError("a result chunk is not valid JSON") from None
+            if not isinstance(cells, list):
+                raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
+            self.cells, self.rows = cells, len(cells)
+        elif result_format == "ARROW_STREAM":
+            pa = pyarrow_module()
+            try:
+                reader = pa.ipc.open_stream(pa.py_buffer(data))
+                self.table = pa.Table.from_batches(list(reader), schema=reader.schema)
+            except pa.ArrowInvalid:
+                raise ProtocolError("a result chunk is not a valid Arrow stream") from None
+            self.rows = self.table.num_rows
+        else:
+            raise ProtocolError(f"result format {result_format} is not supported")
+
+    def part(self, form: ChunkForm[Part], start: int = 0, end: int | None = None) -> Part:
+        """Rows `[start, end)` of the chunk (all by default), converted into `form`."""
+        if self.cells is not None:
+            whole = start == 0 and end is None
+            return form.from_cells(self.cells if whole else self.cells[start:end])
+        table = self.table.slice(start, (self.rows if end is None else end) - start)
+        batches = [batch for batch in table.to_batches() if batch.num_rows]
+        if not batches:
+            pa = pyarrow_module()
+            empty = [pa.array([], field.type) for field in table.schema]
+            return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=table.schema))
+        return form.join([form.from_arrow(batch) for batch in batches])
+
+
 def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part:
     """One downloaded chunk, decoded into `form`."""
-    if result_format == "JSON_ARRAY":
-        try:
-            cells = orjson.loads(data) if data.strip() else []
-        except orjson.JSONDecodeError:
-            raise ProtocolError("a result chunk is not valid JSON") from None
-        if not isinstance(cells, list):
-            raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
-        return form.from_cells(cells)
-    if result_format == "ARROW_STREAM":
-        pa = pyarrow_module()
-        try:
-            reader = pa.ipc.open_stream(pa.py_buffer(data))
-            batches = list(reader)
-        except pa.ArrowInvalid:
-            raise ProtocolError("a result chunk is not a valid Arrow stream") from None
-        if not batches:
-            schema = reader.schema
-            empty = [pa.array([], field.type) for field in schema]
-            return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=schema))
-        return form.join([form.from_arrow(batch) for batch in batches])
-    raise ProtocolError(f"result format {result_format} is not supported")
-
-
-async def _first_of(task: asyncio.Task[Any], event: asyncio.Event) -> None:
-    """Wait until `event` is set or `task` ends (a failed task never sets it)."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+    return DecodedChunk(result_format, data).part(form)
 
 
 @functools.cache
@@ -250,34 +263,60 @@ class ResultReader:
         count = self.manifest.total_chunk_count
         pending: collections.deque[asyncio.Task[tuple[int, Part]]] = collections.deque()
         next_index = 0
-        # The first chunk is downloaded alone, then the window fills: the first rows (what a
-        # reader waits for first) do not share the connection and the CPU with later chunks.
-        first_downloaded = asyncio.Event()
+
+        def fill_window() -> None:
+            nonlocal next_index
+            while len(pending) < self.window and next_index < count:
+                pending.append(asyncio.ensure_future(self._linked_chunk(next_index, form)))
+                next_index += 1
+
         try:
+            first = self.first_chunk
+            if count and first.chunk_index == 0 and len(first.external_links or ()) == 1:
+                # What a reader waits for first: the first chunk is downloaded alone (sharing
+                # the connection and the CPU with no other), and its first rows are handed on
+                # before the rest of it is converted, while the window downloads the next.
+                next_index = 1
+                async for item in self._first_linked_chunk(first, form, fill_window):
+                    yield item
             while pending or next_index < count:
-                while len(pending) < self.window and next_index < count:
-                    fetched = first_downloaded if next_index == 0 else None
-                    chunk = self._linked_chunk(next_index, form, downloaded=fetched)
-                    pending.append(asyncio.ensure_future(chunk))
-                    next_index += 1
-                    if fetched is not None:
-                        await _first_of(pending[0], fetched)
+                fill_window()
                 yield await pending.popleft()
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _linked_chunk(
-        self, index: int, form: ChunkForm[Part], *, downloaded: asyncio.Event | None = None
-    ) -> tuple[int, Part]:
+    async def _first_linked_chunk(
+        self, chunk: ResultData, form: ChunkForm[Part], then: Callable[[], None]
+    ) -> AsyncGenerator[tuple[int, Part], None]:
+        """The first chunk (one link) as two parts, its first `FIRST_PART_ROWS` rows and the
+        rest; `then` is called once it is downloaded."""
+        link = (chunk.external_links or ())[0]
+        data = await self._download(link)
+        then()
+        parse = partial(DecodedChunk, self.manifest.format, data)
+        decoded = await self._convert(parse, link.row_count, nbytes=len(data))
+        del data, parse
+        if link.row_count and decoded.rows != link.row_count:
+            raise ProtocolError(
+                f"chunk {link.chunk_index} has {decoded.rows} rows, its link says {link.row_count}",
+                statement_id=self.statement_id,
+            )
+        head = FIRST_PART_ROWS if decoded.rows > FIRST_PART_ROWS else 0  # 0: in one part
+        if head:
+            yield link.row_offset, await self._convert(partial(decoded.part, form, 0, head), head)
+        rest = partial(decoded.part, form, head)
+        yield link.row_offset + head, await self._convert(rest, decoded.rows - head)
+
+    async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
         chunk = await self._chunk(index)
         links = chunk.external_links or ()
         if not links:
             raise ProtocolError(
                 f"chunk {index} came without a link", statement_id=self.statement_id
             )
-        return links[0].row_offset, await self._linked_part(links, form, downloaded=downloaded)
+        return links[0].row_offset, await self._linked_part(links, form)
 
     # -- by position ----------------------------------------------------------------------
 
@@ -367,18 +406,10 @@ class ResultReader:
             )
         return None
 
-    async def _linked_part(
-        self,
-        links: Sequence[ExternalLink],
-        form: ChunkForm[Part],
-        *,
-        downloaded: asyncio.Event | None = None,
-    ) -> Part:
+    async def _linked_part(self, links: Sequence[ExternalLink], form: ChunkForm[Part]) -> Part:
         parts: list[Part] = []
         for link in links:
             data = await self._download(link)
-            if downloaded is not None:
-                downloaded.set()
             decode = partial(decode_chunk, self.manifest.format, data, form)
             decoded = await self._convert(decode, link.row_count, nbytes=len(data))
             del data, decode
