@@ -28,12 +28,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import orjson
-
 from dbx_backend.engine.normalize import JsonValue, RowConverter
 from dbx_backend.warehouse.client import CallStats, WarehouseClient
 from dbx_backend.warehouse.errors import LinkExpired, ProtocolError
 from dbx_backend.warehouse.retry import Deadline
+from dbx_backend.warehouse.rows import RowArray
 from dbx_backend.warehouse.wire import ExternalLink, ResultData, ResultManifest
 
 if TYPE_CHECKING:
@@ -53,9 +52,12 @@ Part = TypeVar("Part")
 class ChunkForm(Protocol[Part]):
     """What a chunk is decoded into for one response format; the one seam a format plugs into."""
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Part:
-        """JSON_ARRAY rows (strings and nulls, reference §7.2); `check_cells` as for
-        `RowConverter.convert_rows` (INLINE data, which no wire model checked)."""
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Part:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2), a slice of a chunk whose first
+        row is the chunk's `first_row`; `check_cells` as for `RowConverter.convert_rows`
+        (INLINE data, which no wire model checked)."""
         ...
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Part:
@@ -77,9 +79,11 @@ class JsonRows:
     def __init__(self, converter: RowConverter) -> None:
         self.converter = converter
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Rows:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Rows:
         """JSON_ARRAY rows, normalized."""
-        return self.converter.convert_rows(cells, check_cells=check_cells)
+        return self.converter.convert_rows(cells, check_cells=check_cells, first_row=first_row)
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Rows:
         """An Arrow batch's rows, normalized."""
@@ -103,16 +107,22 @@ class Timings:
     convert_s: float = 0.0
 
 
+def decode_cells(form: ChunkForm[Part], cells: RowArray, *, check_cells: bool = False) -> Part:
+    """A chunk's JSON_ARRAY rows decoded into `form` a slice at a time: the cells of one slice
+    are Python objects at once, never those of the whole chunk (five times its text)."""
+    parts: list[Part] = []
+    for first_row, rows in cells.slices():
+        parts.append(form.from_cells(rows, check_cells=check_cells, first_row=first_row))
+        del rows
+    if not parts:
+        return form.from_cells([], check_cells=check_cells)
+    return form.join(parts)
+
+
 def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part:
     """One downloaded chunk, decoded into `form`."""
     if result_format == "JSON_ARRAY":
-        try:
-            cells = orjson.loads(data) if data.strip() else []
-        except orjson.JSONDecodeError:
-            raise ProtocolError("a result chunk is not valid JSON") from None
-        if not isinstance(cells, list):
-            raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
-        return form.from_cells(cells)
+        return decode_cells(form, RowArray.of_text(data))
     if result_format == "ARROW_STREAM":
         pa = pyarrow_module()
         try:
@@ -162,7 +172,7 @@ def _chunk_length(chunk: ResultData) -> int:
         return chunk.row_count
     if chunk.external_links:
         return sum(link.row_count for link in chunk.external_links)
-    return len(chunk.data_array or [])
+    return chunk.data_array.count() if chunk.data_array is not None else 0
 
 
 class ResultReader:
@@ -227,11 +237,13 @@ class ResultReader:
             # Only the rows and the pointer are kept: once converted, the rows are dropped
             # before the next chunk is fetched, so one chunk's cells are held at a time.
             offset, pointer, cells = chunk.row_offset, chunk.next_pointer(), chunk.data_array
+            rows = chunk.row_count
             chunk = None
-            convert = partial(form.from_cells, cells or [], check_cells=True)
-            rows = len(cells or ())
+            cells = cells or RowArray.of_rows([])
+            convert = partial(decode_cells, form, cells, check_cells=True)
+            rows, nbytes = max(rows, cells.parsed_rows), cells.nbytes
             del cells
-            part = await self._convert(convert, rows)
+            part = await self._convert(convert, rows, nbytes=nbytes)
             del convert
             yield offset, part
             del part
@@ -309,7 +321,7 @@ class ResultReader:
         if chunk.external_links is not None:
             rows = JsonRows(self.converter)
             return (await self._linked_part(chunk.external_links, rows))[lo:hi]
-        cells = (chunk.data_array or [])[lo:hi]
+        cells = chunk.data_array.take(lo, hi) if chunk.data_array else []
         convert = partial(self.converter.convert_rows, cells, check_cells=True)
         return await self._convert(convert, len(cells))
 
