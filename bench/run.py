@@ -401,17 +401,22 @@ def service_env(warehouse_port: int, port: int, result_format: str) -> dict[str,
     }
 
 
-def start_service(env: dict[str, str]) -> ChildProcess:
-    """`dbx-backend serve` with `env` plus the token (not yet started)."""
-    full = child_env({**env, "DATABRICKS_TOKEN": TOKEN})
+def start_service(env: dict[str, str], source: str | None = None) -> ChildProcess:
+    """`dbx-backend serve` with `env` plus the token (not yet started); from the source tree
+    `source` (an export of another commit) instead of the installed package when given."""
+    full = child_env(
+        {**env, "DATABRICKS_TOKEN": TOKEN, **({"PYTHONPATH": source} if source else {})}
+    )
     return ChildProcess("service", [venv_script("dbx-backend"), "serve"], full)
 
 
 @asynccontextmanager
-async def running_service(wport: int, result_format: str) -> AsyncIterator[tuple[int, int]]:
+async def running_service(
+    wport: int, result_format: str, source: str | None = None
+) -> AsyncIterator[tuple[int, int]]:
     """A fresh `dbx-backend serve` for one case: (port, pid); stopped on exit, even on error."""
     sport = free_port()
-    with start_service(service_env(wport, sport, result_format)) as service:
+    with start_service(service_env(wport, sport, result_format), source) as service:
         await asyncio.to_thread(
             service.wait_http, f"http://127.0.0.1:{sport}/health", ok_statuses={200}
         )
@@ -621,17 +626,22 @@ async def arrow_cases(
                 {"warehouse": warehouse.pid},
             )
         }
+        sources = [("", None)]
+        if args.before_source:
+            sources.append(("_before", args.before_source))
+            report["before_source"] = args.before_source
         for label, accept in ISSUE12_SERVICE_CASES:
-            sport, service_pid = await stack.enter_async_context(
-                running_service(wport, "ARROW_STREAM")
-            )
-            client = await stack.enter_async_context(
-                aiohttp.ClientSession(f"http://127.0.0.1:{sport}", timeout=REQUEST_TIMEOUT)
-            )
-            reads[f"service_{label}"] = (
-                partial(service_read, client, sql, accept),
-                {"service": service_pid, "warehouse": warehouse.pid},
-            )
+            for suffix, source in sources:
+                sport, service_pid = await stack.enter_async_context(
+                    running_service(wport, "ARROW_STREAM", source)
+                )
+                client = await stack.enter_async_context(
+                    aiohttp.ClientSession(f"http://127.0.0.1:{sport}", timeout=REQUEST_TIMEOUT)
+                )
+                reads[f"service_{label}{suffix}"] = (
+                    partial(service_read, client, sql, accept),
+                    {"service": service_pid, "warehouse": warehouse.pid},
+                )
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in reads}
         for _ in range(repeats):
             for name, (read, pids) in reads.items():
@@ -651,6 +661,8 @@ async def arrow_cases(
         except (subprocess.SubprocessError, OSError) as exc:
             report["lsql"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     report["targets"] = arrow_targets(report)
+    if args.before_source:
+        report["targets_before"] = arrow_targets(report, "_before")
     return report
 
 
@@ -690,13 +702,14 @@ def _merge_runs(measured: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def arrow_targets(report: dict[str, Any]) -> dict[str, Any]:
+def arrow_targets(report: dict[str, Any], suffix: str = "") -> dict[str, Any]:
     """Issue 12's targets: Arrow stream <= 1.2x and NDJSON <= 2.0x the raw Arrow download
-    (median wall times), service peak RSS < 150 MB (10^6 bytes) for both streams."""
+    (median wall times), service peak RSS < 150 MB (10^6 bytes) for both streams; `suffix`
+    "_before" for the services run from `--before-source`."""
     raw = dig(report, "raw_arrow_download", "wall_s", "median")
 
     def peak_mb(label: str) -> float | None:
-        peak = dig(report, f"service_{label}", "rss_mib", "service", "peak_max")
+        peak = dig(report, f"service_{label}{suffix}", "rss_mib", "service", "peak_max")
         return round(peak * 1.048576, 1) if isinstance(peak, float | int) else None
 
     def met(value: float | None, limit: float) -> bool | None:
@@ -705,8 +718,8 @@ def arrow_targets(report: dict[str, Any]) -> dict[str, Any]:
     def under(value: float | None, limit: float) -> bool | None:
         return None if value is None else value < limit
 
-    arrow = ratio(dig(report, "service_arrow", "wall_s", "median"), raw)
-    ndjson = ratio(dig(report, "service_ndjson", "wall_s", "median"), raw)
+    arrow = ratio(dig(report, f"service_arrow{suffix}", "wall_s", "median"), raw)
+    ndjson = ratio(dig(report, f"service_ndjson{suffix}", "wall_s", "median"), raw)
     lsql = ratio(dig(report, "lsql", "fetch_all_s", "median"), raw)
     return {
         "raw_arrow_download_s": raw,
@@ -955,6 +968,12 @@ def main() -> int:
     parser.add_argument("--requests-c1", type=int, default=500)
     parser.add_argument("--requests-c32", type=int, default=2000)
     parser.add_argument("--skip-lsql", action="store_true")
+    parser.add_argument(
+        "--before-source",
+        help="issue 12's case also runs services from this source tree (an export of another "
+        "commit: git archive <commit> dbx_backend | tar -x -C DIR), in the same turns, as "
+        "service_arrow_before and service_ndjson_before, with their targets_before",
+    )
     parser.add_argument(
         "--cases",
         nargs="+",

@@ -173,6 +173,21 @@ async def test_read_only_off_lets_writes_through(
     assert len(posted(mocked)) == 1
 
 
+@pytest.mark.parametrize("path", ["/api/query", "/api/queries/trips"])
+async def test_a_body_over_max_body_bytes_sent_at_once_gets_413(
+    aiohttp_client: MakeClient, mocked: aioresponses, tmp_path: Path, path: str
+) -> None:
+    (tmp_path / "trips.sql").write_text(TRIPS_SQL)
+    client = await make(aiohttp_client, MAX_BODY_BYTES="1024", QUERIES_DIR=str(tmp_path))
+    body = b'{"sql": "SELECT \'' + b"x" * 2000 + b"'\"}"  # one small write: all there at once
+
+    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert posted(mocked) == []
+
+
 async def test_oversized_sql_is_refused(aiohttp_client: MakeClient, mocked: aioresponses) -> None:
     client = await make(aiohttp_client, MAX_SQL_BYTES="100")
 

@@ -87,6 +87,9 @@ def nan_as_text(value: Any) -> Any:
 
 # Nanoseconds do not fit timestamp[us]: that result cannot be sent as Arrow.
 _TOO_PRECISE = {"timestamp-offset-nanoseconds"}
+# An open type keeps the warehouse's Arrow type (here Arrow intervals); from JSON_ARRAY it is
+# text, so only what a client reads back is compared.
+_NATIVE_OPEN = {"interval-from-arrow-month-day-nano", "nested-interval-from-arrow"}
 
 
 @pytest.mark.parametrize(
@@ -111,8 +114,9 @@ def test_arrow_values_read_back_as_the_json_answer_whatever_the_warehouse_sent(
     from_cells = ArrowBatches(columns).from_cells([[cell] for cell in cells])
     from_arrow = ArrowBatches(columns).from_arrow(one_column(values, arrow_type_))
 
-    assert python(from_cells) == python(from_arrow)
-    assert from_cells[0].schema == from_arrow[0].schema
+    if request.node.callspec.id not in _NATIVE_OPEN:
+        assert python(from_cells) == python(from_arrow)
+        assert from_cells[0].schema == from_arrow[0].schema
     mapped = arrow_type(columns[0].sql_type)
     assert from_arrow[0].schema.field(0).type == (mapped or arrow_type_)
     # What a client reads from the Arrow answer is what the JSON answer says.

@@ -340,6 +340,33 @@ WAREHOUSE_FORMATS = [
 ]
 
 
+INTERVAL_SQL = (
+    "SELECT INTERVAL '1 year 2 months 3 days 04:05:06.5' AS i, -INTERVAL '90 minutes' AS neg, "
+    "[INTERVAL 3 DAY] AS xs"
+)
+INTERVAL_ROW = ["1 year 2 months 3 days 04:05:06.5", "-01:30:00", ["3 days"]]
+
+
+@pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
+async def test_intervals_are_the_warehouses_text_in_json_ndjson_and_csv(
+    warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
+) -> None:
+    # ARROW_STREAM chunks carry them as Arrow intervals, JSON_ARRAY chunks as text.
+    service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
+    body = {"sql": INTERVAL_SQL, "disposition": disposition}
+
+    _, buffered = await query(service, body)
+    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
+    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
+    csv = await service.post("/api/query", json=body, headers={"Accept": "text/csv"})
+
+    assert buffered["rows"] == [INTERVAL_ROW]
+    assert lines[1] == INTERVAL_ROW
+    assert await csv.text() == (
+        'i,neg,xs\r\n1 year 2 months 3 days 04:05:06.5,-01:30:00,"[""3 days""]"\r\n'
+    )
+
+
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
 async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
     warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str

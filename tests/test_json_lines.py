@@ -56,6 +56,9 @@ EDGE_COLUMNS = [
          "\u2028", "", None, "</script>"],
         id="strings-some-needing-escapes",
     ),
+    pytest.param("STRING", pa.string(), ["x", "back\\slash", None], id="only-a-backslash"),
+    pytest.param("STRING", pa.string(), ["x", "unit\x1fsep", "y"], id="only-a-control-char"),
+    pytest.param("STRING", pa.string(), ["x", "\x7f é \u2028", None], id="none-needing-escapes"),
     pytest.param("STRING", pa.large_string(), ["x", None, 'q"'], id="large-string"),
     pytest.param(
         "DOUBLE",

@@ -674,6 +674,26 @@ PARITY = [
         ["1-6", None], pa.string(), ["1-6", None], ["1-6", None],
         id="interval-as-text",
     ),
+    # The local warehouse sends INTERVAL as Arrow's month_day_nano: written as its JSON_ARRAY
+    # text of the same value, never as pyarrow's repr.
+    pytest.param(
+        "INTERVAL", None, DEFAULT,
+        [pa.MonthDayNano([0, 3, 0]), pa.MonthDayNano([14, 3, 14_706_500_000_000]),
+         pa.MonthDayNano([0, 0, -5_400_000_000_000]), pa.MonthDayNano([-13, -1, -1000]),
+         pa.MonthDayNano([0, 0, 90_000_000_000_000]), pa.MonthDayNano([0, 0, 0]), None],
+        pa.month_day_nano_interval(),
+        ["3 days", "1 year 2 months 3 days 04:05:06.5", "-01:30:00",
+         "-1 year -1 month -1 day -00:00:00.000001", "25:00:00", "00:00:00", None],
+        ["3 days", "1 year 2 months 3 days 04:05:06.5", "-01:30:00",
+         "-1 year -1 month -1 day -00:00:00.000001", "25:00:00", "00:00:00", None],
+        id="interval-from-arrow-month-day-nano",
+    ),
+    pytest.param(
+        "ARRAY<INTERVAL>", None, DEFAULT,
+        [[pa.MonthDayNano([1, 0, 0]), None], None], pa.list_(pa.month_day_nano_interval()),
+        ['["1 month",null]', None], [["1 month", None], None],
+        id="nested-interval-from-arrow",
+    ),
     pytest.param(
         "NULL", None, DEFAULT, [None, None], pa.null(), [None, None], [None, None], id="null"
     ),

@@ -16,7 +16,7 @@ client (the body is incomplete).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -39,6 +39,47 @@ def stream_metadata(statement_id: str, truncated: bool, total_row_count: int) ->
     }
 
 
+class Messages(NamedTuple):
+    """Record batches as their IPC messages, and how many rows they hold."""
+
+    messages: list[memoryview]
+    rows: int
+
+
+class EncodedBatches:
+    """The writer's chunk form: `ArrowBatches`, each batch then encoded as its IPC message
+    where the chunk is decoded (in the reader's converting thread for a large chunk), so the
+    event loop only writes bytes."""
+
+    def __init__(self, batches: arrow_form.ArrowBatches) -> None:
+        self.batches = batches
+
+    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Messages:
+        """JSON_ARRAY rows, as Arrow batches' messages."""
+        return _encoded(self.batches.from_cells(cells, check_cells=check_cells))
+
+    def from_arrow(self, batch: pa.RecordBatch) -> Messages:
+        """An Arrow batch, passed through, cast or converted, as its message."""
+        return _encoded(self.batches.from_arrow(batch))
+
+    def from_rows(self, rows: Sequence[Sequence[JsonValue]]) -> Messages:
+        """Rows of a JSON answer, as Arrow batches' messages."""
+        return _encoded(self.batches.from_rows(rows))
+
+    def count(self, part: Messages) -> int:
+        """Rows in `part`."""
+        return part.rows
+
+    def join(self, parts: list[Messages]) -> Messages:
+        """The messages of `parts`, in order."""
+        return Messages([m for part in parts for m in part.messages], sum(p.rows for p in parts))
+
+
+def _encoded(batches: list[pa.RecordBatch]) -> Messages:
+    messages = [memoryview(batch.serialize()) for batch in batches if batch.num_rows]
+    return Messages(messages, sum(batch.num_rows for batch in batches))
+
+
 class ArrowStreamWriter:
     """Frames record batches as one Arrow IPC stream."""
 
@@ -46,8 +87,8 @@ class ArrowStreamWriter:
     media_type = ARROW
     cut_on_failure = True
 
-    def __init__(self, form: arrow_form.ArrowBatches) -> None:
-        self._form = form
+    def __init__(self, batches: arrow_form.ArrowBatches) -> None:
+        self._form = EncodedBatches(batches)
         self._schema_sent = False
 
     @classmethod
@@ -59,8 +100,8 @@ class ArrowStreamWriter:
         return cls(arrow_form.ArrowBatches(statement.columns, metadata=metadata))
 
     @property
-    def form(self) -> arrow_form.ArrowBatches:
-        """Record batches in the documented Arrow types."""
+    def form(self) -> EncodedBatches:
+        """Record batches in the documented Arrow types, encoded."""
         return self._form
 
     def header(
@@ -74,13 +115,11 @@ class ArrowStreamWriter:
         """Nothing yet: the schema leaves with the first batches."""
         return b""
 
-    def part(self, part: list[pa.RecordBatch]) -> Iterable[bytes | memoryview]:
+    def part(self, part: Messages) -> Iterable[bytes | memoryview]:
         """The schema (before the first part), then one message per batch."""
-        pieces: list[bytes | memoryview] = []
-        if not self._schema_sent:
-            pieces.append(self._schema())
-        pieces.extend(memoryview(batch.serialize()) for batch in part if batch.num_rows)
-        return pieces
+        if self._schema_sent:
+            return part.messages
+        return [self._schema(), *part.messages]
 
     def footer(self, row_count: int, truncated: bool, server_timing: str = "") -> bytes:
         """The end-of-stream marker (after the schema, when no batch carried it)."""
@@ -92,7 +131,7 @@ class ArrowStreamWriter:
 
     def _schema(self) -> bytes:
         self._schema_sent = True
-        schema: Any = self._form.schema()
+        schema: Any = self._form.batches.schema()
         return bytes(schema.serialize())
 
 

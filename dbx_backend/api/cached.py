@@ -29,6 +29,7 @@ from dbx_backend.engine import (
     CacheEntry,
     CacheKeyParts,
     CachePolicy,
+    CacheRequest,
     Column,
     JsonAnswer,
     OpenStatement,
@@ -139,7 +140,30 @@ def produced(answer: JsonAnswer, max_entry_bytes: int) -> Produced:
     )
 
 
-async def answer_cached(request: web.Request, prepared: Prepared, app: web.Application) -> Answer:
+def cache_request(request: web.Request) -> CacheRequest:
+    """What the request's `Cache-Control` asks of the cache."""
+    return parse_cache_control(request.headers.get("Cache-Control"))
+
+
+def fresh_answer(
+    request: web.Request, prepared: Prepared, app: web.Application, control: CacheRequest
+) -> Answer | None:
+    """A hit this process holds in memory, had without a coroutine; None when the engine must
+    decide (`answer_cached`)."""
+    answer = app[RESULT_CACHE].fresh(
+        prepared.key, cacheable=prepared.cacheable, policy=prepared.policy, request=control
+    )
+    if answer is not None:
+        _note_answer(request, answer)
+    return answer
+
+
+async def answer_cached(
+    request: web.Request,
+    prepared: Prepared,
+    app: web.Application,
+    control: CacheRequest | None = None,
+) -> Answer:
     """Ask the engine's result cache for this request's answer (running it if it must)."""
     opened: list[OpenStatement] = []
 
@@ -160,17 +184,22 @@ async def answer_cached(request: web.Request, prepared: Prepared, app: web.Appli
         prepared.key,
         cacheable=prepared.cacheable,
         policy=prepared.policy,
-        request=parse_cache_control(request.headers.get("Cache-Control")),
+        request=cache_request(request) if control is None else control,
         timeout_s=prepared.timeout_s,
         run=run,
         statement_id=lambda: opened[0].statement_id or None if opened else None,
     )
     if not isinstance(answer, Answer):  # only streams get their rows live
         raise TypeError("a buffered answer came back live")
+    _note_answer(request, answer)
+    return answer
+
+
+def _note_answer(request: web.Request, answer: Answer) -> None:
+    """What the access log and the metrics say of this answer."""
     request[CACHE_STATUS] = answer.status
     request[ROW_COUNT] = answer.entry.row_count
     request[STATEMENT_ID] = answer.entry.statement_id
-    return answer
 
 
 def cache_headers(answer: Answer, etag: str, timing: str | None) -> dict[str, str]:

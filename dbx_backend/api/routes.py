@@ -16,8 +16,10 @@ from dbx_backend.api.cached import (
     SEND_SLICE_BYTES,
     answer_cached,
     cache_caller,
+    cache_request,
     cached_response,
     cached_stream_response,
+    fresh_answer,
     prepare,
     send,
 )
@@ -221,7 +223,11 @@ async def run_statement(
     try:
         if result_format != "json":
             return await _answer_stream(request, prepared, app, result_format)
-        answer = await answer_cached(request, prepared, app)
+        control = cache_request(request)
+        # A hit in this process's memory is had at once; anything else asks the engine.
+        answer = fresh_answer(request, prepared, app, control) or await answer_cached(
+            request, prepared, app, control
+        )
     except MemoryBusy as exc:
         note_memory_wait(request, exc.waited_s)
         raise

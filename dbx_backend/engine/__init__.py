@@ -5,7 +5,7 @@ wire models or retry policy. The Arrow form (`from dbx_backend.engine import arr
 imported where an Arrow answer is made, so a service that never sends one never loads pyarrow.
 """
 
-from dbx_backend.engine.cache_control import InvalidCacheControl, parse_cache_control
+from dbx_backend.engine.cache_control import CacheRequest, InvalidCacheControl, parse_cache_control
 from dbx_backend.engine.cache_key import CacheKeyParts, cache_key
 from dbx_backend.engine.cache_store import CacheEntry, strong_etag
 from dbx_backend.engine.gate import AdhocSqlDisabled, Admitted, Gate, NotAdmitted, SqlTooLarge
@@ -59,6 +59,7 @@ __all__ = [
     "CacheEntry",
     "CacheKeyParts",
     "CachePolicy",
+    "CacheRequest",
     "ChunkForm",
     "Column",
     "EncodedRows",

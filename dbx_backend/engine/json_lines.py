@@ -14,7 +14,6 @@ the plain way, value by value, inside the same lines.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -43,7 +42,9 @@ VECTOR_MIN_ROWS = 1024
 _REPEATED_MIN_ROWS = 16_384
 # Characters JSON must escape inside a string (RFC 8259 §7): orjson escapes exactly these.
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
-_ESCAPES = re.compile(_NEEDS_ESCAPE.encode())
+# The same characters as a translation that deletes them: a text that keeps its length holds
+# none (several times faster than searching it with the pattern).
+_ESCAPED_BYTES = bytes(range(0x20)) + b'"\\'
 
 
 def encode_rows(rows: Sequence[Sequence[JsonValue]]) -> bytes:
@@ -279,7 +280,8 @@ def _strings(array: Any) -> tuple[Any, bytes] | None:
     except pa.ArrowInvalid:
         return None  # the plain way reports the bad value
     binary = array.view(pa.binary())
-    if _ESCAPES.search(_values(binary)) is None:  # one scan of all the text, in C
+    text = bytes(_values(binary))
+    if len(text.translate(None, _ESCAPED_BYTES)) == len(text):  # none needs an escape
         return binary, b'"'
     # Only the strings that need escapes are written by orjson, the others are quoted.
     escape = pc.fill_null(pc.match_substring_regex(array, _NEEDS_ESCAPE), False)

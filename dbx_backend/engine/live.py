@@ -103,14 +103,28 @@ class TeeLimits:
     max_bytes: int
 
 
+def cannot_fit(rows: int | None, width: int, limits: TeeLimits) -> bool:
+    """Whether a result announced with `rows` rows of `width` columns is sure to outgrow
+    `limits`: more rows, or more JSON bytes than its rows take at the least (each `[v,...]`
+    with one byte per value, a comma between rows). A copy of such a result would only cost
+    CPU until it is dropped."""
+    if rows is None:
+        return False
+    least_bytes = rows * (2 * width + 1 if width else 2) + max(rows - 1, 0)
+    return rows > limits.max_rows or least_bytes > limits.max_bytes
+
+
 class Tee:
-    """The JSON copy of a streamed result, kept while it fits `TeeLimits` and the budget."""
+    """The JSON copy of a streamed result, kept while it fits `TeeLimits` and the budget;
+    none is made of a result announced too large for them."""
 
     def __init__(self, opened: OpenStatement, limits: TeeLimits, budget: MemoryBudget) -> None:
         self.limits = limits
         self.budget = budget
-        self.writer: JsonAnswerWriter | None = JsonAnswerWriter(
-            opened.columns, max_rows=None, max_bytes=None
+        self.writer: JsonAnswerWriter | None = (
+            None
+            if cannot_fit(opened.announced_rows, len(opened.columns), limits)
+            else JsonAnswerWriter(opened.columns, max_rows=None, max_bytes=None)
         )
         self.held = 0
 
@@ -284,6 +298,7 @@ async def read_live(
     request reads the rest). Owns `owned` (the statement and its slot) from here on."""
     shape = live.shape = live.shape_for(opened)
     tee = Tee(opened, limits, budget)
+    live.copying = tee.kept  # before the first chunk is decoded (a paired form reads it)
     parts = opened.parts(shape.form)
     handed = False
     try:

@@ -168,15 +168,11 @@ class ResultCache:
         entry = None
         if caching:
             entry = self._peek(key) if self._peek else await self.state.get_entry(key)
-        if entry is not None and not (request.no_cache or request.no_store):
-            # The fresh hit, first: the path that must cost next to nothing.
-            age = max(0.0, self.clock() - entry.stored_at)
-            if age < entry.ttl_s and (request.max_age_s is None or age <= request.max_age_s):
-                if self.observer is not None:
-                    self.observer.cache_answered("hit")
-                if live is not None:
-                    live.detached = True
-                return Answer(entry, "hit", age, True, fresh_for_s=int(entry.ttl_s - age))
+        hit = self._hit(entry, request) if entry is not None else None
+        if hit is not None:
+            if live is not None:
+                live.detached = True
+            return hit
         try:
             result = await self._answer(
                 key,
@@ -196,6 +192,27 @@ class ResultCache:
         if live is not None and result is not live:
             live.detached = True
         return result
+
+    def fresh(
+        self, key: str, *, cacheable: bool, policy: CachePolicy, request: CacheRequest
+    ) -> Answer | None:
+        """The `hit` answer, when this process's memory holds a fresh enough entry; else None
+        (then `answer` decides). No coroutine, no I/O: the path every hit takes first."""
+        if self._peek is None or not cacheable or policy.ttl_s <= 0:
+            return None
+        entry = self._peek(key)
+        return self._hit(entry, request) if entry is not None else None
+
+    def _hit(self, entry: CacheEntry, request: CacheRequest) -> Answer | None:
+        """`entry` as a hit, when it is fresh and the request lets it answer."""
+        if request.no_cache or request.no_store:
+            return None
+        age = max(0.0, self.clock() - entry.stored_at)
+        if age >= entry.ttl_s or (request.max_age_s is not None and age > request.max_age_s):
+            return None
+        if self.observer is not None:
+            self.observer.cache_answered("hit")
+        return Answer(entry, "hit", age, True, fresh_for_s=int(entry.ttl_s - age))
 
     async def _answer(
         self,

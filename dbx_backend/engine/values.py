@@ -21,6 +21,7 @@ import binascii
 import json
 import re
 import struct
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -406,7 +407,38 @@ def _text(value: Any) -> JsonValue:
         return bytes_base64(value)  # e.g. geometry as WKB from Arrow
     if isinstance(value, (dict, list, int, float, Decimal)):
         return untyped(value)
-    return str(value)  # Arrow intervals, durations, times: their text
+    if _is_arrow_interval(value):
+        return interval_text(value.months, value.days, value.nanoseconds)
+    return str(value)  # Arrow durations, times: their text
+
+
+def _is_arrow_interval(value: Any) -> bool:
+    # An Arrow value exists only once pyarrow is imported: no import here to find out.
+    pyarrow = sys.modules.get("pyarrow")
+    return pyarrow is not None and isinstance(value, pyarrow.MonthDayNano)
+
+
+def interval_text(months: int, days: int, nanoseconds: int) -> str:
+    """An INTERVAL that arrived as Arrow's month_day_nano (as the local warehouse sends it),
+    written as the warehouse writes the same value in JSON_ARRAY: "1 year 2 months",
+    "-3 days", "1 day 04:05:06.5", "-01:30:00"; "00:00:00" when it is zero. Hours are not
+    folded into days, and the fraction keeps its significant digits only."""
+    years, rest = int(months / 12), months - int(months / 12) * 12  # both toward zero
+    parts = [
+        f"{count} {unit}" + ("" if abs(count) == 1 else "s")
+        for count, unit in ((years, "year"), (rest, "month"), (days, "day"))
+        if count
+    ]
+    if nanoseconds or not parts:
+        sign, whole = ("-" if nanoseconds < 0 else ""), abs(nanoseconds)
+        seconds, fraction = divmod(whole, 1_000_000_000)
+        minutes, second = divmod(seconds, 60)
+        hours, minute = divmod(minutes, 60)
+        clock = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+        if fraction:
+            clock += "." + f"{fraction:09d}".rstrip("0")
+        parts.append(clock)
+    return " ".join(parts)
 
 
 def _parsed(value: Any) -> Any:

@@ -89,15 +89,29 @@ def column_info(name: str, position: int, duckdb_type: Any) -> dict[str, Any]:
 
 
 def needs_narrowing(duckdb_type: Any) -> bool:
-    """True for HUGEINT, which reports as BIGINT: its values must fit BIGINT."""
-    return str(duckdb_type.id) == "hugeint"
+    """True for a type whose values are not of the type it reports: HUGEINT (BIGINT), and
+    types reported as STRING that DuckDB holds otherwise (TIME, UUID, ENUM, ...)."""
+    type_id = str(duckdb_type.id)
+    return type_id == "hugeint" or _reported_as_text(type_id)
 
 
 def narrowed_expression(ref: str, duckdb_type: Any) -> str:
     """DuckDB SQL giving column `ref` the type it reports: a HUGEINT value outside BIGINT then
     fails the statement, as an overflow does on Databricks, instead of reaching a client as a
-    LONG that no JSON reader holds."""
-    return f"CAST({ref} AS BIGINT)" if needs_narrowing(duckdb_type) else ref
+    LONG that no JSON reader holds; a type reported as STRING becomes its text, so an
+    ARROW_STREAM chunk carries it as `utf8`, as the manifest says, not as DuckDB's own type."""
+    type_id = str(duckdb_type.id)
+    if type_id == "hugeint":
+        return f"CAST({ref} AS BIGINT)"
+    if _reported_as_text(type_id):
+        return f"CAST({ref} AS VARCHAR)"
+    return ref
+
+
+def _reported_as_text(type_id: str) -> bool:
+    # What `column_type` reports as STRING without DuckDB holding text.
+    known = type_id in _SCALARS or type_id in _NESTED or type_id in _BIG_UNSIGNED
+    return not known and type_id != "decimal"
 
 
 def string_expression(ref: str, duckdb_type: Any) -> str:

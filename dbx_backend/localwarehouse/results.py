@@ -110,6 +110,27 @@ class _BudgetMixin:
         if self.bytes_left >= 0:
             self.bytes_left -= size
         self.total_bytes += size
+        self._check_inline_cap()
+        return True
+
+    def admit_many(self, count: int, size: int) -> int:
+        """`admit` for `count` rows of `size` bytes each at once: how many were admitted."""
+        fits = count
+        if self.rows_left >= 0:
+            fits = min(fits, self.rows_left)
+        if self.bytes_left >= 0:
+            fits = min(fits, self.bytes_left // max(1, size))
+        if fits < count:
+            self.stopped = self.truncated = True
+        if self.rows_left >= 0:
+            self.rows_left -= fits
+        if self.bytes_left >= 0:
+            self.bytes_left -= fits * size
+        self.total_bytes += fits * size
+        self._check_inline_cap()
+        return fits
+
+    def _check_inline_cap(self) -> None:
         cap = self.limits.inline_limit_bytes
         if cap is not None and self.total_bytes > cap:
             raise SqlError(
@@ -118,7 +139,6 @@ class _BudgetMixin:
                 "Use disposition EXTERNAL_LINKS for large results.",
                 "54000",
             )
-        return True
 
 
 class _RowEncoder(_BudgetMixin):
@@ -181,9 +201,7 @@ class _ArrowEncoder(_BudgetMixin):
             room_rows = self.limits.chunk_rows - self._rows
             room_bytes = max(1, (self.limits.chunk_bytes - self._bytes) // row_bytes)
             take = min(batch.num_rows - start, room_rows, room_bytes)
-            admitted = 0
-            while admitted < take and self.admit(row_bytes):
-                admitted += 1
+            admitted = self.admit_many(take, row_bytes)
             if admitted:
                 self._pending.append(batch.slice(start, admitted))
                 self._rows += admitted

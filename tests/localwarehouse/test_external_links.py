@@ -83,6 +83,22 @@ async def test_arrow_chunks_keep_the_column_types(api: Api) -> None:
     assert table.schema.field("day").type == pa.date32()
 
 
+async def test_types_reported_as_string_arrive_as_their_text_in_arrow_chunks(api: Api) -> None:
+    sql = "SELECT TIME '04:05:06' AS t, uuid '8c2d7f42-0d4c-4a83-bd1d-7a7c1d7a1f5e' AS u"
+    arrow = await api.execute(sql, disposition="EXTERNAL_LINKS", format="ARROW_STREAM")
+    text = await api.execute(sql, disposition="EXTERNAL_LINKS", format="JSON_ARRAY")
+
+    async with aiohttp.ClientSession() as bare:
+        link = arrow["result"]["external_links"][0]["external_link"]
+        table = pa.ipc.open_stream(await (await bare.get(link)).read()).read_all()
+        json_link = text["result"]["external_links"][0]["external_link"]
+        cells = orjson.loads(await (await bare.get(json_link)).read())
+
+    assert [c["type_name"] for c in arrow["manifest"]["schema"]["columns"]] == ["STRING"] * 2
+    assert table.schema.types == [pa.string(), pa.string()]
+    assert [list(row.values()) for row in table.to_pylist()] == cells
+
+
 async def test_a_download_carrying_authorization_is_400_like_s3(api: Api) -> None:
     first = await api.execute("SELECT 1", disposition="EXTERNAL_LINKS")
     link = first["result"]["external_links"][0]["external_link"]

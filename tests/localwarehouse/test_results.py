@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from dbx_backend.localwarehouse.errors import SqlError
+from dbx_backend.localwarehouse.results import Limits, _BudgetMixin
 from tests.localwarehouse.conftest import Api, StartWarehouse
 
 
@@ -219,3 +221,46 @@ async def test_strict_mode_closes_the_statement_after_its_last_chunk(
     after = await api.get(first["statement_id"])
 
     assert after["status"] == {"state": "CLOSED"}
+
+
+@pytest.mark.parametrize(
+    ("row_limit", "byte_limit", "inline_cap", "count", "size"),
+    [
+        pytest.param(None, None, None, 1000, 60, id="no-limit"),
+        pytest.param(7, None, None, 10, 60, id="row-limit-inside"),
+        pytest.param(10, None, None, 10, 60, id="row-limit-exactly"),
+        pytest.param(None, 1000, None, 100, 60, id="byte-limit-inside"),
+        pytest.param(None, 600, None, 10, 60, id="byte-limit-exactly"),
+        pytest.param(5, 1000, None, 100, 60, id="both"),
+        pytest.param(None, None, 1000, 100, 60, id="over-the-inline-cap"),
+        pytest.param(0, None, None, 3, 60, id="zero-rows"),
+    ],
+)
+def test_rows_admitted_at_once_are_those_admitted_one_by_one(
+    row_limit: int | None, byte_limit: int | None, inline_cap: int | None, count: int, size: int
+) -> None:
+    limits = Limits(10, 1 << 20, row_limit, byte_limit, inline_cap)
+    one_by_one, at_once = _BudgetMixin(limits), _BudgetMixin(limits)
+
+    expected = _admit_one_by_one(one_by_one, count, size)
+    if isinstance(expected, str):
+        with pytest.raises(SqlError, match="larger than the 1000 bytes allowed"):
+            at_once.admit_many(count, size)
+        return
+    assert at_once.admit_many(count, size) == expected
+    assert _budget_state(at_once) == _budget_state(one_by_one)
+
+
+def _admit_one_by_one(budget: _BudgetMixin, count: int, size: int) -> int | str:
+    admitted = 0
+    try:
+        while admitted < count and budget.admit(size):
+            admitted += 1
+    except SqlError as exc:
+        return exc.error_class
+    return admitted
+
+
+def _budget_state(budget: _BudgetMixin) -> tuple[Any, ...]:
+    rows_left = budget.rows_left if budget.rows_left >= 0 else "unlimited"
+    return (rows_left, budget.bytes_left, budget.total_bytes, budget.stopped, budget.truncated)
