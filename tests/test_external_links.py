@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -189,23 +189,52 @@ async def test_arrow_chunks_normalize_like_json_array(
     assert result.rows == [[0, "0.00"], [1, "0.10"]]
 
 
-async def test_a_results_first_rows_are_handed_on_before_the_rest_of_its_first_chunk(
-    service: QueryService, mocked: aioresponses
+def arrow_chunk(ids: range) -> bytes:
+    table = pa.table(
+        {
+            "id": pa.array(list(ids), pa.int64()),
+            "v": pa.array(["1.00"] * len(ids)).cast(pa.decimal128(5, 2)),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=600)  # several record batches
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sizes"),
+    [
+        pytest.param("ARROW_STREAM", [FIRST_PART_ROWS, 500, 2], id="arrow-in-two-parts"),
+        pytest.param("JSON_ARRAY", [FIRST_PART_ROWS + 500, 2], id="json-array-whole"),
+    ],
+)
+async def test_a_results_first_arrow_rows_are_handed_on_before_the_rest_of_its_first_chunk(
+    service: QueryService,
+    mocked: aioresponses,
+    fmt: Literal["JSON_ARRAY", "ARROW_STREAM"],
+    sizes: list[int],
 ) -> None:
     first_rows = FIRST_PART_ROWS + 500
-    answer = statement("JSON_ARRAY", 2, link(0, 0, first_rows))
+    answer = statement(fmt, 2, link(0, 0, first_rows))
     answer["manifest"]["total_row_count"] = first_rows + 2
     mocked.post(STATEMENTS, payload=answer)
     mocked.get(
-        f"{STATEMENTS}/{SID}/result/chunks/1", payload={"external_links": [link(1, first_rows, 2)]}
+        f"{STATEMENTS}/{SID}/result/chunks/1",
+        payload={"external_links": [link(1, first_rows, 2)]},
     )
-    big = [[str(i), "1.00"] for i in range(first_rows)]
-    mocked.get(f"{STORE}/0?sig=0", body=orjson.dumps(big))
-    mocked.get(f"{STORE}/1?sig=0", body=orjson.dumps(chunk_rows(1, 2)))
+    if fmt == "ARROW_STREAM":
+        first, second = arrow_chunk(range(first_rows)), arrow_chunk(range(10, 12))
+    else:
+        first = orjson.dumps([[str(i), "1.00"] for i in range(first_rows)])
+        second = orjson.dumps(chunk_rows(1, 2))
+    mocked.get(f"{STORE}/0?sig=0", body=first)
+    mocked.get(f"{STORE}/1?sig=0", body=second)
+    options = QueryOptions(disposition="EXTERNAL_LINKS", result_format=fmt)
 
-    opened = service.open("SELECT *", options=EXTERNAL)
+    opened = service.open("SELECT *", options=options)
     async with opened:
         parts = [part async for part in opened.parts(opened.json_rows())]
 
-    assert [len(part) for part in parts] == [FIRST_PART_ROWS, 500, 2]
-    assert [row[0] for part in parts for row in part][: first_rows + 1] == [*range(first_rows), 10]
+    assert [len(part) for part in parts] == sizes
+    assert [row[0] for part in parts for row in part] == [*range(first_rows), 10, 11]

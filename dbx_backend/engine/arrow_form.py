@@ -111,11 +111,17 @@ class ArrowBatches:
 
     # -- the reader's ChunkForm -------------------------------------------------------------
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> list[pa.RecordBatch]:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> list[pa.RecordBatch]:
         """JSON_ARRAY rows: normalized, then built column by column."""
         return [
             self._from_rows(
-                self._rows.convert_rows(cells[start : start + _BATCH_ROWS], check_cells=check_cells)
+                self._rows.convert_rows(
+                    cells[start : start + _BATCH_ROWS],
+                    check_cells=check_cells,
+                    first_row=first_row + start,
+                )
             )
             for start in range(0, len(cells), _BATCH_ROWS)
         ]

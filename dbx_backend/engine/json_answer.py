@@ -53,12 +53,15 @@ class EncodedJsonRows:
         self.converter = converter
         self.slice_rows = max(1, slice_rows)
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> EncodedRows:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> EncodedRows:
         """JSON_ARRAY rows, normalized and encoded. The list is consumed: each slice of cells
         is dropped once converted (the chunk's own copy is gone by then)."""
         convert = self.converter.convert_rows
         if not _well_formed(cells, len(self.converter.columns)):
-            convert(cells, check_cells=check_cells)  # names the bad row by its place
+            # Names the bad row by its place.
+            convert(cells, check_cells=check_cells, first_row=first_row)
         out = _Joined()
         for start in range(0, len(cells), self.slice_rows):
             stop = min(start + self.slice_rows, len(cells))

@@ -88,9 +88,11 @@ class JsonLines:
 
     # -- the reader's ChunkForm -------------------------------------------------------------
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Lines:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Lines:
         """JSON_ARRAY rows: normalized (column by column already), then written row by row."""
-        rows = self.converter.convert_rows(cells, check_cells=check_cells)
+        rows = self.converter.convert_rows(cells, check_cells=check_cells, first_row=first_row)
         return Lines(encode_rows(rows), len(rows))
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Lines:

@@ -67,12 +67,16 @@ class PairedForm(Generic[Part]):
         self.json = EncodedJsonRows(RowConverter(opened.columns, opened.options.normalize))
 
     def from_cells(
-        self, cells: list[Any], *, check_cells: bool = False
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
     ) -> tuple[Part, EncodedRows | None]:
         """JSON_ARRAY rows: the stream's part first (it leaves the cells as they are), then
         the copy's rows, which consume the list."""
-        part = self.form.from_cells(cells, check_cells=check_cells)
-        copied = self.json.from_cells(cells, check_cells=check_cells) if self.live.copying else None
+        part = self.form.from_cells(cells, check_cells=check_cells, first_row=first_row)
+        copied = (
+            self.json.from_cells(cells, check_cells=check_cells, first_row=first_row)
+            if self.live.copying
+            else None
+        )
         return part, copied
 
     def from_arrow(self, batch: Any) -> tuple[Part, EncodedRows | None]:

@@ -169,13 +169,15 @@ class RowConverter:
         self._arrow_converters: dict[tuple[int, Any], ColumnConverter] = {}
 
     def convert_rows(
-        self, data_array: Iterable[Sequence[Any]], *, check_cells: bool = False
+        self, data_array: Iterable[Sequence[Any]], *, check_cells: bool = False, first_row: int = 0
     ) -> list[list[JsonValue]]:
         """JSON_ARRAY rows (strings and nulls, reference §7.2) -> rows of JSON values.
 
         Every row must be an array of the schema's width, and every cell a value of its column;
         `check_cells` also refuses a number where the protocol sends text, in columns whose
         conversion would take it (INLINE data: the wire model leaves every check to here).
+        A malformed row is named by its place in the chunk, the first of `data_array` being
+        `first_row`.
         """
         rows = data_array if isinstance(data_array, (list, tuple)) else list(data_array)
         width = len(self.columns)
@@ -183,9 +185,9 @@ class RowConverter:
             if not rows:
                 return []
             if not _ROW_TYPES.issuperset(map(type, rows)):
-                raise self._bad_row(rows)
+                raise self._bad_row(rows, first_row)
             if set(map(len, rows)) != {width}:
-                raise self._bad_width(rows)
+                raise self._bad_width(rows, first_row)
             if not self._work and not (check_cells and self._lenient):
                 return list(map(list, rows))
             out: list[list[JsonValue]] = []
@@ -211,13 +213,13 @@ class RowConverter:
                 raise self._bad_cell(index) from None
         return map(list, zip(*columns, strict=True))
 
-    def _bad_row(self, rows: Sequence[Any]) -> ProtocolError:
-        number = next(n for n, row in enumerate(rows) if type(row) not in _ROW_TYPES)
+    def _bad_row(self, rows: Sequence[Any], first_row: int) -> ProtocolError:
+        number = next(n for n, row in enumerate(rows, first_row) if type(row) not in _ROW_TYPES)
         return ProtocolError(f"row {number} of a chunk is not an array")
 
-    def _bad_width(self, rows: Sequence[Sequence[Any]]) -> ProtocolError:
+    def _bad_width(self, rows: Sequence[Sequence[Any]], first_row: int) -> ProtocolError:
         width = len(self.columns)
-        number, row = next((n, row) for n, row in enumerate(rows) if len(row) != width)
+        number, row = next((n, row) for n, row in enumerate(rows, first_row) if len(row) != width)
         return ProtocolError(
             f"row {number} of a chunk has {len(row)} cells, the schema has {width} columns"
         )

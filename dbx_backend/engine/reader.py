@@ -28,12 +28,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import orjson
-
 from dbx_backend.engine.normalize import JsonValue, RowConverter
 from dbx_backend.warehouse.client import CallStats, WarehouseClient
 from dbx_backend.warehouse.errors import LinkExpired, ProtocolError
 from dbx_backend.warehouse.retry import Deadline
+from dbx_backend.warehouse.rows import RowArray
 from dbx_backend.warehouse.wire import ExternalLink, ResultData, ResultManifest
 
 if TYPE_CHECKING:
@@ -55,9 +54,12 @@ Part = TypeVar("Part")
 class ChunkForm(Protocol[Part]):
     """What a chunk is decoded into for one response format; the one seam a format plugs into."""
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Part:
-        """JSON_ARRAY rows (strings and nulls, reference §7.2); `check_cells` as for
-        `RowConverter.convert_rows` (INLINE data, which no wire model checked)."""
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Part:
+        """JSON_ARRAY rows (strings and nulls, reference §7.2), a slice of a chunk whose first
+        row is the chunk's `first_row`; `check_cells` as for `RowConverter.convert_rows`
+        (INLINE data, which no wire model checked)."""
         ...
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Part:
@@ -79,9 +81,11 @@ class JsonRows:
     def __init__(self, converter: RowConverter) -> None:
         self.converter = converter
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Rows:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Rows:
         """JSON_ARRAY rows, normalized."""
-        return self.converter.convert_rows(cells, check_cells=check_cells)
+        return self.converter.convert_rows(cells, check_cells=check_cells, first_row=first_row)
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Rows:
         """An Arrow batch's rows, normalized."""
@@ -105,49 +109,48 @@ class Timings:
     convert_s: float = 0.0
 
 
-class DecodedChunk:
-    """One downloaded chunk, parsed (JSON_ARRAY cells, or Arrow record batches without a
-    copy) but not yet converted: `part` converts a range of its rows into a form."""
-
-    def __init__(self, result_format: str, data: bytes) -> None:
-        self.cells: list[Any] | None = None
-        self.table: Any = None  # pyarrow.Table
-        if result_format == "JSON_ARRAY":
-            try:
-                cells = orjson.loads(data) if data.strip() else []
-            except orjson.JSONDecodeError:
-                raise ProtocolError("a result chunk is not valid JSON") from None
-            if not isinstance(cells, list):
-                raise ProtocolError("a JSON_ARRAY result chunk is not an array of rows")
-            self.cells, self.rows = cells, len(cells)
-        elif result_format == "ARROW_STREAM":
-            pa = pyarrow_module()
-            try:
-                reader = pa.ipc.open_stream(pa.py_buffer(data))
-                self.table = pa.Table.from_batches(list(reader), schema=reader.schema)
-            except pa.ArrowInvalid:
-                raise ProtocolError("a result chunk is not a valid Arrow stream") from None
-            self.rows = self.table.num_rows
-        else:
-            raise ProtocolError(f"result format {result_format} is not supported")
-
-    def part(self, form: ChunkForm[Part], start: int = 0, end: int | None = None) -> Part:
-        """Rows `[start, end)` of the chunk (all by default), converted into `form`."""
-        if self.cells is not None:
-            whole = start == 0 and end is None
-            return form.from_cells(self.cells if whole else self.cells[start:end])
-        table = self.table.slice(start, (self.rows if end is None else end) - start)
-        batches = [batch for batch in table.to_batches() if batch.num_rows]
-        if not batches:
-            pa = pyarrow_module()
-            empty = [pa.array([], field.type) for field in table.schema]
-            return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=table.schema))
-        return form.join([form.from_arrow(batch) for batch in batches])
+def decode_cells(form: ChunkForm[Part], cells: RowArray, *, check_cells: bool = False) -> Part:
+    """A chunk's JSON_ARRAY rows decoded into `form` a slice at a time: the cells of one slice
+    are Python objects at once, never those of the whole chunk (five times its text)."""
+    parts: list[Part] = []
+    for first_row, rows in cells.slices():
+        parts.append(form.from_cells(rows, check_cells=check_cells, first_row=first_row))
+        del rows
+    if not parts:
+        return form.from_cells([], check_cells=check_cells)
+    return form.join(parts)
 
 
 def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part:
     """One downloaded chunk, decoded into `form`."""
-    return DecodedChunk(result_format, data).part(form)
+    if result_format == "JSON_ARRAY":
+        return decode_cells(form, RowArray.of_text(data))
+    if result_format == "ARROW_STREAM":
+        return decode_arrow(form, arrow_table(data))
+    raise ProtocolError(f"result format {result_format} is not supported")
+
+
+def arrow_table(data: bytes) -> Any:  # pyarrow.Table
+    """An ARROW_STREAM chunk's record batches, as one table (no copy of the data)."""
+    pa = pyarrow_module()
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        return pa.Table.from_batches(list(reader), schema=reader.schema)
+    except pa.ArrowInvalid:
+        raise ProtocolError("a result chunk is not a valid Arrow stream") from None
+
+
+def decode_arrow(form: ChunkForm[Part], table: Any, start: int = 0, end: int | None = None) -> Part:
+    """Rows `[start, end)` of an ARROW_STREAM chunk's table (all by default) decoded into
+    `form`, a record batch at a time."""
+    if start or end is not None:
+        table = table.slice(start, (table.num_rows if end is None else end) - start)
+    batches = [batch for batch in table.to_batches() if batch.num_rows]
+    if not batches:
+        pa = pyarrow_module()
+        empty = [pa.array([], field.type) for field in table.schema]
+        return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=table.schema))
+    return form.join([form.from_arrow(batch) for batch in batches])
 
 
 @functools.cache
@@ -184,7 +187,7 @@ def _chunk_length(chunk: ResultData) -> int:
         return chunk.row_count
     if chunk.external_links:
         return sum(link.row_count for link in chunk.external_links)
-    return len(chunk.data_array or [])
+    return chunk.data_array.count() if chunk.data_array is not None else 0
 
 
 class ResultReader:
@@ -249,11 +252,13 @@ class ResultReader:
             # Only the rows and the pointer are kept: once converted, the rows are dropped
             # before the next chunk is fetched, so one chunk's cells are held at a time.
             offset, pointer, cells = chunk.row_offset, chunk.next_pointer(), chunk.data_array
+            rows = chunk.row_count
             chunk = None
-            convert = partial(form.from_cells, cells or [], check_cells=True)
-            rows = len(cells or ())
+            cells = cells or RowArray.of_rows([])
+            convert = partial(decode_cells, form, cells, check_cells=True)
+            rows, nbytes = max(rows, cells.parsed_rows), cells.nbytes
             del cells
-            part = await self._convert(convert, rows)
+            part = await self._convert(convert, rows, nbytes=nbytes)
             del convert
             yield offset, part
             del part
@@ -290,24 +295,29 @@ class ResultReader:
     async def _first_linked_chunk(
         self, chunk: ResultData, form: ChunkForm[Part], then: Callable[[], None]
     ) -> AsyncGenerator[tuple[int, Part], None]:
-        """The first chunk (one link) as two parts, its first `FIRST_PART_ROWS` rows and the
-        rest; `then` is called once it is downloaded."""
+        """The first chunk (one link); `then` is called once it is downloaded. An Arrow chunk
+        comes as two parts: its first `FIRST_PART_ROWS` rows, then the rest."""
         link = (chunk.external_links or ())[0]
         data = await self._download(link)
         then()
-        parse = partial(DecodedChunk, self.manifest.format, data)
-        decoded = await self._convert(parse, link.row_count, nbytes=len(data))
-        del data, parse
-        if link.row_count and decoded.rows != link.row_count:
+        head = FIRST_PART_ROWS
+        if self.manifest.format != "ARROW_STREAM" or link.row_count <= head:
+            yield link.row_offset, await self._decoded(link, data, form)
+            return
+        table = await self._convert(partial(arrow_table, data), 0, nbytes=len(data))
+        del data
+        if table.num_rows != link.row_count:
             raise ProtocolError(
-                f"chunk {link.chunk_index} has {decoded.rows} rows, its link says {link.row_count}",
+                f"chunk {link.chunk_index} has {table.num_rows} rows, its link says "
+                f"{link.row_count}",
                 statement_id=self.statement_id,
             )
-        head = FIRST_PART_ROWS if decoded.rows > FIRST_PART_ROWS else 0  # 0: in one part
-        if head:
-            yield link.row_offset, await self._convert(partial(decoded.part, form, 0, head), head)
-        rest = partial(decoded.part, form, head)
-        yield link.row_offset + head, await self._convert(rest, decoded.rows - head)
+        yield (
+            link.row_offset,
+            await self._convert(partial(decode_arrow, form, table, 0, head), head),
+        )
+        rest = partial(decode_arrow, form, table, head)
+        yield link.row_offset + head, await self._convert(rest, link.row_count - head)
 
     async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
         chunk = await self._chunk(index)
@@ -366,7 +376,7 @@ class ResultReader:
         if chunk.external_links is not None:
             rows = JsonRows(self.converter)
             return (await self._linked_part(chunk.external_links, rows))[lo:hi]
-        cells = (chunk.data_array or [])[lo:hi]
+        cells = chunk.data_array.take(lo, hi) if chunk.data_array else []
         convert = partial(self.converter.convert_rows, cells, check_cells=True)
         return await self._convert(convert, len(cells))
 
@@ -409,18 +419,21 @@ class ResultReader:
     async def _linked_part(self, links: Sequence[ExternalLink], form: ChunkForm[Part]) -> Part:
         parts: list[Part] = []
         for link in links:
-            data = await self._download(link)
-            decode = partial(decode_chunk, self.manifest.format, data, form)
-            decoded = await self._convert(decode, link.row_count, nbytes=len(data))
-            del data, decode
-            if link.row_count and form.count(decoded) != link.row_count:
-                raise ProtocolError(
-                    f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
-                    f"{link.row_count}",
-                    statement_id=self.statement_id,
-                )
-            parts.append(decoded)
+            parts.append(await self._decoded(link, await self._download(link), form))
         return form.join(parts)
+
+    async def _decoded(self, link: ExternalLink, data: bytes, form: ChunkForm[Part]) -> Part:
+        """One link's downloaded rows, decoded into `form` and counted against the link."""
+        decode = partial(decode_chunk, self.manifest.format, data, form)
+        decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+        del data, decode
+        if link.row_count and form.count(decoded) != link.row_count:
+            raise ProtocolError(
+                f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
+                f"{link.row_count}",
+                statement_id=self.statement_id,
+            )
+        return decoded
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
         """Run `work`, in a thread when the chunk is large enough to stall other requests.

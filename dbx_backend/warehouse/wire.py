@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
+from dbx_backend.warehouse.rows import RowArray
+
 
 def _int64(value: Any) -> Any:
     # int64 fields may arrive as numeric strings (reference §5); None means "omitted".
@@ -24,16 +26,19 @@ def _int64(value: Any) -> Any:
 Int64 = Annotated[int, BeforeValidator(_int64)]
 
 
-def _rows(value: Any) -> list[Any]:
+def _rows(value: Any) -> RowArray:
     # Only the outer shape: the normalizer checks every row and cell as it converts them
-    # (reference §7.2), so validating each cell here as well would pay for it twice.
+    # (reference §7.2), so validating each cell here as well would pay for it twice. The
+    # client hands over the rows' text unparsed (`RowArray`); a parsed array is wrapped.
+    if isinstance(value, RowArray):
+        return value
     if not isinstance(value, list):
         raise ValueError("data_array is not an array")  # noqa: TRY004 - pydantic wants ValueError
-    return value
+    return RowArray.of_rows(value)
 
 
 # JSON_ARRAY rows: arrays of strings and nulls, checked by `RowConverter.convert_rows`.
-JsonRows = Annotated[list[Any], PlainValidator(_rows)]
+JsonRows = Annotated[RowArray, PlainValidator(_rows)]
 
 
 class WireModel(BaseModel):
