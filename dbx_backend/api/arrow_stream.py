@@ -54,9 +54,13 @@ class EncodedBatches:
     def __init__(self, batches: arrow_form.ArrowBatches) -> None:
         self.batches = batches
 
-    def from_cells(self, cells: list[Any], *, check_cells: bool = False) -> Messages:
+    def from_cells(
+        self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
+    ) -> Messages:
         """JSON_ARRAY rows, as Arrow batches' messages."""
-        return _encoded(self.batches.from_cells(cells, check_cells=check_cells))
+        return _encoded(
+            self.batches.from_cells(cells, check_cells=check_cells, first_row=first_row)
+        )
 
     def from_arrow(self, batch: pa.RecordBatch) -> Messages:
         """An Arrow batch, passed through, cast or converted, as its message."""
