@@ -313,3 +313,80 @@ async def test_the_answer_is_the_same_bytes_whatever_the_chunks(
     assert response.status == 200
     assert without_id(body) == without_id(expected)
     assert orjson.loads(body)["row_count"] == 2_000
+
+
+async def submitted(service: Client, sql: str) -> str:
+    """A statement submitted through `/api/statements`, ended: its handle."""
+    response = await service.post("/api/statements", json={"sql": sql, "wait_s": 10})
+    body = orjson.loads(await response.read())
+    assert (response.status, body["state"]) == (202, "SUCCEEDED")
+    return str(body["statement_id"])
+
+
+@pytest.mark.parametrize(
+    ("page", "rows_read"),
+    [
+        pytest.param("/api/statements/{}?limit=2000", 500, id="first-page"),  # its first chunk
+        pytest.param("/api/statements/{}/rows?offset=1000&limit=2000", 2_000, id="rows"),
+    ],
+)
+async def test_a_page_without_room_gets_503_and_its_statement_stays_readable(
+    start_service: StartService, warehouse: LocalWarehouse, page: str, rows_read: int
+) -> None:
+    service = await start(start_service, warehouse, MEMORY_WAIT_S="0.05")
+    budget = service.app[MEMORY_BUDGET]
+    handle = await submitted(service, padded(1, 3_000))
+    held = await budget.reserve(budget.total)
+
+    with access_log() as log:
+        refused = await service.get(page.format(handle))
+        body = orjson.loads(await refused.read())
+    held.release()
+    again = await service.get(page.format(handle))
+    rows = orjson.loads(await again.read())["rows"]
+
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "2"
+    assert body["error"]["code"] == "SERVICE_BUSY"
+    assert body["error"]["retryable"] is True
+    assert "statement_id" not in body["error"]  # a handle's raw statement id stays hidden
+    assert orjson.loads(log.getvalue().splitlines()[-1])["memory_wait_ms"] >= 50
+    assert budget.stats.refusals == 1
+    assert cancels(warehouse) == []
+    assert again.status == 200
+    assert len(rows) == rows_read
+    assert budget.reserved == 0  # the page's reservation went with its body
+
+
+async def test_a_page_holds_its_body_in_the_budget_while_it_is_read_and_sent(
+    start_service: StartService, warehouse: LocalWarehouse
+) -> None:
+    service = await start(start_service, warehouse, MEMORY_WAIT_S="30")
+    budget = service.app[MEMORY_BUDGET]
+    handle = await submitted(service, padded(2, 3_000))
+    held = await budget.reserve(budget.total - 64 * 1024)  # room for a small page only
+    highest = 0
+
+    async def watch() -> None:
+        nonlocal highest
+        while True:
+            highest = max(highest, budget.reserved - held.nbytes)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        page = asyncio.create_task(service.get(f"/api/statements/{handle}/rows?limit=3000"))
+        await settle(lambda: budget.waiting)
+        waited = budget.waiting  # a 3,000-row page (about 300 KB) does not fit in 64 KiB
+        held.release()
+        response = await page
+        body = orjson.loads(await response.read())
+    finally:
+        watcher.cancel()
+
+    assert waited
+    assert response.status == 200
+    assert body["row_count"] == 3_000
+    assert highest >= len(orjson.dumps(body["rows"])) // 2  # it reserved about its body
+    await settle(lambda: budget.reserved == 0)
+    assert budget.reserved == 0

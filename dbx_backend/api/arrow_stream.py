@@ -57,7 +57,7 @@ class EncodedBatches:
     def from_cells(
         self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
     ) -> Messages:
-        """JSON_ARRAY rows (a slice from the chunk's `first_row`), as Arrow batches' messages."""
+        """JSON_ARRAY rows, as Arrow batches' messages."""
         return _encoded(
             self.batches.from_cells(cells, check_cells=check_cells, first_row=first_row)
         )

@@ -36,6 +36,7 @@ from dbx_backend.engine import (
     ParamScalar,
     Produced,
     QueryOptions,
+    Reservation,
     TypedParam,
     cache_key,
     parse_cache_control,
@@ -282,6 +283,25 @@ async def send(request: web.Request, response: web.Response) -> web.StreamRespon
         # disconnects (the access log says 499).
         raise asyncio.CancelledError from None
     return sliced
+
+
+async def send_reserved(
+    request: web.Request, response: web.Response, reservation: Reservation | None
+) -> web.StreamResponse:
+    """Send `response`, whose body was read under `reservation` in the memory budget (a
+    buffered answer, a page): the reservation is fitted to the body first (grown when the
+    estimate was low, MemoryBusy when it cannot), and released once the body is sent."""
+    if reservation is None:
+        return await send(request, response)
+    try:
+        size = len(response.body) if isinstance(response.body, bytes) else 0
+        if size > reservation.nbytes:
+            await reservation.grow_to(size)
+        else:
+            reservation.shrink_to(size)
+        return await send(request, response)
+    finally:
+        reservation.release()
 
 
 # The Content-Type of each format an entry answers in besides JSON.

@@ -22,6 +22,7 @@ from dbx_backend.api.cached import (
     fresh_answer,
     prepare,
     send,
+    send_reserved,
 )
 from dbx_backend.api.errors import (
     InvalidRequest,
@@ -239,9 +240,11 @@ async def run_statement(
         return await send(request, response)
     try:
         note_statement(request, ran)
-        return await send(request, cached_response(request, answer, server_timing(ran.timings)))
-    finally:
-        ran.release()  # sent (or given up on): its bytes leave the memory budget
+        response = cached_response(request, answer, server_timing(ran.timings))
+    except BaseException:
+        ran.release()
+        raise
+    return await send_reserved(request, response, ran.reservation)
 
 
 async def _answer_stream(

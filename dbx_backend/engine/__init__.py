@@ -21,7 +21,7 @@ from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer
 from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
 from dbx_backend.engine.live import LiveResult, PairedForm, TeeLimits, read_live
-from dbx_backend.engine.memory import MemoryBudget, MemoryBusy
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.engine.parameters import (
@@ -92,6 +92,7 @@ __all__ = [
     "QueryOptions",
     "QueryResult",
     "QueryService",
+    "Reservation",
     "RowsPage",
     "SqlTooLarge",
     "StatementInfo",

@@ -25,7 +25,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from dbx_backend.engine.gate import Admitted, Gate
 from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
 from dbx_backend.engine.json_lines import JsonLines
-from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
+from dbx_backend.engine.memory import Estimator, MemoryBudget, MemoryBusy, Reservation
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -149,6 +149,8 @@ class StatementInfo:
     truncated: bool = False
     rows: Rows | None = None
     failure: StatementFailed | None = None
+    # Held for `rows` in the memory budget until their body is sent (`Reservation.release`).
+    reservation: Reservation | None = None
 
     @property
     def finished(self) -> bool:
@@ -164,11 +166,27 @@ class RowsPage:
     rows: Rows
     offset: int
     total_row_count: int
+    # Held for `rows` in the memory budget until their body is sent (`Reservation.release`).
+    reservation: Reservation | None = None
 
     @property
     def succeeded(self) -> bool:
         """True when the statement SUCCEEDED, so its rows can be read."""
         return self.state == State.SUCCEEDED
+
+
+def body_bytes(
+    estimator: Estimator, manifest: ResultManifest, columns: int, rows: int | None = None
+) -> int:
+    """The expected size of the JSON body of `rows` of a result (all of them by default),
+    from its manifest: what a buffered answer or a page reserves before it reads a chunk."""
+    total = manifest.total_row_count
+    expected = estimator.body_bytes(
+        manifest.format, byte_count=manifest.total_byte_count, row_count=total, columns=columns
+    )
+    if rows is not None and 0 <= rows < total:
+        expected = expected * rows // total
+    return expected
 
 
 def reported_state(state: str) -> str:
@@ -222,6 +240,16 @@ def statement_failure(response: StatementResponse) -> StatementFailed:
         statement_id=response.statement_id,
         sql_state=response.status.sql_state,
     )
+
+
+@contextmanager
+def _released_on_error(reservation: Reservation) -> Iterator[None]:
+    """Give `reservation` back when what it was taken for fails (or is cancelled)."""
+    try:
+        yield
+    except BaseException:
+        reservation.release()
+        raise
 
 
 @asynccontextmanager
@@ -490,9 +518,12 @@ class QueryService:
             manifest, first = _result_of(response)
             columns = columns_from_manifest(manifest, normalize)
             rows: Rows = []
+            reservation = None
             if first_page_rows > 0 and manifest.total_row_count > 0:
                 reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
-                rows = await reader.head(first_page_rows)
+                reservation = await self.reserve_body(manifest, len(columns), first_page_rows)
+                with _released_on_error(reservation):
+                    rows = await reader.head(first_page_rows)
         return StatementInfo(
             response.statement_id,
             state,
@@ -500,6 +531,7 @@ class QueryService:
             total_row_count=manifest.total_row_count,
             truncated=manifest.truncated,
             rows=rows,
+            reservation=reservation,
         )
 
     async def rows(
@@ -527,8 +559,18 @@ class QueryService:
                 return RowsPage(state, [], offset, total)
             columns = columns_from_manifest(manifest, normalize)
             reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
-            rows = await reader.rows(offset, end)
-        return RowsPage(state, rows, offset, total)
+            reservation = await self.reserve_body(manifest, len(columns), end - offset)
+            with _released_on_error(reservation):
+                rows = await reader.rows(offset, end)
+        return RowsPage(state, rows, offset, total, reservation)
+
+    async def reserve_body(
+        self, manifest: ResultManifest, columns: int, rows: int | None = None
+    ) -> Reservation:
+        """The memory budget's share of a JSON body of `rows` of a result (all by default),
+        its expected size, taken before a chunk is read: buffered answers and pages alike.
+        MemoryBusy when no room came within `MEMORY_WAIT_S`."""
+        return await self.memory.reserve(body_bytes(self.memory.estimator, manifest, columns, rows))
 
     async def state_of(self, statement_id: str, *, timeout_s: float) -> str | None:
         """The statement's state, or None when the warehouse no longer knows it."""
@@ -680,34 +722,32 @@ class OpenStatement:
         """Reserve what reading the result will hold: the whole body of a buffered answer,
         the window of a stream. Refused, the statement is cancelled: nobody will read it."""
         try:
-            self.reservation = await self.service.memory.reserve(self.expected_bytes())
+            if self.options.stream:
+                self.reservation = await self.service.memory.reserve(self.window_bytes())
+            else:
+                cap = self.options.max_rows
+                self.reservation = await self.service.reserve_body(
+                    self.manifest, len(self.columns), cap if cap is not None and cap > 0 else None
+                )
         except MemoryBusy as exc:
             self.memory_wait_s, exc.statement_id = exc.waited_s, self.statement_id
             self.service.tasks.spawn(self.service.cancel_quietly(self.statement_id))
             raise
         self.memory_wait_s = self.reservation.waited_s
 
-    def expected_bytes(self) -> int:
-        """Bytes the result is expected to hold at once, from its manifest."""
+    def window_bytes(self) -> int:
+        """Bytes a stream's window is expected to hold at once, from the manifest."""
         manifest, estimator = self.manifest, self.service.memory.estimator
         rows, size = manifest.total_row_count, manifest.total_byte_count
-        if self.options.stream:
-            chunks = max(1, manifest.total_chunk_count)
-            biggest = max((c.byte_count for c in manifest.chunks), default=0)
-            size = biggest or size // chunks
-            rows = max((c.row_count for c in manifest.chunks), default=rows // chunks)
-            window = min(chunks, self.options.download_window)
-            one = estimator.body_bytes(
-                manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
-            )
-            return window * one
-        expected = estimator.body_bytes(
+        chunks = max(1, manifest.total_chunk_count)
+        biggest = max((c.byte_count for c in manifest.chunks), default=0)
+        size = biggest or size // chunks
+        rows = max((c.row_count for c in manifest.chunks), default=rows // chunks)
+        window = min(chunks, self.options.download_window)
+        one = estimator.body_bytes(
             manifest.format, byte_count=size, row_count=rows, columns=len(self.columns)
         )
-        cap = self.options.max_rows
-        if cap is not None and 0 < cap < rows:
-            expected = expected * cap // rows
-        return expected
+        return window * one
 
     async def _run_to_terminal(self) -> StatementResponse:
         try:
