@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -13,6 +13,7 @@ from yarl import URL
 
 from dbx_backend.config import Settings
 from dbx_backend.engine.query_service import QueryOptions, QueryService
+from dbx_backend.engine.reader import FIRST_PART_ROWS
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.retry import NO_WAIT
 from tests.conftest import TEST_HOST, TEST_TOKEN, FakeClock
@@ -186,3 +187,54 @@ async def test_arrow_chunks_normalize_like_json_array(
     result = await service.execute_query("SELECT *", options=arrow)
 
     assert result.rows == [[0, "0.00"], [1, "0.10"]]
+
+
+def arrow_chunk(ids: range) -> bytes:
+    table = pa.table(
+        {
+            "id": pa.array(list(ids), pa.int64()),
+            "v": pa.array(["1.00"] * len(ids)).cast(pa.decimal128(5, 2)),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=600)  # several record batches
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sizes"),
+    [
+        pytest.param("ARROW_STREAM", [FIRST_PART_ROWS, 500, 2], id="arrow-in-two-parts"),
+        pytest.param("JSON_ARRAY", [FIRST_PART_ROWS + 500, 2], id="json-array-whole"),
+    ],
+)
+async def test_a_results_first_arrow_rows_are_handed_on_before_the_rest_of_its_first_chunk(
+    service: QueryService,
+    mocked: aioresponses,
+    fmt: Literal["JSON_ARRAY", "ARROW_STREAM"],
+    sizes: list[int],
+) -> None:
+    first_rows = FIRST_PART_ROWS + 500
+    answer = statement(fmt, 2, link(0, 0, first_rows))
+    answer["manifest"]["total_row_count"] = first_rows + 2
+    mocked.post(STATEMENTS, payload=answer)
+    mocked.get(
+        f"{STATEMENTS}/{SID}/result/chunks/1",
+        payload={"external_links": [link(1, first_rows, 2)]},
+    )
+    if fmt == "ARROW_STREAM":
+        first, second = arrow_chunk(range(first_rows)), arrow_chunk(range(10, 12))
+    else:
+        first = orjson.dumps([[str(i), "1.00"] for i in range(first_rows)])
+        second = orjson.dumps(chunk_rows(1, 2))
+    mocked.get(f"{STORE}/0?sig=0", body=first)
+    mocked.get(f"{STORE}/1?sig=0", body=second)
+    options = QueryOptions(disposition="EXTERNAL_LINKS", result_format=fmt)
+
+    opened = service.open("SELECT *", options=options)
+    async with opened:
+        parts = [part async for part in opened.parts(opened.json_rows())]
+
+    assert [len(part) for part in parts] == sizes
+    assert [row[0] for part in parts for row in part] == [*range(first_rows), 10, 11]

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pyarrow as pa
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -551,3 +552,30 @@ async def test_a_statements_submit_past_its_timeout_is_504_and_cancelled(
         lambda: any(r.path.endswith("/cancel") for r in warehouse.requests), within_s=5
     )
     assert await wait_until(lambda: warehouse.active_statements() == 0)
+
+
+@pytest.mark.parametrize("fmt", ["JSON_ARRAY", "ARROW_STREAM"])
+async def test_a_first_chunk_handed_on_in_two_parts_loses_and_reorders_no_row(
+    local_warehouse: StartLocalWarehouse, start_service: StartService, fmt: str
+) -> None:
+    # The first 1,000 rows of the first chunk (3,000 rows) go on before the rest of it.
+    warehouse = await local_warehouse(token=TOKEN, chunk_rows=3000, wait_timeout_scale=0.02)
+    service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
+    body = {
+        "sql": "SELECT id, id * 2 AS twice FROM range(7000) t(id)",
+        "disposition": "EXTERNAL_LINKS",
+    }
+
+    _, buffered = await query(service, body)
+    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
+    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
+    arrow = await service.post(
+        "/api/query", json=body, headers={"Accept": "application/vnd.apache.arrow.stream"}
+    )
+    table = pa.ipc.open_stream(await arrow.read()).read_all()
+
+    expected = [[i, 2 * i] for i in range(7000)]
+    assert buffered["rows"] == expected
+    assert lines[1:-1] == expected
+    assert lines[-1]["row_count"] == 7000
+    assert table.column("id").to_pylist() == list(range(7000))

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 VECTOR_MIN_ROWS = 1024
 # Separator arrays are made at least this long, so that most chunks slice the first one.
 _REPEATED_MIN_ROWS = 16_384
+# Separator arrays up to this long are kept for every result of the process: a few dozen
+# separators (the pieces between columns of each kind) of at most ~0.5 MB each.
+_SHARED_REPEATED_ROWS = 65_536
+_SHARED_REPEATED: dict[bytes, Any] = {}
 # Characters JSON must escape inside a string (RFC 8259 §7): orjson escapes exactly these.
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 # The same characters as a translation that deletes them: a text that keeps its length holds
@@ -155,16 +159,17 @@ class JsonLines:
     def _repeat(self, piece: bytes, rows: int) -> Any:
         # One array per piece, as long as the longest chunk yet, sliced (no copy) for shorter
         # ones. Chunks are written by several threads at once: an array is whole before it is
-        # stored, and one that is replaced stays valid for whoever still holds it.
-        repeated = self._repeated.get(piece)
+        # stored, and one that is replaced stays valid for whoever still holds it. Arrays up
+        # to `_SHARED_REPEATED_ROWS` serve every result of the process (making one costs
+        # milliseconds: a new result's first rows would wait for them); longer ones, this one.
+        repeated = self._repeated.get(piece) or _SHARED_REPEATED.get(piece)
         if repeated is None or len(repeated) < rows:
-            import pyarrow as pa
-
             size = max(rows, _REPEATED_MIN_ROWS)
-            offsets = pa.array(range(0, (size + 1) * len(piece), len(piece)), pa.int32())
-            data = pa.py_buffer(piece * size)
-            repeated = pa.Array.from_buffers(pa.binary(), size, [None, offsets.buffers()[1], data])
-            self._repeated[piece] = repeated
+            repeated = _repeated_array(piece, size)
+            if size <= _SHARED_REPEATED_ROWS:
+                _SHARED_REPEATED[piece] = repeated
+            else:
+                self._repeated[piece] = repeated
         return repeated.slice(0, rows)
 
     def _plain(self, index: int, array: Any) -> tuple[Any, bytes]:
@@ -172,6 +177,15 @@ class JsonLines:
 
         values = self.converter.convert_arrow_column(index, array)
         return pa.array(list(map(orjson.dumps, values)), pa.binary()), b""
+
+
+def _repeated_array(piece: bytes, size: int) -> Any:
+    """A binary array of `size` values, each `piece`."""
+    import pyarrow as pa
+
+    offsets = pa.array(range(0, (size + 1) * len(piece), len(piece)), pa.int32())
+    data = pa.py_buffer(piece * size)
+    return pa.Array.from_buffers(pa.binary(), size, [None, offsets.buffers()[1], data])
 
 
 def _values(array: Any) -> memoryview:

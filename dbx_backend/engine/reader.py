@@ -44,6 +44,8 @@ EXPIRY_MARGIN = timedelta(seconds=15)
 # requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
 THREAD_DECODE_BYTES = 256 * 1024
+# A result's first rows handed on alone, before the rest of its first chunk is converted.
+FIRST_PART_ROWS = 1_000
 
 Rows = list[list[JsonValue]]
 Part = TypeVar("Part")
@@ -124,18 +126,31 @@ def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part
     if result_format == "JSON_ARRAY":
         return decode_cells(form, RowArray.of_text(data))
     if result_format == "ARROW_STREAM":
-        pa = pyarrow_module()
-        try:
-            reader = pa.ipc.open_stream(pa.py_buffer(data))
-            batches = list(reader)
-        except pa.ArrowInvalid:
-            raise ProtocolError("a result chunk is not a valid Arrow stream") from None
-        if not batches:
-            schema = reader.schema
-            empty = [pa.array([], field.type) for field in schema]
-            return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=schema))
-        return form.join([form.from_arrow(batch) for batch in batches])
+        return decode_arrow(form, arrow_table(data))
     raise ProtocolError(f"result format {result_format} is not supported")
+
+
+def arrow_table(data: bytes) -> Any:  # pyarrow.Table
+    """An ARROW_STREAM chunk's record batches, as one table (no copy of the data)."""
+    pa = pyarrow_module()
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        return pa.Table.from_batches(list(reader), schema=reader.schema)
+    except pa.ArrowInvalid:
+        raise ProtocolError("a result chunk is not a valid Arrow stream") from None
+
+
+def decode_arrow(form: ChunkForm[Part], table: Any, start: int = 0, end: int | None = None) -> Part:
+    """Rows `[start, end)` of an ARROW_STREAM chunk's table (all by default) decoded into
+    `form`, a record batch at a time."""
+    if start or end is not None:
+        table = table.slice(start, (table.num_rows if end is None else end) - start)
+    batches = [batch for batch in table.to_batches() if batch.num_rows]
+    if not batches:
+        pa = pyarrow_module()
+        empty = [pa.array([], field.type) for field in table.schema]
+        return form.from_arrow(pa.RecordBatch.from_arrays(empty, schema=table.schema))
+    return form.join([form.from_arrow(batch) for batch in batches])
 
 
 @functools.cache
@@ -253,16 +268,56 @@ class ResultReader:
         count = self.manifest.total_chunk_count
         pending: collections.deque[asyncio.Task[tuple[int, Part]]] = collections.deque()
         next_index = 0
+
+        def fill_window() -> None:
+            nonlocal next_index
+            while len(pending) < self.window and next_index < count:
+                pending.append(asyncio.ensure_future(self._linked_chunk(next_index, form)))
+                next_index += 1
+
         try:
+            first = self.first_chunk
+            if count and first.chunk_index == 0 and len(first.external_links or ()) == 1:
+                # What a reader waits for first: the first chunk is downloaded alone (sharing
+                # the connection and the CPU with no other), and its first rows are handed on
+                # before the rest of it is converted, while the window downloads the next.
+                next_index = 1
+                async for item in self._first_linked_chunk(first, form, fill_window):
+                    yield item
             while pending or next_index < count:
-                while len(pending) < self.window and next_index < count:
-                    pending.append(asyncio.ensure_future(self._linked_chunk(next_index, form)))
-                    next_index += 1
+                fill_window()
                 yield await pending.popleft()
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _first_linked_chunk(
+        self, chunk: ResultData, form: ChunkForm[Part], then: Callable[[], None]
+    ) -> AsyncGenerator[tuple[int, Part], None]:
+        """The first chunk (one link); `then` is called once it is downloaded. An Arrow chunk
+        comes as two parts: its first `FIRST_PART_ROWS` rows, then the rest."""
+        link = (chunk.external_links or ())[0]
+        data = await self._download(link)
+        then()
+        head = FIRST_PART_ROWS
+        if self.manifest.format != "ARROW_STREAM" or link.row_count <= head:
+            yield link.row_offset, await self._decoded(link, data, form)
+            return
+        table = await self._convert(partial(arrow_table, data), 0, nbytes=len(data))
+        del data
+        if table.num_rows != link.row_count:
+            raise ProtocolError(
+                f"chunk {link.chunk_index} has {table.num_rows} rows, its link says "
+                f"{link.row_count}",
+                statement_id=self.statement_id,
+            )
+        yield (
+            link.row_offset,
+            await self._convert(partial(decode_arrow, form, table, 0, head), head),
+        )
+        rest = partial(decode_arrow, form, table, head)
+        yield link.row_offset + head, await self._convert(rest, link.row_count - head)
 
     async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
         chunk = await self._chunk(index)
@@ -364,18 +419,21 @@ class ResultReader:
     async def _linked_part(self, links: Sequence[ExternalLink], form: ChunkForm[Part]) -> Part:
         parts: list[Part] = []
         for link in links:
-            data = await self._download(link)
-            decode = partial(decode_chunk, self.manifest.format, data, form)
-            decoded = await self._convert(decode, link.row_count, nbytes=len(data))
-            del data, decode
-            if link.row_count and form.count(decoded) != link.row_count:
-                raise ProtocolError(
-                    f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
-                    f"{link.row_count}",
-                    statement_id=self.statement_id,
-                )
-            parts.append(decoded)
+            parts.append(await self._decoded(link, await self._download(link), form))
         return form.join(parts)
+
+    async def _decoded(self, link: ExternalLink, data: bytes, form: ChunkForm[Part]) -> Part:
+        """One link's downloaded rows, decoded into `form` and counted against the link."""
+        decode = partial(decode_chunk, self.manifest.format, data, form)
+        decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+        del data, decode
+        if link.row_count and form.count(decoded) != link.row_count:
+            raise ProtocolError(
+                f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
+                f"{link.row_count}",
+                statement_id=self.statement_id,
+            )
+        return decoded
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
         """Run `work`, in a thread when the chunk is large enough to stall other requests.
