@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from dbx_backend.engine.cache_store import CacheEntry, MemoryStore
-from dbx_backend.engine.coalesce import Coalescer, decode_failure, encode_failure
+from dbx_backend.engine.coalesce import Coalescer, Shared, decode_failure, encode_failure
+from dbx_backend.engine.memory import MemoryBusy
 from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.shared_state import LocalState
 from dbx_backend.warehouse.errors import StatementFailed
@@ -210,3 +211,23 @@ async def test_when_the_holder_gives_up_a_waiter_on_another_replica_runs_it(
     assert abandoned.cancelled == 1
     assert taken_over.runs == 1
     assert result.entry == entry()
+
+
+async def test_when_the_holder_was_refused_memory_a_waiter_on_another_replica_runs_it(
+    replica: MakeReplica,
+) -> None:
+    one, other = await replica(), await replica()
+    refused = Statement(MemoryBusy("the memory budget stays full", waited_s=0.1))
+    own = Statement()
+    own.release.set()
+
+    first = asyncio.create_task(one.run("k", refused, timeout_s=5))
+    await refused.started.wait()
+    second = asyncio.create_task(other.run("k", own, timeout_s=5))
+    await asyncio.sleep(0.1)
+    refused.release.set()
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+
+    assert isinstance(outcomes[0], MemoryBusy)  # its own replica answers 503 SERVICE_BUSY
+    assert outcomes[1] == Shared(entry(), coalesced=False)  # not a shared failure
+    assert own.runs == 1

@@ -24,8 +24,11 @@ HANDLE_SECRET = "replicas-share-this-handle-secret"
 
 
 @contextlib.asynccontextmanager
-async def replica(warehouse: LocalWarehouse, redis_url: str, workdir: Path) -> AsyncIterator[str]:
-    """`dbx-backend serve` on a free port; its base URL once /health answers."""
+async def replica(
+    warehouse: LocalWarehouse, redis_url: str, workdir: Path, **settings: str
+) -> AsyncIterator[str]:
+    """`dbx-backend serve` on a free port (with `settings` on top of the shared ones); its
+    base URL once /health answers."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CACHE_"))}
     env = {
@@ -38,6 +41,7 @@ async def replica(warehouse: LocalWarehouse, redis_url: str, workdir: Path) -> A
         "CACHE_URL": redis_url,
         "STATEMENT_HANDLE_SECRET": HANDLE_SECRET,
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
     log = workdir / f"replica-{port}.log"
     with log.open("w") as output:
@@ -200,3 +204,38 @@ async def test_a_stream_and_a_buffered_request_sent_to_both_at_once_run_once(
     assert (status, buffered[0]) == (200, 200)
     assert lines[1:-1] == buffered[1]["rows"] == [[800, 8]]
     assert executes(warehouse) == 1
+
+
+async def test_a_waiter_whose_leader_had_no_memory_gets_503_or_its_own_answer(
+    redis_server: RedisServer, tmp_path: Path, local_warehouse: StartLocalWarehouse
+) -> None:
+    warehouse = await local_warehouse(token=TOKEN)
+    tight = {"MEMORY_BUDGET_MB": "1", "MEMORY_WAIT_S": "0.1"}
+    async with (
+        replica(warehouse, redis_server.url, tmp_path, **tight) as one,
+        replica(warehouse, redis_server.url, tmp_path) as other,
+        aiohttp.ClientSession() as session,
+    ):
+        # A stream on `one` whose client does not read: its window holds the whole budget.
+        wide = "SELECT id, repeat('x', 4000) AS pad FROM range(20000) AS t(id)"
+        stalled = await session.post(
+            one + "/api/query", json={"sql": wide}, headers={"Accept": "application/x-ndjson"}
+        )
+        body = {"sql": "SELECT sleep_ms(1500) AS slept, 7 AS answer"}
+        leader = asyncio.create_task(post(one + "/api/query", body))
+        await asyncio.sleep(0.5)  # `one` leads the flight; `other` waits for its news
+        waiter = await post(other + "/api/query", body)
+        led = await leader
+        stalled.close()
+
+    assert stalled.status == 200
+    assert led[0] == 503
+    assert led[1]["error"]["code"] == "SERVICE_BUSY"
+    status, answer, _ = waiter
+    if status == 503:
+        assert answer["error"]["code"] == "SERVICE_BUSY"
+        assert answer["error"]["retryable"] is True
+    else:  # it ran the statement itself
+        assert status == 200
+        assert answer["rows"] == [[1500, 7]]
+        assert waiter[2].endswith("cache;desc=miss")
