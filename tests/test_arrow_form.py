@@ -246,3 +246,25 @@ def test_json_rows_of_a_cached_answer_give_the_same_batches_as_the_warehouse_chu
     from_cells = ArrowBatches(columns).from_cells(cells)
 
     assert from_rows[0].equals(from_cells[0])
+
+
+@pytest.mark.parametrize(
+    ("type_text", "arrow", "passes"),
+    [
+        pytest.param("BIGINT", pa.int64(), True, id="long-as-int64"),
+        pytest.param("BIGINT", pa.int32(), False, id="long-as-int32-is-cast"),
+        pytest.param("DECIMAL(18,2)", pa.decimal128(18, 2), True, id="decimal-its-type"),
+        pytest.param("TIMESTAMP", pa.timestamp("us", "UTC"), True, id="timestamp-utc"),
+        pytest.param("TIMESTAMP", pa.timestamp("ns", "UTC"), False, id="timestamp-ns-is-cast"),
+        pytest.param("INTERVAL DAY TO SECOND", pa.month_day_nano_interval(), True, id="open"),
+    ],
+)
+def test_a_batch_passes_through_when_every_column_has_its_stream_type(
+    type_text: str, arrow: pa.DataType, passes: bool
+) -> None:
+    form = ArrowBatches([typed(type_text)])
+    batch = one_column([], arrow)
+
+    assert form.passes_through(batch.schema) is passes
+    [sent] = form.from_arrow(batch)
+    assert (sent.schema.field(0).type == arrow) is passes  # else cast to its stream type

@@ -70,6 +70,10 @@ class EncodedBatches:
         """Rows of a JSON answer, as Arrow batches' messages."""
         return _encoded(self.batches.from_rows(rows))
 
+    def converts_cheaply(self, schema: pa.Schema) -> bool:
+        """Batches of `schema` pass through: encoding them is one copy of their bytes."""
+        return self.batches.passes_through(schema)
+
     def count(self, part: Messages) -> int:
         """Rows in `part`."""
         return part.rows

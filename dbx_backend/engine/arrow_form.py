@@ -163,6 +163,14 @@ class ArrowBatches:
         """The batches of `parts`, in order."""
         return [batch for part in parts for batch in part]
 
+    def passes_through(self, schema: pa.Schema) -> bool:
+        """Whether batches of `schema` pass through untouched (every column already in its
+        stream type): converting them costs no more than a look at their types."""
+        return len(schema) == len(self.columns) and all(
+            (fixed := self._fixed_type(index)) is None or field.type.equals(fixed)
+            for index, field in enumerate(schema)
+        )
+
     # -- the schema -------------------------------------------------------------------------
 
     def schema(self) -> pa.Schema:

@@ -30,7 +30,7 @@ from dbx_backend.engine.json_answer import EncodedJsonRows, EncodedRows, JsonAns
 from dbx_backend.engine.memory import MemoryBudget
 from dbx_backend.engine.normalize import RowConverter
 from dbx_backend.engine.query_service import OpenStatement
-from dbx_backend.engine.reader import ChunkForm
+from dbx_backend.engine.reader import ChunkForm, converts_cheaply
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ class PairedForm(Generic[Part]):
         """An Arrow batch, in both forms."""
         copied = self.json.from_arrow(batch) if self.live.copying else None
         return self.form.from_arrow(batch), copied
+
+    def converts_cheaply(self, schema: Any) -> bool:
+        """Cheap when no JSON copy is kept and the stream's form is cheap for `schema`."""
+        return not self.live.copying and converts_cheaply(self.form, schema)
 
     def count(self, part: tuple[Part, EncodedRows | None]) -> int:
         """Rows in `part`."""

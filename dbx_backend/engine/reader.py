@@ -130,6 +130,13 @@ def decode_chunk(result_format: str, data: bytes, form: ChunkForm[Part]) -> Part
     raise ProtocolError(f"result format {result_format} is not supported")
 
 
+def converts_cheaply(form: ChunkForm[Any], schema: Any) -> bool:
+    """Whether `form` converts Arrow batches of `schema` at about the cost of a copy (a form
+    says so with `converts_cheaply(schema)`; any other is taken as costly)."""
+    check = getattr(form, "converts_cheaply", None)
+    return bool(check(schema)) if check is not None else False
+
+
 def arrow_table(data: bytes) -> Any:  # pyarrow.Table
     """An ARROW_STREAM chunk's record batches, as one table (no copy of the data)."""
     pa = pyarrow_module()
@@ -304,7 +311,7 @@ class ResultReader:
         if self.manifest.format != "ARROW_STREAM" or link.row_count <= head:
             yield link.row_offset, await self._decoded(link, data, form)
             return
-        table = await self._convert(partial(arrow_table, data), 0, nbytes=len(data))
+        table = arrow_table(data)  # no copy: only the messages are read
         del data
         if table.num_rows != link.row_count:
             raise ProtocolError(
@@ -312,12 +319,8 @@ class ResultReader:
                 f"{link.row_count}",
                 statement_id=self.statement_id,
             )
-        yield (
-            link.row_offset,
-            await self._convert(partial(decode_arrow, form, table, 0, head), head),
-        )
-        rest = partial(decode_arrow, form, table, head)
-        yield link.row_offset + head, await self._convert(rest, link.row_count - head)
+        yield link.row_offset, await self._arrow_part(form, table, 0, head)
+        yield link.row_offset + head, await self._arrow_part(form, table, head, link.row_count)
 
     async def _linked_chunk(self, index: int, form: ChunkForm[Part]) -> tuple[int, Part]:
         chunk = await self._chunk(index)
@@ -423,10 +426,18 @@ class ResultReader:
         return form.join(parts)
 
     async def _decoded(self, link: ExternalLink, data: bytes, form: ChunkForm[Part]) -> Part:
-        """One link's downloaded rows, decoded into `form` and counted against the link."""
-        decode = partial(decode_chunk, self.manifest.format, data, form)
-        decoded = await self._convert(decode, link.row_count, nbytes=len(data))
-        del data, decode
+        """One link's downloaded rows, decoded into `form` and counted against the link. Arrow
+        batches that the form passes through are decoded here (a thread would only add its
+        hop, one chunk at a time); others in a thread when large."""
+        if self.manifest.format == "ARROW_STREAM":
+            table = arrow_table(data)  # no copy: only the messages are read
+            del data
+            decoded = await self._arrow_part(form, table, 0, table.num_rows)
+            del table
+        else:
+            decode = partial(decode_chunk, self.manifest.format, data, form)
+            decoded = await self._convert(decode, link.row_count, nbytes=len(data))
+            del data, decode
         if link.row_count and form.count(decoded) != link.row_count:
             raise ProtocolError(
                 f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
@@ -434,6 +445,16 @@ class ResultReader:
                 statement_id=self.statement_id,
             )
         return decoded
+
+    async def _arrow_part(self, form: ChunkForm[Part], table: Any, start: int, end: int) -> Part:
+        """Rows `[start, end)` of an Arrow chunk in `form`: here when the form passes them
+        through (a thread would only add its hop, one chunk at a time), else as `_convert`."""
+        if converts_cheaply(form, table.schema):
+            started = self.clock()
+            part = decode_arrow(form, table, start, end)
+            self.timings.convert_s += self.clock() - started
+            return part
+        return await self._convert(partial(decode_arrow, form, table, start, end), end - start)
 
     async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
         """Run `work`, in a thread when the chunk is large enough to stall other requests.
