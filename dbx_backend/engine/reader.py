@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -289,8 +290,10 @@ class ResultReader:
                 # the connection and the CPU with no other), and its first rows are handed on
                 # before the rest of it is converted, while the window downloads the next.
                 next_index = 1
-                async for item in self._first_linked_chunk(first, form, fill_window):
-                    yield item
+                first_parts = self._first_linked_chunk(first, form, fill_window)
+                async with contextlib.aclosing(first_parts):
+                    async for item in first_parts:
+                        yield item
             while pending or next_index < count:
                 fill_window()
                 yield await pending.popleft()
