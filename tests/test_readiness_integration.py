@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient
 from dbx_backend.app import create_app
 from dbx_backend.config import load_settings
 from dbx_backend.engine.query_service import PollSchedule
-from dbx_backend.keys import READINESS
+from dbx_backend.keys import READINESS, WAREHOUSE_TRACKER
 from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.readiness import READY_WAIT_S, Readiness
 from dbx_backend.warehouse.retry import NO_WAIT
-from tests.conftest import StartLocalWarehouse
+from tests.conftest import WALL_CLOCK_START, FakeClock, StartLocalWarehouse
 
 TOKEN = "dapi-local-ready"
 Client = TestClient[web.Request, web.Application]
@@ -32,6 +32,8 @@ HANG_S = 2.5
 # A bound on any /ready answer that proves it did not wait for the hanging warehouse; not a
 # speed measurement.
 ANSWER_BOUND_S = READY_WAIT_S + 2.5
+# Idle seconds before the local warehouse stops, on a fake clock.
+AUTO_STOP_S = 60.0
 
 
 @pytest.fixture
@@ -136,21 +138,33 @@ async def test_ready_answers_when_nothing_listens_at_the_warehouse_address(
 async def test_polling_ready_never_keeps_an_idle_warehouse_from_stopping(
     aiohttp_client: MakeClient, local_warehouse: StartLocalWarehouse
 ) -> None:
-    warehouse = await local_warehouse(token=TOKEN, auto_stop_s=1.0, wait_timeout_scale=1.0)
-    readiness = Readiness(cache_s=0.0)
-    client = await aiohttp_client(make_app(warehouse.url, warehouse.http_path, readiness))
+    # The warehouse's idle clock and the service's memory of its state follow a fake clock
+    # that only this test moves: however slowly a loaded machine answers, the warehouse
+    # cannot stop before the first poll, and each poll reads its state afresh.
+    clock = FakeClock(WALL_CLOCK_START)
+    warehouse = await local_warehouse(
+        clock=clock, token=TOKEN, auto_stop_s=AUTO_STOP_S, wait_timeout_scale=1.0
+    )
+    app = make_app(warehouse.url, warehouse.http_path, Readiness(cache_s=0.0))
+    client = await aiohttp_client(app)
+    tracker = app[WAREHOUSE_TRACKER]
+    tracker.clock = clock
 
-    seen = []
-    for _ in range(100):  # bounded: the warehouse stops 1 s after it went idle
-        status, body, _ = await get_ready(client)
-        seen.append((status, body["warehouse"]["state"]))
-        if warehouse.state == "STOPPED" and (200, "RUNNING") in seen:
+    seen = [(await get_ready(client))[:2]]
+    for _ in range(40):  # bounded: the warehouse stops AUTO_STOP_S after it went idle
+        if seen[-1][1]["warehouse"]["state"] == "STOPPED":
             break
-        await asyncio.sleep(0.05)
+        clock.advance(tracker.cache_s)  # a poll every few seconds, each one a fresh read
+        seen.append((await get_ready(client))[:2])
+    polled_s = clock() - WALL_CLOCK_START
 
+    states = [(status, body["warehouse"]["state"]) for status, body in seen]
+    assert states[0] == (200, "RUNNING")
+    assert states[-1] == (200, "STOPPED")  # STOPPED is ready: the next statement starts it
+    assert {state for _, state in states} <= {"RUNNING", "STOPPED"}
+    assert polled_s >= AUTO_STOP_S  # it stopped when idle for that long, not before
     assert warehouse.state == "STOPPED"
     assert executes(warehouse) == 0
-    assert (200, "RUNNING") in seen
 
 
 async def test_ready_runs_a_statement_only_when_the_warehouses_api_refuses_us(
