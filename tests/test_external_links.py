@@ -238,3 +238,44 @@ async def test_a_results_first_arrow_rows_are_handed_on_before_the_rest_of_its_f
 
     assert [len(part) for part in parts] == sizes
     assert [row[0] for part in parts for row in part] == [*range(first_rows), 10, 11]
+
+
+async def test_a_stream_closed_after_its_first_rows_stops_the_downloads_of_the_window(
+    service: QueryService, mocked: aioresponses
+) -> None:
+    import asyncio
+
+    first_rows = FIRST_PART_ROWS + 500
+    answer = statement("ARROW_STREAM", 3, link(0, 0, first_rows))
+    answer["manifest"]["total_row_count"] = first_rows + 4
+    mocked.post(STATEMENTS, payload=answer)
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def hang(url: URL, **kwargs: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a download that never ends by itself
+        finally:
+            stopped.set()
+
+    for index in (1, 2):
+        mocked.get(
+            f"{STATEMENTS}/{SID}/result/chunks/{index}",
+            payload={"external_links": [link(index, first_rows + 2 * (index - 1), 2)]},
+        )
+        mocked.get(f"{STORE}/{index}?sig=0", callback=hang)
+    mocked.get(f"{STORE}/0?sig=0", body=arrow_chunk(range(first_rows)))
+    options = QueryOptions(disposition="EXTERNAL_LINKS", result_format="ARROW_STREAM")
+
+    async with asyncio.timeout(30):
+        opened = service.open("SELECT *", options=options)
+        async with opened:
+            parts = opened.parts(opened.json_rows())
+            head = await anext(parts)
+            await started.wait()  # the window is downloading while the first rows are read
+            await parts.aclose()  # the client went away
+            closed_at_once = stopped.is_set()
+
+    assert [row[0] for row in head] == list(range(FIRST_PART_ROWS))
+    assert closed_at_once
+    assert service.memory.reserved == 0

@@ -390,3 +390,38 @@ async def test_a_page_holds_its_body_in_the_budget_while_it_is_read_and_sent(
     assert highest >= len(orjson.dumps(body["rows"])) // 2  # it reserved about its body
     await settle(lambda: budget.reserved == 0)
     assert budget.reserved == 0
+
+
+async def raw_exchange(service: Client, request: bytes) -> bytes:
+    """`request` sent on a connection of its own; every byte the service answers until it
+    closes the connection (the request asks it to)."""
+    reader, writer = await asyncio.open_connection(service.host, service.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+async def test_a_head_request_for_a_large_page_gets_its_headers_and_no_body(
+    start_service: StartService, warehouse: LocalWarehouse
+) -> None:
+    service = await start(start_service, warehouse, MEMORY_WAIT_S="30")
+    budget = service.app[MEMORY_BUDGET]
+    handle = await submitted(service, padded(3, 3_000))  # a page of about 300 KB
+    page = f"/api/statements/{handle}/rows?limit=3000"
+    got = await service.get(page)
+    body = await got.read()
+
+    answer = await raw_exchange(
+        service, f"HEAD {page} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
+    assert rest == b""  # a HEAD answer has no body: bytes here would be read as the next answer
+    await settle(lambda: budget.reserved == 0)
+    assert budget.reserved == 0

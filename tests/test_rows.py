@@ -16,7 +16,7 @@ from dbx_backend.engine.reader import decode_chunk
 from dbx_backend.warehouse.client import WarehouseClient
 from dbx_backend.warehouse.errors import ProtocolError
 from dbx_backend.warehouse.retry import NO_WAIT
-from dbx_backend.warehouse.rows import RowArray
+from dbx_backend.warehouse.rows import RowArray, place_rows, split_rows
 from tests.conftest import TEST_HOST
 
 SID = "01f0-rows"
@@ -136,3 +136,78 @@ async def test_the_first_chunk_of_a_statement_keeps_its_envelope(
     assert response.result.next_chunk_index == 1
     assert response.manifest is not None
     assert response.manifest.schema_.columns[0].name == "data_array"
+
+
+# Pieces of strings that look like structure to a scanner: boundaries, ends of the rows,
+# quotes after backslashes, the key itself, escapes, multi-byte characters, controls.
+PIECES = [
+    "],[", "] , [", "]]", "]],", "]]}", '"', "\\", '\\"', "\\\\", '\\\\"', "\\u005c", "\\n",
+    '"data_array": [["x"]]', "é", "\u2028", "😀", "\n", "\t", "\x00", "\x1f", " ", "a", "{",
+    "}", ",", ":", "[", "]", "null",
+]  # fmt: skip
+
+
+def adversarial(pick: random.Random) -> str | None:
+    roll = pick.random()
+    if roll < 0.1:
+        return None
+    if roll < 0.13:  # one cell larger than a slice
+        size = pick.randint(70_000, 100_000)
+        return (pick.choice(PIECES) * size)[:size]
+    return "".join(pick.choice(PIECES) for _ in range(pick.randint(0, 10)))
+
+
+def dumped(value: object, pick: random.Random) -> bytes:
+    """`value` as a warehouse could write it: compact or indented, \\u escapes or UTF-8."""
+    import json
+
+    indent = pick.choice([None, None, 1, 4])
+    return json.dumps(value, indent=indent, ensure_ascii=pick.random() < 0.5).encode()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_rows_and_envelope_are_what_parsing_the_body_whole_gives(seed: int) -> None:
+    pick = random.Random(seed)  # noqa: S311 - test data, not a secret
+    width = pick.randint(0, 3)
+    rows = [[adversarial(pick) for _ in range(width)] for _ in range(pick.randint(0, 40))]
+    result = {"chunk_index": 0, "row_offset": 0, "row_count": len(rows), "data_array": rows}
+    parts = {
+        "statement_id": SID,
+        "status": {"state": "SUCCEEDED", "error": {"message": adversarial(pick)}},
+        "manifest": {"schema": {"columns": [{"name": adversarial(pick), "comment": "x"}]}},
+        "result": dict(pick.sample(list(result.items()), len(result))),  # any key order
+    }
+    payload = dumped(dict(pick.sample(list(parts.items()), len(parts))), pick)
+
+    split = split_rows(payload)
+    assert split is not None
+    envelope, text = split
+    data = orjson.loads(envelope)
+    assert place_rows(data, text)
+    data["result"]["data_array"] = all_rows(text, pick.choice([1, 100, 4096, 65536]))
+    assert data == orjson.loads(payload)
+    assert text.count() == len(rows)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_chunk_sliced_anywhere_is_what_parsing_it_whole_gives(seed: int) -> None:
+    pick = random.Random(seed)  # noqa: S311 - test data, not a secret
+    width = pick.randint(0, 3)
+    rows = [[adversarial(pick) for _ in range(width)] for _ in range(pick.randint(0, 40))]
+    text = RowArray.of_text(dumped(rows, pick))
+
+    for max_bytes in (1, 7, 64, 1000, 65536):
+        assert all_rows(text, max_bytes) == rows
+    assert text.take(3, 9) == rows[3:9]
+
+
+@pytest.mark.parametrize("space", [b"\x0b", b"\x0c"])
+def test_whitespace_json_does_not_allow_between_rows_fails_as_the_whole_chunk_would(
+    space: bytes,
+) -> None:
+    body = b'[["a"]' + space + b',["b"]]'
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        all_rows(RowArray.of_text(body), 1)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from dbx_backend.api.guards import caller_identity
 from dbx_backend.api.middlewares import REQUEST_ID_HEADER
@@ -263,10 +263,12 @@ async def cached_stream_response(
 async def send(request: web.Request, response: web.Response) -> web.StreamResponse:
     """Send `response` now. A large body goes out in slices, each waiting for the socket, so
     the transport never copies the whole body into its buffer (asyncio keeps what the socket
-    did not take at once); the caller may then release the memory the body held."""
+    did not take at once); the caller may then release the memory the body held. An answer
+    that has no body on the wire (HEAD, 204, 304) goes as aiohttp sends it: headers only."""
     response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]  # sent before the handler returns
     body = response.body
-    if not isinstance(body, bytes) or len(body) <= SEND_SLICE_BYTES:
+    bodiless = request.method == hdrs.METH_HEAD or response.status in (204, 304)
+    if not isinstance(body, bytes) or len(body) <= SEND_SLICE_BYTES or bodiless:
         await response.prepare(request)
         await response.write_eof()
         return response

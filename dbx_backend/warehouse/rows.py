@@ -25,13 +25,16 @@ from dbx_backend.warehouse.errors import ProtocolError
 # Text parsed at once: its Python objects (about five times as much) are what a chunk holds.
 SLICE_BYTES = 64 * 1024
 
-_ROW_BOUNDARY = re.compile(rb"\]\s*,\s*\[")
+# Whitespace as JSON has it (RFC 8259 §2): a regular expression's `\s` also takes \v and \f,
+# and a cut there would drop them: a chunk that is not valid JSON whole would parse.
+_WS = rb"[ \t\r\n]*"
+_ROW_BOUNDARY = re.compile(rb"\]" + _WS + rb"," + _WS + rb"\[")
 _ESCAPED = re.compile(rb"\\.", re.DOTALL)
 # In a statement or chunk response: where the rows start, and candidates for where they end
 # (the last row's `]`, the array's `]`, then what follows a value in an object).
-_DATA_ARRAY = re.compile(rb'"data_array"\s*:\s*\[')
-_ROWS_END = re.compile(rb"\]\s*\]\s*[,}]")
-_EMPTY_ROWS = re.compile(rb"\[\s*\]")
+_DATA_ARRAY = re.compile(rb'"data_array"' + _WS + rb":" + _WS + rb"\[")
+_ROWS_END = re.compile(rb"\]" + _WS + rb"\]" + _WS + rb"[,}]")
+_EMPTY_ROWS = re.compile(rb"\[" + _WS + rb"\]")
 _SPACE = b" \t\r\n"
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 
