@@ -162,14 +162,37 @@ async def replica(redis_server: RedisServer) -> AsyncIterator[MakeReplica]:
         await state.close()
 
 
+def following(coalescer: Coalescer) -> asyncio.Event:
+    """Set once `coalescer` found a flight held by another replica: it has subscribed to the
+    flight's news by then, so it hears how the flight ends. Tests wait for this rather than
+    for a fixed time: on a loaded machine a replica may take longer to get that far."""
+    found = asyncio.Event()
+    holder = coalescer.state.holder
+
+    async def watched(name: str) -> str | None:
+        token = await holder(name)
+        if token is not None:
+            found.set()
+        return token
+
+    coalescer.state.holder = watched  # type: ignore[method-assign]
+    return found
+
+
+async def until(event: asyncio.Event) -> None:
+    async with asyncio.timeout(10):  # bounded: a replica follows within milliseconds
+        await event.wait()
+
+
 async def test_replicas_on_one_redis_share_one_run(replica: MakeReplica) -> None:
     one, other = await replica(), await replica()
+    other_follows = following(other)
     statement = Statement()
 
     first = asyncio.create_task(one.run("k", statement, timeout_s=5))
     await statement.started.wait()
     second = asyncio.create_task(other.run("k", statement, timeout_s=5))
-    await asyncio.sleep(0.1)
+    await until(other_follows)
     statement.release.set()
     results = await asyncio.gather(first, second)
 
@@ -180,12 +203,13 @@ async def test_replicas_on_one_redis_share_one_run(replica: MakeReplica) -> None
 
 async def test_a_failure_on_one_replica_reaches_waiters_on_another(replica: MakeReplica) -> None:
     one, other = await replica(), await replica()
+    other_follows = following(other)
     failing = Statement(StatementFailed("[PARSE_SYNTAX_ERROR] near x", statement_id="s2"))
 
     first = asyncio.create_task(one.run("k", failing, timeout_s=5))
     await failing.started.wait()
     second = asyncio.create_task(other.run("k", failing, timeout_s=5))
-    await asyncio.sleep(0.1)
+    await until(other_follows)
     failing.release.set()
     outcomes = await asyncio.gather(first, second, return_exceptions=True)
 
@@ -198,13 +222,14 @@ async def test_when_the_holder_gives_up_a_waiter_on_another_replica_runs_it(
     replica: MakeReplica,
 ) -> None:
     one, other = await replica(), await replica()
+    other_follows = following(other)
     abandoned, taken_over = Statement(), Statement()
     taken_over.release.set()
 
     first = asyncio.create_task(one.run("k", abandoned, timeout_s=5))
     await abandoned.started.wait()
     second = asyncio.create_task(other.run("k", taken_over, timeout_s=5))
-    await asyncio.sleep(0.1)
+    await until(other_follows)
     first.cancel()
     result = await second
 
@@ -217,6 +242,7 @@ async def test_when_the_holder_was_refused_memory_a_waiter_on_another_replica_ru
     replica: MakeReplica,
 ) -> None:
     one, other = await replica(), await replica()
+    other_follows = following(other)
     refused = Statement(MemoryBusy("the memory budget stays full", waited_s=0.1))
     own = Statement()
     own.release.set()
@@ -224,7 +250,7 @@ async def test_when_the_holder_was_refused_memory_a_waiter_on_another_replica_ru
     first = asyncio.create_task(one.run("k", refused, timeout_s=5))
     await refused.started.wait()
     second = asyncio.create_task(other.run("k", own, timeout_s=5))
-    await asyncio.sleep(0.1)
+    await until(other_follows)
     refused.release.set()
     outcomes = await asyncio.gather(first, second, return_exceptions=True)
 
