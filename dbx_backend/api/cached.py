@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from dbx_backend.engine import (
     CacheRequest,
     Column,
     JsonAnswer,
+    MemoryBusy,
     OpenStatement,
     ParamScalar,
     Produced,
@@ -47,6 +49,7 @@ from dbx_backend.engine import (
 from dbx_backend.keys import (
     CACHE_STATUS,
     LIMITER,
+    MEMORY_WAIT_MS,
     QUERY_SERVICE,
     REQUEST_ID,
     RESULT_CACHE,
@@ -298,12 +301,42 @@ async def send_reserved(
     try:
         size = len(response.body) if isinstance(response.body, bytes) else 0
         if size > reservation.nbytes:
-            await reservation.grow_to(size)
+            with memory_noted(request):
+                await reservation.grow_to(size)
         else:
             reservation.shrink_to(size)
         return await send(request, response)
     finally:
         reservation.release()
+
+
+def note_memory_wait(request: web.Request, waited_s: float) -> None:
+    """The access log says how long a request waited for room in the memory budget."""
+    if waited_s > 0:
+        request[MEMORY_WAIT_MS] = round(waited_s * 1000, 1)
+
+
+@contextmanager
+def memory_noted(request: web.Request) -> Iterator[None]:
+    """A request refused by the memory budget (503 SERVICE_BUSY): the access log says how long
+    it waited."""
+    try:
+        yield
+    except MemoryBusy as exc:
+        note_memory_wait(request, exc.waited_s)
+        raise
+
+
+@contextmanager
+def released_on_error(reservation: Reservation | None) -> Iterator[None]:
+    """Give `reservation` back when the body cannot be made (`send_reserved` releases it
+    otherwise)."""
+    try:
+        yield
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
 
 
 # The Content-Type of each format an entry answers in besides JSON.

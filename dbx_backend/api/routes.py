@@ -20,7 +20,10 @@ from dbx_backend.api.cached import (
     cached_response,
     cached_stream_response,
     fresh_answer,
+    memory_noted,
+    note_memory_wait,
     prepare,
+    released_on_error,
     send,
     send_reserved,
 )
@@ -46,7 +49,6 @@ from dbx_backend.engine import (
     CachePolicy,
     JsonAnswer,
     LiveResult,
-    MemoryBusy,
     OpenStatement,
     ParamScalar,
     QueryResult,
@@ -54,7 +56,6 @@ from dbx_backend.engine import (
     TypedParam,
 )
 from dbx_backend.keys import (
-    MEMORY_WAIT_MS,
     QUERIES,
     QUERY_SERVICE,
     REQUEST_ID,
@@ -141,12 +142,6 @@ def note_statement(
         )
 
 
-def note_memory_wait(request: web.Request, waited_s: float) -> None:
-    """The access log says how long a request waited for room in the memory budget."""
-    if waited_s > 0:
-        request[MEMORY_WAIT_MS] = round(waited_s * 1000, 1)
-
-
 async def query(request: web.Request) -> web.StreamResponse:
     """Run one ad-hoc statement: a JSON result, or an NDJSON/CSV stream per `Accept`."""
     app = request.app
@@ -221,7 +216,7 @@ async def run_statement(
     the concurrency limit and the memory budget) and answer in the negotiated format."""
     accept = request.headers.get("Accept", "")
     result_format = "json" if accept in PLAIN_JSON else negotiate(accept)
-    try:
+    with memory_noted(request):
         if result_format != "json":
             return await _answer_stream(request, prepared, app, result_format)
         control = cache_request(request)
@@ -229,21 +224,15 @@ async def run_statement(
         answer = fresh_answer(request, prepared, app, control) or await answer_cached(
             request, prepared, app, control
         )
-    except MemoryBusy as exc:
-        note_memory_wait(request, exc.waited_s)
-        raise
     ran = answer.produced.details if answer.produced is not None else None
     if not isinstance(ran, JsonAnswer):  # from the cache (or another request's run)
         response = cached_response(request, answer, None)
         if len(answer.entry.body) <= SEND_SLICE_BYTES:
             return response  # small: aiohttp sends it as the handler returns
         return await send(request, response)
-    try:
+    with released_on_error(ran.reservation):
         note_statement(request, ran)
         response = cached_response(request, answer, server_timing(ran.timings))
-    except BaseException:
-        ran.release()
-        raise
     return await send_reserved(request, response, ran.reservation)
 
 

@@ -29,7 +29,12 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from dbx_backend.api.answers import column_models, model_response
-from dbx_backend.api.cached import send_reserved
+from dbx_backend.api.cached import (
+    memory_noted,
+    note_memory_wait,
+    released_on_error,
+    send_reserved,
+)
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -51,17 +56,15 @@ from dbx_backend.api.models import (
 from dbx_backend.api.models import RowsPage as RowsPageModel
 from dbx_backend.api.models import StatementFailed as StatementFailedModel
 from dbx_backend.api.options import query_options
-from dbx_backend.api.routes import note_memory_wait, query_params, read_json
+from dbx_backend.api.routes import query_params, read_json
 from dbx_backend.config import Settings
 from dbx_backend.engine import (
     IDEMPOTENCY_HEADER,
     HandleClaims,
     HandleSigner,
     IdempotencyStore,
-    MemoryBusy,
     NormalizeOptions,
     OpenStatements,
-    Reservation,
     StatementInfo,
     Submitted,
     UnknownHandle,
@@ -223,7 +226,7 @@ async def statement_status(request: web.Request) -> web.StreamResponse:
     handle, claims = _open_handle(request)
     limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 0, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope(request, claims), _memory_noted(request):
+    with _statement_scope(request, claims), memory_noted(request):
         async with request.app[LIMITER].slot():
             info = await request.app[QUERY_SERVICE].status(
                 claims.statement_id, first_page_rows=limit, normalize=normalize
@@ -260,7 +263,7 @@ async def statement_status(request: web.Request) -> web.StreamResponse:
         rows=[],
         next_offset=len(rows) if len(rows) < total else None,
     )
-    with _released_on_error(info.reservation):
+    with released_on_error(info.reservation):
         response = model_response(status, rows=rows)
     return await send_reserved(request, response, info.reservation)
 
@@ -271,7 +274,7 @@ async def statement_rows(request: web.Request) -> web.StreamResponse:
     offset = _int_param(request, "offset", 0, 0)
     limit = _int_param(request, "limit", DEFAULT_PAGE_ROWS, 1, MAX_PAGE_ROWS)
     normalize = NormalizeOptions(long_as_string=claims.long_as_string)
-    with _statement_scope(request, claims), _memory_noted(request):
+    with _statement_scope(request, claims), memory_noted(request):
         async with request.app[LIMITER].slot():
             page = await request.app[QUERY_SERVICE].rows(
                 claims.statement_id, offset, limit, normalize
@@ -290,30 +293,9 @@ async def statement_rows(request: web.Request) -> web.StreamResponse:
         total_row_count=page.total_row_count,
         next_offset=end if end < page.total_row_count else None,
     )
-    with _released_on_error(page.reservation):
+    with released_on_error(page.reservation):
         response = model_response(answer, rows=page.rows)
     return await send_reserved(request, response, page.reservation)
-
-
-@contextmanager
-def _memory_noted(request: web.Request) -> Iterator[None]:
-    """A page refused by the memory budget (503 SERVICE_BUSY; the statement stays readable):
-    the access log says how long it waited."""
-    try:
-        yield
-    except MemoryBusy as exc:
-        note_memory_wait(request, exc.waited_s)
-        raise
-
-
-@contextmanager
-def _released_on_error(reservation: Reservation | None) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
 
 
 async def cancel_statement(request: web.Request) -> web.Response:
