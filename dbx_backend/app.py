@@ -30,7 +30,6 @@ from dbx_backend.engine.gate import Gate
 from dbx_backend.engine.limiter import QueryLimiter
 from dbx_backend.engine.memory import MemoryBudget
 from dbx_backend.engine.query_service import PollSchedule, QueryService, Sleep
-from dbx_backend.engine.redis_state import RedisState
 from dbx_backend.engine.result_cache import ResultCache
 from dbx_backend.engine.shared_state import LocalState, SharedState
 from dbx_backend.engine.tasks import TaskOwner
@@ -148,6 +147,9 @@ def create_app(
         local = LocalState(store)
         state: SharedState = local
         if settings.cache_url is not None:
+            # The Redis client (several MiB of modules) is loaded only when one is configured.
+            from dbx_backend.engine.redis_state import RedisState
+
             state = RedisState(
                 settings.cache_url.get_secret_value(),
                 local,

@@ -158,6 +158,26 @@ def test_a_large_mixed_batch_is_written_as_the_plain_way_writes_it(seed: int) ->
     assert whole_columns(columns, DEFAULT, batch) == plain(columns, DEFAULT, batch)
 
 
+@pytest.mark.parametrize(
+    ("max_rows", "gather_rows", "large_bytes"),
+    [(1000, 300, 1 << 30), (1 << 16, 2048, 1), (700, 256, 1)],
+    ids=["batch-slices", "64-bit-offsets", "both"],
+)
+def test_lines_gathered_in_slices_or_with_64_bit_offsets_are_the_same(
+    monkeypatch: pytest.MonkeyPatch, max_rows: int, gather_rows: int, large_bytes: int
+) -> None:
+    """A batch is written in slices and its lines gathered a slice at a time; texts past
+    32-bit offsets are gathered as large binary. Small limits here exercise every path."""
+    import dbx_backend.engine.json_lines as json_lines
+
+    monkeypatch.setattr(json_lines, "_GATHER_MAX_ROWS", max_rows)
+    monkeypatch.setattr(json_lines, "_GATHER_ROWS", gather_rows)
+    monkeypatch.setattr(json_lines, "_LARGE_BYTES", large_bytes)
+    columns, batch = mixed_batch(3001, seed=5)
+
+    assert whole_columns(columns, DEFAULT, batch) == plain(columns, DEFAULT, batch)
+
+
 def test_a_slice_of_a_batch_writes_only_its_own_rows() -> None:
     columns, batch = mixed_batch(100, seed=7)
     part = batch.slice(31, 17)

@@ -89,3 +89,19 @@ def _engine_public_names() -> set[str]:
     import dbx_backend.engine as engine
 
     return set(engine.__all__)
+
+
+def test_the_service_loads_no_redis_client_until_one_is_configured() -> None:
+    """Several MiB of every replica's memory: only a `CACHE_URL` loads the Redis client."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dbx_backend.cli, dbx_backend.app; "
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert done.stdout.strip() == "[]"

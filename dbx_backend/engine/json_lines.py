@@ -5,8 +5,8 @@ to a Python JSON value, then `orjson.dumps` each row. For a large Arrow chunk, m
 time goes into making Python objects only to write them out again (measured by
 bench/normalize_speed.py). Here each column becomes the Arrow string array of its values' JSON
 texts through Arrow's kernels (integers, booleans, dates, timestamps and decimals cast to text,
-strings quoted, doubles written by orjson in one call per column), and rows are joined from
-those columns by one more kernel. Every text is byte for byte what the plain way writes for
+strings quoted, doubles written by orjson in one call per column), and lines are gathered
+from those columns and the separators by one `take` per slice of lines. Every text is byte for byte what the plain way writes for
 the same value (tests/test_json_lines.py holds them side by side); a column without such a
 kernel (nested, binary, float32, non-finite doubles, strings that need escapes, ...) takes
 the plain way, value by value, inside the same lines.
@@ -38,12 +38,17 @@ if TYPE_CHECKING:
 
 # Below this many rows an Arrow batch goes the plain way: the kernels' fixed cost dominates.
 VECTOR_MIN_ROWS = 1024
-# Separator arrays are made at least this long, so that most chunks slice the first one.
-_REPEATED_MIN_ROWS = 16_384
-# Separator arrays up to this long are kept for every result of the process: a few dozen
-# separators (the pieces between columns of each kind) of at most ~0.5 MB each.
-_SHARED_REPEATED_ROWS = 65_536
-_SHARED_REPEATED: dict[bytes, Any] = {}
+# A larger batch is written in slices of this many rows (its texts are made a slice at a time).
+_GATHER_MAX_ROWS = 1 << 16
+# Lines are gathered this many at a time.
+_GATHER_ROWS = 2048
+# Gather orders kept per result: full slices, and a few shorter last ones.
+_ORDERS_KEPT = 4
+# Texts of this many bytes or more are gathered with 64-bit offsets.
+_LARGE_BYTES = 1 << 30
+# The counting array behind every gather order starts this long (32 pieces of a slice).
+_COUNTING_MIN = 32 * _GATHER_ROWS
+_COUNTING: Any = None
 # Characters JSON must escape inside a string (RFC 8259 §7): orjson escapes exactly these.
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 # The same characters as a translation that deletes them: a text that keeps its length holds
@@ -73,6 +78,10 @@ ColumnTexts = Callable[[Any], "tuple[Any, bytes] | None"]
 class JsonLines:
     """The NDJSON form for the reader: each chunk's rows as JSON lines."""
 
+    # Large Arrow batches are written by Arrow's kernels, which release the GIL: the reader
+    # may convert several chunks at once.
+    converts_arrow_by_kernels = True
+
     def __init__(
         self,
         columns: Sequence[Column],
@@ -84,7 +93,7 @@ class JsonLines:
         self.options = options
         self.min_rows = min_rows
         self._texts: dict[tuple[int, Any], ColumnTexts] = {}
-        self._repeated: dict[bytes, Any] = {}  # separators as arrays (`_repeat`)
+        self._orders: dict[tuple[tuple[bool, ...], int], Any] = {}  # `_order`, by shape
 
     # -- the reader's ChunkForm -------------------------------------------------------------
 
@@ -102,10 +111,14 @@ class JsonLines:
             return Lines(encode_rows(self.converter.convert_arrow(batch)), batch.num_rows)
         if batch.num_columns != len(columns):
             self.converter.convert_arrow(batch)  # raises the schema mismatch, as it words it
+        if batch.num_rows > _GATHER_MAX_ROWS:  # keeps each gather's order small
+            parts = range(0, batch.num_rows, _GATHER_MAX_ROWS)
+            return self.join([self.from_arrow(batch.slice(s, _GATHER_MAX_ROWS)) for s in parts])
         import pyarrow.compute as pc
 
-        # One kernel writes every line: "[", each column's texts between the separators (and
-        # the quotes of a column without nulls, which cost no pass of their own), "]\n".
+        # Every line is "[", each column's text between the separators (and the quotes of a
+        # column without nulls, which cost no pass of their own), "]\n": one gather of the
+        # columns' texts and the separators, row by row, writes them all (`_gather`).
         pieces: list[Any] = [b"["]
         for index, array in enumerate(batch.columns):
             texts, closing = self._column_texts(index, array)
@@ -120,8 +133,7 @@ class JsonLines:
                 texts = pc.fill_null(texts, _scalar(b"null"))
             pieces += [separator, texts]
         pieces.append(b"]\n")
-        lines = pc.binary_join_element_wise(*self._arrays(pieces, batch.num_rows), _scalar(b""))
-        return Lines(_values(lines), batch.num_rows)
+        return Lines(self._gather(pieces, batch.num_rows), batch.num_rows)
 
     def count(self, part: Lines) -> int:
         """Rows in `part`."""
@@ -143,34 +155,68 @@ class JsonLines:
             self._texts[key] = texts
         return texts(array) or self._plain(index, array)
 
-    def _arrays(self, pieces: list[Any], rows: int) -> list[Any]:
-        """`pieces` with adjacent bytes merged, each then an array repeating it `rows` times:
-        the join kernel takes arrays several times faster than scalars it must broadcast."""
+    def _gather(self, pieces: list[Any], rows: int) -> bytes | memoryview:
+        """The lines of `pieces` (bytes, and arrays of `rows` texts). For each slice of
+        `_GATHER_ROWS` lines, one array holds the slice of every array's texts and then each
+        separator once; a single `take`, in the order of the lines, puts their bytes back to
+        back. Several times faster than a join kernel, which pays per row for every piece,
+        separators included; by slices, the arrays it needs stay small."""
+        import pyarrow as pa
+
         merged: list[Any] = []
         for piece in pieces:
             if isinstance(piece, bytes) and merged and isinstance(merged[-1], bytes):
                 merged[-1] += piece
             elif not isinstance(piece, bytes) or piece:
                 merged.append(piece)
-        return [
-            self._repeat(piece, rows) if isinstance(piece, bytes) else piece for piece in merged
-        ]
+        arrays = [piece for piece in merged if not isinstance(piece, bytes)]
+        separators = pa.array([piece for piece in merged if isinstance(piece, bytes)], pa.binary())
+        shape = tuple(isinstance(piece, bytes) for piece in merged)
+        if sum(_size(array) for array in arrays) >= _LARGE_BYTES:  # past 32-bit offsets
+            arrays = [array.cast(pa.large_binary()) for array in arrays]
+            separators = separators.cast(pa.large_binary())
+        lines: list[memoryview] = []
+        for start in range(0, rows, _GATHER_ROWS):
+            count = min(_GATHER_ROWS, rows - start)
+            texts = pa.concat_arrays([array.slice(start, count) for array in arrays] + [separators])
+            lines.append(_values(texts.take(self._order(shape, count))))
+            del texts
+        return lines[0] if len(lines) == 1 else b"".join(lines)
 
-    def _repeat(self, piece: bytes, rows: int) -> Any:
-        # One array per piece, as long as the longest chunk yet, sliced (no copy) for shorter
-        # ones. Chunks are written by several threads at once: an array is whole before it is
-        # stored, and one that is replaced stays valid for whoever still holds it. Arrays up
-        # to `_SHARED_REPEATED_ROWS` serve every result of the process (making one costs
-        # milliseconds: a new result's first rows would wait for them); longer ones, this one.
-        repeated = self._repeated.get(piece) or _SHARED_REPEATED.get(piece)
-        if repeated is None or len(repeated) < rows:
-            size = max(rows, _REPEATED_MIN_ROWS)
-            repeated = _repeated_array(piece, size)
-            if size <= _SHARED_REPEATED_ROWS:
-                _SHARED_REPEATED[piece] = repeated
+    def _order(self, shape: tuple[bool, ...], rows: int) -> Any:
+        """Indexes into `_gather`'s array, line after line, for pieces of `shape` (True: a
+        separator, False: an array of `rows` texts): array a's row r is a * rows + r, the
+        s-th separator arrays * rows + s. Made by kernels, and kept: most are for full slices."""
+        key = (shape, rows)
+        order = self._orders.get(key)  # most slices have the same size and shape
+        if order is not None:
+            return order
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        width, arrays = len(shape), shape.count(False)
+        starts: list[int] = []  # of each piece of a line, and its step from line to line
+        steps: list[int] = []
+        seen_arrays = seen_separators = 0
+        for separator in shape:
+            if separator:
+                starts.append(arrays * rows + seen_separators)
+                steps.append(0)
+                seen_separators += 1
             else:
-                self._repeated[piece] = repeated
-        return repeated.slice(0, rows)
+                starts.append(seen_arrays * rows)
+                steps.append(1)
+                seen_arrays += 1
+        position = _counting(rows * width)
+        row = pc.divide(position, width)  # integer division: the line of each position
+        piece = pc.subtract(position, pc.multiply(row, width))
+        start = pa.array(starts, pa.int32()).take(piece)
+        step = pa.array(steps, pa.int32()).take(piece)
+        order = pc.add(start, pc.multiply(step, row))
+        if len(self._orders) >= _ORDERS_KEPT:
+            self._orders.clear()
+        self._orders[key] = order
+        return order
 
     def _plain(self, index: int, array: Any) -> tuple[Any, bytes]:
         import pyarrow as pa
@@ -179,26 +225,41 @@ class JsonLines:
         return pa.array(list(map(orjson.dumps, values)), pa.binary()), b""
 
 
-def _repeated_array(piece: bytes, size: int) -> Any:
-    """A binary array of `size` values, each `piece`."""
-    import pyarrow as pa
+def _counting(size: int) -> Any:
+    """The int32 array 0, 1, ..., size - 1 (a slice of one kept for the process)."""
+    global _COUNTING
+    if _COUNTING is None or len(_COUNTING) < size:
+        import pyarrow as pa
 
-    offsets = pa.array(range(0, (size + 1) * len(piece), len(piece)), pa.int32())
-    data = pa.py_buffer(piece * size)
-    return pa.Array.from_buffers(pa.binary(), size, [None, offsets.buffers()[1], data])
+        _COUNTING = pa.array(range(max(size, _COUNTING_MIN)), pa.int32())
+    return _COUNTING.slice(0, size)
 
 
 def _values(array: Any) -> memoryview:
-    """The values of a binary array back to back, without copying them."""
+    """The values of a binary (or large binary) array back to back, without copying them."""
     _, offsets, data = array.buffers()
     if data is None:  # no value holds a byte
         return memoryview(b"")
+    start, end = _bounds(array, offsets)
+    return memoryview(data)[start:end]
+
+
+def _size(array: Any) -> int:
+    """Bytes of a binary array's values."""
+    start, end = _bounds(array, array.buffers()[1])
+    return end - start
+
+
+def _bounds(array: Any, offsets: Any) -> tuple[int, int]:
+    import pyarrow as pa
+
+    width = 8 if pa.types.is_large_binary(array.type) else 4
     first = array.offset
     start, end = (
-        int.from_bytes(memoryview(offsets)[4 * i : 4 * i + 4], "little", signed=True)
+        int.from_bytes(memoryview(offsets)[width * i : width * (i + 1)], "little", signed=True)
         for i in (first, first + len(array))
     )
-    return memoryview(data)[start:end]
+    return start, end
 
 
 def _scalar(data: bytes) -> Any:
@@ -264,10 +325,13 @@ def _doubles(array: Any) -> tuple[Any, bytes] | None:
 
     if pc.all(pc.is_finite(array)).as_py() is False:
         return None  # NaN and the infinities are strings: the plain way writes them
+    if not len(array):
+        return pa.array([], pa.binary()), b""
     # orjson writes a list of floats in one call, each as it writes that float alone; the
-    # numbers hold no comma, so the list's text splits back into one text per value.
-    texts = orjson.dumps(array.to_pylist())[1:-1].split(b",") if len(array) else []
-    return pa.array(texts, pa.binary()), b""
+    # numbers hold no comma, so the list's text splits back into one text per value (by a
+    # kernel: no Python object per value).
+    text = pa.array([orjson.dumps(array.to_pylist())[1:-1]], pa.binary())
+    return pc.split_pattern(text, b",").flatten(), b""
 
 
 def _dates(array: Any) -> tuple[Any, bytes] | None:

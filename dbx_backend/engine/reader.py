@@ -45,6 +45,10 @@ EXPIRY_MARGIN = timedelta(seconds=15)
 # requests: do it in a thread.
 THREAD_CONVERT_ROWS = 2_000
 THREAD_DECODE_BYTES = 256 * 1024
+# Arrow chunks of one result converted at once by a form whose kernels release the GIL (a
+# second conversion uses another core while the first runs); any other conversion holds the
+# GIL throughout, and a result converts one such chunk at a time.
+KERNEL_CONVERSIONS_AT_ONCE = 2
 # A result's first rows handed on alone, before the rest of its first chunk is converted.
 FIRST_PART_ROWS = 1_000
 
@@ -53,7 +57,11 @@ Part = TypeVar("Part")
 
 
 class ChunkForm(Protocol[Part]):
-    """What a chunk is decoded into for one response format; the one seam a format plugs into."""
+    """What a chunk is decoded into for one response format; the one seam a format plugs into.
+
+    A form may also say `converts_cheaply(schema)` (Arrow batches of `schema` cost about a
+    copy: decoded on the event loop) and `converts_arrow_by_kernels = True` (its Arrow
+    conversions release the GIL: several chunks of a result may convert at once)."""
 
     def from_cells(
         self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
@@ -153,6 +161,10 @@ def decode_arrow(form: ChunkForm[Part], table: Any, start: int = 0, end: int | N
     `form`, a record batch at a time."""
     if start or end is not None:
         table = table.slice(start, (table.num_rows if end is None else end) - start)
+    if table.num_rows and not converts_cheaply(form, table.schema):
+        # One batch for the whole slice: a conversion's fixed cost is paid once, and its parts
+        # need no joining (the copy costs far less than either).
+        table = table.combine_chunks()
     batches = [batch for batch in table.to_batches() if batch.num_rows]
     if not batches:
         pa = pyarrow_module()
@@ -228,6 +240,7 @@ class ResultReader:
         self.clock = clock
         self.now = now
         self._converting = asyncio.Semaphore(1)
+        self._converting_by_kernels = asyncio.Semaphore(KERNEL_CONVERSIONS_AT_ONCE)
 
     # -- in order -------------------------------------------------------------------------
 
@@ -457,16 +470,22 @@ class ResultReader:
             part = decode_arrow(form, table, start, end)
             self.timings.convert_s += self.clock() - started
             return part
-        return await self._convert(partial(decode_arrow, form, table, start, end), end - start)
+        work = partial(decode_arrow, form, table, start, end)
+        by_kernels = bool(getattr(form, "converts_arrow_by_kernels", False))
+        return await self._convert(work, end - start, by_kernels=by_kernels)
 
-    async def _convert(self, work: Callable[[], Part], rows: int, *, nbytes: int = 0) -> Part:
+    async def _convert(
+        self, work: Callable[[], Part], rows: int, *, nbytes: int = 0, by_kernels: bool = False
+    ) -> Part:
         """Run `work`, in a thread when the chunk is large enough to stall other requests.
 
-        One chunk of a result converts at a time (downloads still overlap): conversion is CPU
-        work, and each one in flight holds its chunk's intermediate values in memory.
+        One chunk of a result converts at a time, or `KERNEL_CONVERSIONS_AT_ONCE` when its
+        form converts Arrow batches by kernels that release the GIL (downloads still overlap):
+        conversion is CPU work, and each one in flight holds its chunk's intermediate values
+        in memory.
         """
         if rows >= THREAD_CONVERT_ROWS or nbytes >= THREAD_DECODE_BYTES:
-            async with self._converting:
+            async with self._converting_by_kernels if by_kernels else self._converting:
                 started = self.clock()
                 converted = await asyncio.to_thread(work)
         else:
