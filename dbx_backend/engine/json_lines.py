@@ -6,10 +6,10 @@ time goes into making Python objects only to write them out again (measured by
 bench/normalize_speed.py). Here each column becomes the Arrow string array of its values' JSON
 texts through Arrow's kernels (integers, booleans, dates, timestamps and decimals cast to text,
 strings quoted, doubles written by orjson in one call per column), and lines are gathered
-from those columns and the separators by one `take` per slice of lines. Every text is byte for byte what the plain way writes for
-the same value (tests/test_json_lines.py holds them side by side); a column without such a
-kernel (nested, binary, float32, non-finite doubles, strings that need escapes, ...) takes
-the plain way, value by value, inside the same lines.
+from those columns and the separators by one `take` per slice of lines. Every text is byte
+for byte what the plain way writes for the same value (tests/test_json_lines.py holds them
+side by side); a column without such a kernel (nested, binary, float32, non-finite doubles,
+strings that need escapes, ...) takes the plain way, value by value, inside the same lines.
 """
 
 from __future__ import annotations

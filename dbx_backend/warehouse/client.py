@@ -53,6 +53,10 @@ _M = TypeVar("_M", StatementResponse, ResultData, WarehouseInfo)
 _T = TypeVar("_T")
 
 USER_AGENT = f"dbx-backend/{__version__}"
+# A download is read whole: with a buffer as large as a typical chunk, aiohttp does not pause
+# and resume the socket every 128 KiB while it reads (its 64 KiB default); at most this much
+# more is buffered per download in flight.
+DOWNLOAD_READ_BUFFER = 1 << 20
 STATEMENTS_PATH = "/api/2.0/sql/statements"
 WAREHOUSES_PATH = "/api/2.0/sql/warehouses"
 # Reading or starting a warehouse is a small call: it gets a short budget of its own.
@@ -215,6 +219,7 @@ class WarehouseClient:
                 sock_connect=self.settings.http_connect_timeout_s,
             ),
             raise_for_status=False,
+            read_bufsize=DOWNLOAD_READ_BUFFER,
         )
         self._auth = self._auth_override or token_provider_for(self.settings, self._session)
         return self
