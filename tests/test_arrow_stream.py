@@ -15,7 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from dbx_backend.api import arrow_stream
 from dbx_backend.app import create_app
+from dbx_backend.engine import Column, arrow_form
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import Fault, LocalWarehouse
 from dbx_backend.warehouse.retry import NO_WAIT
@@ -144,6 +146,102 @@ async def test_a_multi_chunk_result_streams_in_order_with_its_statement_in_the_s
     assert metadata[b"statement_id"]
     assert metadata[b"total_row_count"] == b"5500"
     assert metadata[b"truncated"] == b"false"
+
+
+async def test_chunks_after_the_first_are_forwarded_as_the_warehouse_wrote_them(
+    warehouse: LocalWarehouse, start_service: StartService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that pass through leave as the warehouse's own messages (no second encoding).
+    A first chunk larger than the rows that go ahead alone would be encoded, in two parts."""
+    forwarded: list[int] = []
+    original = arrow_stream.EncodedBatches.from_arrow_stream
+
+    def counting(
+        self: arrow_stream.EncodedBatches, data: bytes, table: pa.Table
+    ) -> arrow_stream.Messages | None:
+        part = original(self, data, table)
+        if part is not None:
+            assert all(message.obj is data for message in part.messages)
+            forwarded.append(part.rows)
+        return part
+
+    monkeypatch.setattr(arrow_stream.EncodedBatches, "from_arrow_stream", counting)
+    # A result announced larger than a cache entry: no JSON copy is kept beside the stream.
+    client = await start(start_service, warehouse, CACHE_MAX_ENTRY_BYTES="1000")
+
+    response, body = await arrow_query(client, {"sql": "SELECT id FROM range(5500) t(id)"})
+
+    assert response.status == 200
+    assert pa.ipc.open_stream(body).read_all().column("id").to_pylist() == list(range(5500))
+    assert forwarded == [1000, 1000, 1000, 1000, 1000, 500]  # every chunk, none re-encoded
+
+
+def ipc_stream(batches: list[pa.RecordBatch], **options: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    write_options = pa.ipc.IpcWriteOptions(**options)
+    with pa.ipc.new_stream(sink, batches[0].schema, options=write_options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def test_record_batch_messages_are_views_that_make_the_same_stream_again() -> None:
+    batch = pa.record_batch(
+        [pa.array([1, None, 3]), pa.array(["a", "b", None]), pa.array([[1], [], None])],
+        names=["n", "s", "l"],
+    )
+    data = ipc_stream([batch, batch.slice(1)])
+
+    messages = arrow_stream.record_batch_messages(data)
+
+    assert messages is not None
+    assert len(messages) == 2
+    assert all(message.obj is data for message in messages)
+    rebuilt = (
+        bytes(batch.schema.serialize())
+        + b"".join(bytes(m) for m in messages)
+        + arrow_stream.END_OF_STREAM
+    )
+    assert (
+        pa.ipc.open_stream(rebuilt)
+        .read_all()
+        .equals(pa.Table.from_batches([batch, batch.slice(1)]))
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"use_legacy_format": True}, {"metadata_version": pa.ipc.MetadataVersion.V4}],
+    ids=["legacy-framing", "metadata-v4"],
+)
+def test_messages_framed_or_versioned_otherwise_are_not_forwarded(options: dict[str, Any]) -> None:
+    batch = pa.record_batch([pa.array([1, 2])], names=["n"])
+
+    assert arrow_stream.record_batch_messages(ipc_stream([batch], **options)) is None
+
+
+def test_a_dictionary_batch_is_not_forwarded() -> None:
+    batch = pa.record_batch([pa.array(["a", "b", "a"]).dictionary_encode()], names=["d"])
+
+    assert arrow_stream.record_batch_messages(ipc_stream([batch])) is None
+
+
+def test_a_compressed_chunk_is_encoded_again_uncompressed() -> None:
+    """A compressed body is not what every reader can read (apache-arrow in JavaScript cannot
+    decompress): such a chunk is decoded and its batches encoded again."""
+    columns = [Column("n", "LONG", "BIGINT", 0)]
+    form = arrow_stream.EncodedBatches(arrow_form.ArrowBatches(columns))
+    batch = pa.record_batch([pa.array(list(range(1000)), pa.int64())], names=["n"])
+    plain, compressed = ipc_stream([batch]), ipc_stream([batch], compression="lz4")
+
+    forwarded = form.from_arrow_stream(plain, pa.ipc.open_stream(pa.py_buffer(plain)).read_all())
+    declined = form.from_arrow_stream(
+        compressed, pa.ipc.open_stream(pa.py_buffer(compressed)).read_all()
+    )
+
+    assert forwarded is not None
+    assert forwarded.rows == 1000
+    assert declined is None
 
 
 async def test_an_empty_result_is_a_schema_and_no_rows(

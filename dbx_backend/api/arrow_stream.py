@@ -66,6 +66,18 @@ class EncodedBatches:
         """An Arrow batch, passed through, cast or converted, as its message."""
         return _encoded(self.batches.from_arrow(batch))
 
+    def from_arrow_stream(self, data: bytes, table: pa.Table) -> Messages | None:
+        """A whole chunk whose batches pass through, as the warehouse's own record-batch
+        messages: the bytes `serialize` would write again, without the copy. None when its
+        messages are not plainly those (legacy framing, another metadata version, dictionary
+        or compressed batches): the reader then hands its batches to `from_arrow`."""
+        messages = record_batch_messages(data)
+        if messages is None or not _decoded_in_place(table, data):
+            return None
+        for batch in table.to_batches():  # fixes the stream's schema, as `from_arrow` does
+            self.batches.from_arrow(batch)
+        return Messages(messages, table.num_rows)
+
     def from_rows(self, rows: Sequence[Sequence[JsonValue]]) -> Messages:
         """Rows of a JSON answer, as Arrow batches' messages."""
         return _encoded(self.batches.from_rows(rows))
@@ -81,6 +93,49 @@ class EncodedBatches:
     def join(self, parts: list[Messages]) -> Messages:
         """The messages of `parts`, in order."""
         return Messages([m for part in parts for m in part.messages], sum(p.rows for p in parts))
+
+
+def record_batch_messages(data: bytes) -> list[memoryview] | None:
+    """The record batch messages of an IPC stream (views of `data`), after its schema; None
+    unless every message is framed and versioned as this service writes its own (the
+    continuation marker, metadata V5) and none is a dictionary batch."""
+    view = memoryview(data)
+    reader = pa.BufferReader(pa.py_buffer(data))
+    messages: list[memoryview] = []
+    schema_seen = False
+    while (start := reader.tell()) < len(view):
+        if view[start : start + 4] != CONTINUATION:
+            return None  # the legacy framing
+        try:
+            message = pa.ipc.read_message(reader)
+        except EOFError:  # the end-of-stream marker
+            break
+        except (pa.ArrowInvalid, OSError):
+            return None
+        if message.metadata_version != pa.ipc.MetadataVersion.V5:
+            return None
+        if not schema_seen:
+            if message.type != "schema":
+                return None
+            schema_seen = True
+        elif message.type == "record batch":
+            messages.append(view[start : reader.tell()])
+        else:
+            return None
+    return messages if schema_seen else None
+
+
+def _decoded_in_place(table: pa.Table, data: bytes) -> bool:
+    """Whether every buffer of `table` lies in `data`: its batches were read without a copy,
+    so their messages hold them as they are (a compressed body is decoded elsewhere)."""
+    whole = pa.py_buffer(data)
+    low, high = whole.address, whole.address + whole.size
+    return all(
+        buffer is None or not buffer.size or low <= buffer.address < high
+        for column in table.columns
+        for chunk in column.chunks
+        for buffer in chunk.buffers()
+    )
 
 
 def _encoded(batches: list[pa.RecordBatch]) -> Messages:

@@ -84,6 +84,14 @@ class PairedForm(Generic[Part]):
         copied = self.json.from_arrow(batch) if self.live.copying else None
         return self.form.from_arrow(batch), copied
 
+    def from_arrow_stream(self, data: bytes, table: Any) -> tuple[Part, EncodedRows | None] | None:
+        """A whole Arrow chunk as the stream's form takes its bytes, while no copy is kept."""
+        whole = getattr(self.form, "from_arrow_stream", None)
+        if self.live.copying or whole is None:
+            return None
+        part: Part | None = whole(data, table)
+        return None if part is None else (part, None)
+
     def converts_cheaply(self, schema: Any) -> bool:
         """Cheap when no JSON copy is kept and the stream's form is cheap for `schema`."""
         return not self.live.copying and converts_cheaply(self.form, schema)

@@ -60,8 +60,10 @@ class ChunkForm(Protocol[Part]):
     """What a chunk is decoded into for one response format; the one seam a format plugs into.
 
     A form may also say `converts_cheaply(schema)` (Arrow batches of `schema` cost about a
-    copy: decoded on the event loop) and `converts_arrow_by_kernels = True` (its Arrow
-    conversions release the GIL: several chunks of a result may convert at once)."""
+    copy: decoded on the event loop), take such a whole chunk's bytes as they are with
+    `from_arrow_stream(data, table)` (None: it declines, and gets the batches), and say
+    `converts_arrow_by_kernels = True` (its Arrow conversions release the GIL: several
+    chunks of a result may convert at once)."""
 
     def from_cells(
         self, cells: list[Any], *, check_cells: bool = False, first_row: int = 0
@@ -447,9 +449,14 @@ class ResultReader:
         hop, one chunk at a time); others in a thread when large."""
         if self.manifest.format == "ARROW_STREAM":
             table = arrow_table(data)  # no copy: only the messages are read
+            forwarded = self._forwarded(form, data, table)
             del data
-            decoded = await self._arrow_part(form, table, 0, table.num_rows)
-            del table
+            decoded = (
+                await self._arrow_part(form, table, 0, table.num_rows)
+                if forwarded is None
+                else forwarded
+            )
+            del table, forwarded
         else:
             decode = partial(decode_chunk, self.manifest.format, data, form)
             decoded = await self._convert(decode, link.row_count, nbytes=len(data))
@@ -461,6 +468,17 @@ class ResultReader:
                 statement_id=self.statement_id,
             )
         return decoded
+
+    def _forwarded(self, form: ChunkForm[Part], data: bytes, table: Any) -> Part | None:
+        """A whole Arrow chunk as the form takes the warehouse's bytes as they are
+        (`from_arrow_stream`), when it passes the chunk through and does; else None."""
+        whole = getattr(form, "from_arrow_stream", None)
+        if whole is None or not converts_cheaply(form, table.schema):
+            return None
+        started = self.clock()
+        part: Part | None = whole(data, table)
+        self.timings.convert_s += self.clock() - started
+        return part
 
     async def _arrow_part(self, form: ChunkForm[Part], table: Any, start: int, end: int) -> Part:
         """Rows `[start, end)` of an Arrow chunk in `form`: here when the form passes them
