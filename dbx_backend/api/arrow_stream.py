@@ -71,6 +71,8 @@ class EncodedBatches:
         messages: the bytes `serialize` would write again, without the copy. None when its
         messages are not plainly those (legacy framing, another metadata version, dictionary
         or compressed batches): the reader then hands its batches to `from_arrow`."""
+        if not table.num_rows:  # `from_arrow` fixes the schema from an empty batch too
+            return None
         messages = record_batch_messages(data)
         if messages is None or not _decoded_in_place(table, data):
             return None
