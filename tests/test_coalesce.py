@@ -179,20 +179,26 @@ def following(coalescer: Coalescer) -> asyncio.Event:
     return found
 
 
-async def until(event: asyncio.Event) -> None:
+async def led_and_followed(
+    replica: MakeReplica, leader: Statement, follower: Statement
+) -> tuple[asyncio.Task[Shared], asyncio.Task[Shared]]:
+    """Two replicas on one Redis asked for key "k": the first runs `leader`; once it started,
+    the second asks (running `follower` if it must run its own) and is waited for until it
+    follows the first one's flight."""
+    one, other = await replica(), await replica()
+    other_follows = following(other)
+    first = asyncio.create_task(one.run("k", leader, timeout_s=5))
+    await leader.started.wait()
+    second = asyncio.create_task(other.run("k", follower, timeout_s=5))
     async with asyncio.timeout(10):  # bounded: a replica follows within milliseconds
-        await event.wait()
+        await other_follows.wait()
+    return first, second
 
 
 async def test_replicas_on_one_redis_share_one_run(replica: MakeReplica) -> None:
-    one, other = await replica(), await replica()
-    other_follows = following(other)
     statement = Statement()
 
-    first = asyncio.create_task(one.run("k", statement, timeout_s=5))
-    await statement.started.wait()
-    second = asyncio.create_task(other.run("k", statement, timeout_s=5))
-    await until(other_follows)
+    first, second = await led_and_followed(replica, statement, statement)
     statement.release.set()
     results = await asyncio.gather(first, second)
 
@@ -202,14 +208,9 @@ async def test_replicas_on_one_redis_share_one_run(replica: MakeReplica) -> None
 
 
 async def test_a_failure_on_one_replica_reaches_waiters_on_another(replica: MakeReplica) -> None:
-    one, other = await replica(), await replica()
-    other_follows = following(other)
     failing = Statement(StatementFailed("[PARSE_SYNTAX_ERROR] near x", statement_id="s2"))
 
-    first = asyncio.create_task(one.run("k", failing, timeout_s=5))
-    await failing.started.wait()
-    second = asyncio.create_task(other.run("k", failing, timeout_s=5))
-    await until(other_follows)
+    first, second = await led_and_followed(replica, failing, failing)
     failing.release.set()
     outcomes = await asyncio.gather(first, second, return_exceptions=True)
 
@@ -221,15 +222,10 @@ async def test_a_failure_on_one_replica_reaches_waiters_on_another(replica: Make
 async def test_when_the_holder_gives_up_a_waiter_on_another_replica_runs_it(
     replica: MakeReplica,
 ) -> None:
-    one, other = await replica(), await replica()
-    other_follows = following(other)
     abandoned, taken_over = Statement(), Statement()
     taken_over.release.set()
 
-    first = asyncio.create_task(one.run("k", abandoned, timeout_s=5))
-    await abandoned.started.wait()
-    second = asyncio.create_task(other.run("k", taken_over, timeout_s=5))
-    await until(other_follows)
+    first, second = await led_and_followed(replica, abandoned, taken_over)
     first.cancel()
     result = await second
 
@@ -241,16 +237,11 @@ async def test_when_the_holder_gives_up_a_waiter_on_another_replica_runs_it(
 async def test_when_the_holder_was_refused_memory_a_waiter_on_another_replica_runs_it(
     replica: MakeReplica,
 ) -> None:
-    one, other = await replica(), await replica()
-    other_follows = following(other)
     refused = Statement(MemoryBusy("the memory budget stays full", waited_s=0.1))
     own = Statement()
     own.release.set()
 
-    first = asyncio.create_task(one.run("k", refused, timeout_s=5))
-    await refused.started.wait()
-    second = asyncio.create_task(other.run("k", own, timeout_s=5))
-    await until(other_follows)
+    first, second = await led_and_followed(replica, refused, own)
     refused.release.set()
     outcomes = await asyncio.gather(first, second, return_exceptions=True)
 

@@ -348,24 +348,30 @@ INTERVAL_SQL = (
 INTERVAL_ROW = ["1 year 2 months 3 days 04:05:06.5", "-01:30:00", ["3 days"]]
 
 
+async def three_formats(
+    service: Client, sql: str, disposition: str
+) -> tuple[dict[str, Any], list[Any], str]:
+    """The same query answered as JSON, as NDJSON (its lines parsed) and as CSV text."""
+    body = {"sql": sql, "disposition": disposition}
+    _, buffered = await query(service, body)
+    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
+    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
+    csv = await service.post("/api/query", json=body, headers={"Accept": "text/csv"})
+    return buffered, lines, await csv.text()
+
+
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
 async def test_intervals_are_the_warehouses_text_in_json_ndjson_and_csv(
     warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
     # ARROW_STREAM chunks carry them as Arrow intervals, JSON_ARRAY chunks as text.
     service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
-    body = {"sql": INTERVAL_SQL, "disposition": disposition}
 
-    _, buffered = await query(service, body)
-    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
-    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
-    csv = await service.post("/api/query", json=body, headers={"Accept": "text/csv"})
+    buffered, lines, csv = await three_formats(service, INTERVAL_SQL, disposition)
 
     assert buffered["rows"] == [INTERVAL_ROW]
     assert lines[1] == INTERVAL_ROW
-    assert await csv.text() == (
-        'i,neg,xs\r\n1 year 2 months 3 days 04:05:06.5,-01:30:00,"[""3 days""]"\r\n'
-    )
+    assert csv == ('i,neg,xs\r\n1 year 2 months 3 days 04:05:06.5,-01:30:00,"[""3 days""]"\r\n')
 
 
 @pytest.mark.parametrize(("disposition", "fmt"), WAREHOUSE_FORMATS)
@@ -373,17 +379,13 @@ async def test_nested_longs_and_decimals_are_exact_in_json_ndjson_and_csv(
     warehouse: LocalWarehouse, start_service: StartService, disposition: str, fmt: str
 ) -> None:
     service = await start_service(service_settings(warehouse, EXTERNAL_LINKS_FORMAT=fmt))
-    body = {"sql": NESTED_SQL, "disposition": disposition}
 
-    _, buffered = await query(service, body)
-    ndjson = await service.post("/api/query", json=body, headers={"Accept": "application/x-ndjson"})
-    lines = [orjson.loads(line) for line in (await ndjson.read()).splitlines()]
-    csv = await service.post("/api/query", json=body, headers={"Accept": "text/csv"})
+    buffered, lines, csv = await three_formats(service, NESTED_SQL, disposition)
 
     assert buffered["rows"] == [NESTED_ROW]
     assert lines[1] == NESTED_ROW
     assert lines[0]["columns"] == buffered["columns"]
-    assert await csv.text() == NESTED_CSV
+    assert csv == NESTED_CSV
     assert [c["json_type"] for c in buffered["columns"]] == [
         "object",
         "array",

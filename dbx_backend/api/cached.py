@@ -327,18 +327,6 @@ def memory_noted(request: web.Request) -> Iterator[None]:
         raise
 
 
-@contextmanager
-def released_on_error(reservation: Reservation | None) -> Iterator[None]:
-    """Give `reservation` back when the body cannot be made (`send_reserved` releases it
-    otherwise)."""
-    try:
-        yield
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
-
-
 # The Content-Type of each format an entry answers in besides JSON.
 STREAM_TYPES = {
     "ndjson": f"{NdjsonWriter.content_type}; charset=utf-8",

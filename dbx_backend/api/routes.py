@@ -23,7 +23,6 @@ from dbx_backend.api.cached import (
     memory_noted,
     note_memory_wait,
     prepare,
-    released_on_error,
     send,
     send_reserved,
 )
@@ -54,6 +53,7 @@ from dbx_backend.engine import (
     QueryResult,
     Timings,
     TypedParam,
+    released_on_error,
 )
 from dbx_backend.keys import (
     QUERIES,

@@ -29,12 +29,7 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from dbx_backend.api.answers import column_models, model_response
-from dbx_backend.api.cached import (
-    memory_noted,
-    note_memory_wait,
-    released_on_error,
-    send_reserved,
-)
+from dbx_backend.api.cached import memory_noted, note_memory_wait, send_reserved
 from dbx_backend.api.errors import (
     INTERNAL,
     InvalidRequest,
@@ -68,6 +63,7 @@ from dbx_backend.engine import (
     StatementInfo,
     Submitted,
     UnknownHandle,
+    released_on_error,
     still_running,
 )
 from dbx_backend.keys import (

@@ -21,7 +21,7 @@ from dbx_backend.engine.json_answer import EncodedRows, JsonAnswer
 from dbx_backend.engine.json_lines import JsonLines, Lines, encode_rows
 from dbx_backend.engine.limiter import QueryLimiter, TooManyQueries
 from dbx_backend.engine.live import LiveResult, PairedForm, TeeLimits, read_live
-from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation
+from dbx_backend.engine.memory import MemoryBudget, MemoryBusy, Reservation, released_on_error
 from dbx_backend.engine.normalize import Column, JsonValue, NormalizeOptions
 from dbx_backend.engine.open_statements import OpenStatements, TooManyStatements
 from dbx_backend.engine.parameters import (
@@ -112,6 +112,7 @@ __all__ = [
     "encode_rows",
     "parse_cache_control",
     "read_live",
+    "released_on_error",
     "sql_facts",
     "still_running",
     "strong_etag",

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -268,6 +269,18 @@ class Reservation:
     def release(self) -> None:
         """Give everything back."""
         self.budget._shrink(self, self.nbytes)
+
+
+@contextmanager
+def released_on_error(reservation: Reservation | None) -> Iterator[None]:
+    """Give `reservation` back when what it was taken for fails (or is cancelled); whoever
+    sends what it holds releases it otherwise."""
+    try:
+        yield
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
 
 
 # What a buffered answer's body weighs per byte of the warehouse's result before any answer

@@ -25,7 +25,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -33,7 +33,13 @@ from typing import Any, Literal, TypeVar
 from dbx_backend.engine.gate import Admitted, Gate
 from dbx_backend.engine.json_answer import EncodedJsonRows, JsonAnswer, JsonAnswerWriter
 from dbx_backend.engine.json_lines import JsonLines
-from dbx_backend.engine.memory import Estimator, MemoryBudget, MemoryBusy, Reservation
+from dbx_backend.engine.memory import (
+    Estimator,
+    MemoryBudget,
+    MemoryBusy,
+    Reservation,
+    released_on_error,
+)
 from dbx_backend.engine.normalize import (
     Column,
     JsonValue,
@@ -240,16 +246,6 @@ def statement_failure(response: StatementResponse) -> StatementFailed:
         statement_id=response.statement_id,
         sql_state=response.status.sql_state,
     )
-
-
-@contextmanager
-def _released_on_error(reservation: Reservation) -> Iterator[None]:
-    """Give `reservation` back when what it was taken for fails (or is cancelled)."""
-    try:
-        yield
-    except BaseException:
-        reservation.release()
-        raise
 
 
 @asynccontextmanager
@@ -522,7 +518,7 @@ class QueryService:
             if first_page_rows > 0 and manifest.total_row_count > 0:
                 reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
                 reservation = await self.reserve_body(manifest, len(columns), first_page_rows)
-                with _released_on_error(reservation):
+                with released_on_error(reservation):
                     rows = await reader.head(first_page_rows)
         return StatementInfo(
             response.statement_id,
@@ -560,7 +556,7 @@ class QueryService:
             columns = columns_from_manifest(manifest, normalize)
             reader = self.reader(statement_id, manifest, first, columns, normalize, deadline)
             reservation = await self.reserve_body(manifest, len(columns), end - offset)
-            with _released_on_error(reservation):
+            with released_on_error(reservation):
                 rows = await reader.rows(offset, end)
         return RowsPage(state, rows, offset, total, reservation)
 

@@ -331,12 +331,7 @@ class ResultReader:
             return
         table = arrow_table(data)  # no copy: only the messages are read
         del data
-        if table.num_rows != link.row_count:
-            raise ProtocolError(
-                f"chunk {link.chunk_index} has {table.num_rows} rows, its link says "
-                f"{link.row_count}",
-                statement_id=self.statement_id,
-            )
+        self._check_count(link, table.num_rows)
         yield link.row_offset, await self._arrow_part(form, table, 0, head)
         yield link.row_offset + head, await self._arrow_part(form, table, head, link.row_count)
 
@@ -461,13 +456,17 @@ class ResultReader:
             decode = partial(decode_chunk, self.manifest.format, data, form)
             decoded = await self._convert(decode, link.row_count, nbytes=len(data))
             del data, decode
-        if link.row_count and form.count(decoded) != link.row_count:
+        if link.row_count:
+            self._check_count(link, form.count(decoded))
+        return decoded
+
+    def _check_count(self, link: ExternalLink, rows: int) -> None:
+        """A link's chunk must hold the rows the link says it does."""
+        if rows != link.row_count:
             raise ProtocolError(
-                f"chunk {link.chunk_index} has {form.count(decoded)} rows, its link says "
-                f"{link.row_count}",
+                f"chunk {link.chunk_index} has {rows} rows, its link says {link.row_count}",
                 statement_id=self.statement_id,
             )
-        return decoded
 
     def _forwarded(self, form: ChunkForm[Part], data: bytes, table: Any) -> Part | None:
         """A whole Arrow chunk as the form takes the warehouse's bytes as they are

@@ -103,23 +103,16 @@ class _BudgetMixin:
         self.truncated = False
 
     def admit(self, size: int) -> bool:
-        if self.rows_left == 0 or 0 <= self.bytes_left < size:
-            self.stopped = self.truncated = True
-            return False
-        self.rows_left -= 1
-        if self.bytes_left >= 0:
-            self.bytes_left -= size
-        self.total_bytes += size
-        self._check_inline_cap()
-        return True
+        """One row of `size` bytes: whether it was admitted."""
+        return self.admit_many(1, size) == 1
 
     def admit_many(self, count: int, size: int) -> int:
-        """`admit` for `count` rows of `size` bytes each at once: how many were admitted."""
+        """`count` rows of `size` bytes each at once: how many were admitted."""
         fits = count
         if self.rows_left >= 0:
             fits = min(fits, self.rows_left)
-        if self.bytes_left >= 0:
-            fits = min(fits, self.bytes_left // max(1, size))
+        if self.bytes_left >= 0 and size:
+            fits = min(fits, self.bytes_left // size)
         if fits < count:
             self.stopped = self.truncated = True
         if self.rows_left >= 0:
