@@ -1,38 +1,100 @@
-"""The C allocator told to give large buffers back to the system (glibc only).
+"""The C allocator tuned for a service that moves result chunks (glibc only).
 
-glibc serves a request of 128 KiB or more from a mapping of its own at first, but raises that
-threshold whenever such a block is freed (up to 32 MiB). After a few large bodies the next ones
-come from the heap, which keeps what is freed: the process's RSS then stays at its largest
-burst, and growing a buffer there copies it. A fixed threshold keeps every large buffer (result
-chunks, answer bodies) in its own mapping, grown in place and returned when freed, so the
-memory budget is what the process really holds. Two arenas bound what the converting threads
-keep for themselves.
+By default glibc serves a request of 128 KiB or more from a mapping of its own at first, and
+raises that threshold (up to 32 MiB) whenever such a block is freed. Neither suits a relay of
+result chunks:
+
+- A block in its own mapping is returned to the system when freed, and the next one is mapped
+  again: every page of it is faulted in afresh. A stream relays each chunk's bytes through
+  several buffers of about a chunk's size (socket reads, the whole download, the chunked
+  write), so one 1M-row stream faulted in about 55,000 pages: a third of the service's CPU on
+  an Arrow stream was the kernel's.
+- Once the threshold has risen, the heap keeps what is freed: the process's RSS stays at its
+  largest burst for good.
+
+So the threshold is fixed at 1 MiB: buffers of a chunk's size come from the heap, which keeps up
+to 16 MiB free at its top while the service works and reuses those pages; larger ones (whole
+answer bodies) keep a mapping of their own, returned when freed. When no request has run for a
+second, `release_free_memory()` gives the heap's free pages back (`malloc_trim`), so an idle
+service holds what it really uses. Two arenas bound what the converting threads keep.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 
 # mallopt parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 128 * 1024
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+TRIM_THRESHOLD_BYTES = 16 * 1024 * 1024
 ARENA_MAX = 2
+IDLE_RELEASE_S = 1.0
+
+_malloc_trim: Callable[[int], int] | None = None
 
 
 def tune_allocator() -> bool:
-    """Apply both settings, before the process starts threads; False where the C library is
-    not glibc (nothing is changed then)."""
+    """Apply the settings, before the process starts threads; False where the C library is
+    not glibc (nothing is changed then, and `release_free_memory` does nothing)."""
+    global _malloc_trim
     name = ctypes.util.find_library("c")
     if name is None:
         return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        libc = ctypes.CDLL(name)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(M_ARENA_MAX, ARENA_MAX)
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    settings = (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+        (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+        (M_ARENA_MAX, ARENA_MAX),
     )
+    if not all([mallopt(parameter, value) for parameter, value in settings]):
+        return False
+    _malloc_trim = malloc_trim
+    return True
+
+
+def release_free_memory() -> bool:
+    """Give the free pages of every arena back to the system; True if any was given back.
+    Nothing happens unless `tune_allocator` succeeded (the heap then keeps free memory)."""
+    return _malloc_trim is not None and bool(_malloc_trim(0))
+
+
+class ReleaseWhenIdle:
+    """Calls `release` once no request has run for `after_s`: `InFlight` says when the last
+    request ends (`idle`) and when the next starts (`busy`)."""
+
+    def __init__(
+        self,
+        after_s: float = IDLE_RELEASE_S,
+        release: Callable[[], object] = release_free_memory,
+    ) -> None:
+        self._after_s = after_s
+        self._release = release
+        self._timer: asyncio.TimerHandle | None = None
+
+    def idle(self) -> None:
+        self.busy()
+        self._timer = asyncio.get_running_loop().call_later(self._after_s, self._fire)
+
+    def busy(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    close = busy
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._release()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web, web_response
 
+from dbx_backend.allocator import ReleaseWhenIdle
 from dbx_backend.api.console import setup_console_routes
 from dbx_backend.api.cors import preflight_guard, setup_cors
 from dbx_backend.api.errors import error_middleware
@@ -91,7 +92,9 @@ def create_app(
     secrets = _secrets(settings)
     hide_server_version()
     metrics = Metrics()
-    in_flight = InFlight()
+    # After a second with no request, the heap's free memory goes back to the system.
+    release_when_idle = ReleaseWhenIdle()
+    in_flight = InFlight(release_when_idle)
     app = web.Application(
         middlewares=[
             request_context,
@@ -187,6 +190,7 @@ def create_app(
     async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[READINESS].close()  # before the warehouse client closes
+        release_when_idle.close()
 
     app.cleanup_ctx.append(warehouse_ctx)
     app.cleanup_ctx.append(cache_ctx)

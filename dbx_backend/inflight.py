@@ -7,13 +7,22 @@ calls `interrupt()`: each request still running is cancelled (the API answers it
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
+
+
+class IdleListener(Protocol):
+    """Told when the service goes from no request to one (`busy`) and back (`idle`)."""
+
+    def busy(self) -> None: ...
+
+    def idle(self) -> None: ...
 
 
 class InFlight:
     """The tasks of the requests being handled, and which of them shutdown interrupted."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: IdleListener | None = None) -> None:
+        self._listener = listener
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interrupted: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
@@ -25,6 +34,8 @@ class InFlight:
 
     def enter(self, task: asyncio.Task[Any]) -> None:
         """A request starts."""
+        if not self._tasks and self._listener is not None:
+            self._listener.busy()
         self._tasks.add(task)
         self._idle.clear()
 
@@ -36,6 +47,8 @@ class InFlight:
             task.uncancel()
         if not self._tasks:
             self._idle.set()
+            if self._listener is not None:
+                self._listener.idle()
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for every request to end; True if they did."""
