@@ -128,8 +128,8 @@ class NdjsonWriter:
         return self._form
 
     def part(self, part: Lines) -> Iterable[bytes | memoryview]:
-        """One chunk's lines."""
-        return (part.data,)
+        """One chunk's lines, in their pieces."""
+        return part.pieces
 
     def header(
         self,

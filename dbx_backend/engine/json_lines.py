@@ -63,10 +63,20 @@ def encode_rows(rows: Sequence[Sequence[JsonValue]]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Lines:
-    """Some rows as NDJSON: their bytes (one line per row) and how many there are."""
+    """Some rows as NDJSON: their bytes (one line per row), in pieces of whole lines that are
+    written one after another, and how many rows there are."""
 
-    data: bytes | memoryview
+    pieces: tuple[bytes | memoryview, ...]
     rows: int
+
+    @classmethod
+    def of(cls, data: bytes | memoryview, rows: int) -> Lines:
+        return cls((data,), rows)
+
+    @property
+    def data(self) -> bytes | memoryview:
+        """The lines in one buffer (joined when there are several pieces)."""
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
 # An Arrow column -> (Arrow binary array of its values' JSON texts, what closes each non-null
@@ -102,13 +112,13 @@ class JsonLines:
     ) -> Lines:
         """JSON_ARRAY rows: normalized (column by column already), then written row by row."""
         rows = self.converter.convert_rows(cells, check_cells=check_cells, first_row=first_row)
-        return Lines(encode_rows(rows), len(rows))
+        return Lines.of(encode_rows(rows), len(rows))
 
     def from_arrow(self, batch: pyarrow.RecordBatch) -> Lines:
         """An Arrow batch's rows; whole columns at a time when the batch is large."""
         columns = self.converter.columns
         if batch.num_rows < max(1, self.min_rows) or not columns:
-            return Lines(encode_rows(self.converter.convert_arrow(batch)), batch.num_rows)
+            return Lines.of(encode_rows(self.converter.convert_arrow(batch)), batch.num_rows)
         if batch.num_columns != len(columns):
             self.converter.convert_arrow(batch)  # raises the schema mismatch, as it words it
         if batch.num_rows > _GATHER_MAX_ROWS:  # keeps each gather's order small
@@ -143,7 +153,8 @@ class JsonLines:
         """The lines of `parts`, in order."""
         if len(parts) == 1:
             return parts[0]
-        return Lines(b"".join(part.data for part in parts), sum(part.rows for part in parts))
+        pieces = tuple(piece for part in parts for piece in part.pieces)
+        return Lines(pieces, sum(part.rows for part in parts))
 
     # -- one column -------------------------------------------------------------------------
 
@@ -155,12 +166,13 @@ class JsonLines:
             self._texts[key] = texts
         return texts(array) or self._plain(index, array)
 
-    def _gather(self, pieces: list[Any], rows: int) -> bytes | memoryview:
-        """The lines of `pieces` (bytes, and arrays of `rows` texts). For each slice of
-        `_GATHER_ROWS` lines, one array holds the slice of every array's texts and then each
-        separator once; a single `take`, in the order of the lines, puts their bytes back to
-        back. About twice as fast as a join kernel, which pays per row for every piece,
-        separators included; by slices, the arrays it needs stay small."""
+    def _gather(self, pieces: list[Any], rows: int) -> tuple[memoryview, ...]:
+        """The lines of `pieces` (bytes, and arrays of `rows` texts), one buffer per slice of
+        `_GATHER_ROWS` lines. For each slice, one array holds the slice of every array's texts
+        and then each separator once; a single `take`, in the order of the lines, puts their
+        bytes back to back. About twice as fast as a join kernel, which pays per row for every
+        piece, separators included; by slices, the arrays it needs stay small. The slices are
+        not joined: they are written one after another."""
         import pyarrow as pa
 
         merged: list[Any] = []
@@ -181,7 +193,7 @@ class JsonLines:
             texts = pa.concat_arrays([array.slice(start, count) for array in arrays] + [separators])
             lines.append(_values(texts.take(self._order(shape, count))))
             del texts
-        return lines[0] if len(lines) == 1 else b"".join(lines)
+        return tuple(lines)
 
     def _order(self, shape: tuple[bool, ...], rows: int) -> Any:
         """Indexes into `_gather`'s array, line after line, for pieces of `shape` (True: a
