@@ -4,21 +4,21 @@ By default glibc serves a request of 128 KiB or more from a mapping of its own a
 raises that threshold (up to 32 MiB) whenever such a block is freed. Neither suits this service:
 
 - A block in its own mapping goes back to the system when freed, and the next one is mapped
-  afresh: every page of it is faulted in again. A stream passes its bytes through buffers of a
-  few hundred KiB (socket reads of up to 256 KiB, slices of NDJSON lines, the download of a
-  small chunk, the chunked write of each), so one 1M-row stream from the local warehouse
-  faulted in about 55,000 pages (NDJSON: 72,000): on an Arrow stream the kernel's share was a
-  third of the service's CPU.
+  afresh: every page of it is faulted in again. A stream passes all its bytes through such
+  blocks (socket reads of up to 256 KiB, slices of NDJSON lines of about 200 KB, downloads,
+  chunked writes), so one 1M-row stream from the local warehouse faulted in about 55,000 pages
+  (NDJSON: 72,000): on an Arrow stream the kernel's share was a third of the service's CPU.
 - Once the threshold has risen, the heap keeps what is freed: the process's RSS stays at its
   largest burst for good.
 
-So the threshold is fixed at 640 KiB, chosen by measurement: the buffers of a stream's hot path
-come from the heap and reuse its pages, while larger ones (whole answer bodies, a cloud
-warehouse's chunks of tens of MB) keep a mapping of their own, returned when freed. A higher
-threshold (1 MiB) was faster still but let bursts of buffered answers peak 10-15% higher (free
-holes in the heap). The heap returns free memory at its top at once (trim threshold 128 KiB,
-glibc's default); the holes inside it go back when no request has run for a second
-(`release_free_memory`, `malloc_trim`). Two arenas bound what the converting threads keep.
+So the threshold is fixed at 320 KiB, chosen by measurement: socket reads and slices of lines
+come from the heap and reuse its pages, while chunk-sized and larger buffers (downloads, whole
+answer bodies) keep a mapping of their own, returned when freed. A higher threshold was faster
+still (640 KiB: about half the page faults again) but let a buffered answer's growing buffers
+leave holes in the heap: its peak went from 1.4 to up to 2.2 times its body. The heap returns
+free memory at its top at once (trim threshold 128 KiB, glibc's default); what is free inside
+it goes back when no request has run for a second (`release_free_memory`, `malloc_trim`). Two
+arenas bound what the converting threads keep.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable
 # mallopt parameters (glibc's malloc.h).
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 640 * 1024
+MMAP_THRESHOLD_BYTES = 320 * 1024
 ARENA_MAX = 2
 IDLE_RELEASE_S = 1.0
 
