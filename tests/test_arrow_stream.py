@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dbx_backend.api import arrow_stream
+from dbx_backend.api.cached import SEND_SLICE_BYTES
 from dbx_backend.app import create_app
 from dbx_backend.engine import Column, arrow_form
 from dbx_backend.engine.query_service import PollSchedule
@@ -366,6 +367,29 @@ async def test_a_slow_reader_holds_the_service_to_a_few_chunks(
     assert fetched_while_stalled < CHUNKS // 4
     assert table.num_rows == 100000
     assert downloads(warehouse) == CHUNKS
+
+
+async def test_chunks_larger_than_a_send_slice_go_out_in_slices(warehouse: LocalWarehouse) -> None:
+    sizes: list[int] = []
+    parts: list[bytes] = []
+    async with TestServer(make_app(warehouse)) as server, aiohttp.ClientSession() as session:
+        response = await session.post(
+            server.make_url("/api/query"), json={"sql": WIDE_SQL}, headers={"Accept": ARROW}
+        )
+        size = 0
+        async for data, end_of_http_chunk in response.content.iter_chunks():
+            parts.append(data)
+            size += len(data)
+            if end_of_http_chunk:
+                sizes.append(size)
+                size = 0
+
+    table = pa.ipc.open_stream(b"".join(parts)).read_all()
+    assert table.num_rows == 100000
+    assert table.column("id").to_pylist() == list(range(100000))
+    # Each warehouse chunk (1,000 rows of about 1 KB) is larger than a slice.
+    assert max(sizes) == SEND_SLICE_BYTES
+    assert len(sizes) > CHUNKS * 4
 
 
 async def test_a_client_leaving_mid_stream_stops_the_downloads(warehouse: LocalWarehouse) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dbx_backend.api.cached import run_options
+from dbx_backend.api.cached import run_options, write_sliced
 from dbx_backend.api.errors import INTERNAL, ShuttingDown, error_body, response_for
 from dbx_backend.api.prepared import Prepared
 from dbx_backend.api.shutdown import SHUTTING_DOWN_MESSAGE, take_interrupt
@@ -231,7 +231,7 @@ async def _write_live(
             await response.write(live.header)
         async for pieces, _ in live.pieces():
             for piece in pieces:
-                await response.write(piece)
+                await write_sliced(response, piece)
     except asyncio.CancelledError:
         if not take_interrupt(request):
             raise
