@@ -18,6 +18,7 @@ from dbx_backend.app import create_app
 from dbx_backend.config import Settings, load_settings
 from dbx_backend.engine.query_service import PollSchedule
 from dbx_backend.localwarehouse import Fault, LocalWarehouse
+from dbx_backend.warehouse import auth
 from dbx_backend.warehouse.retry import NO_WAIT, RetryPolicy
 from tests.conftest import StartLocalWarehouse, StartService, warehouse_settings
 
@@ -486,7 +487,10 @@ async def test_a_token_endpoint_that_stays_down_gives_503_and_a_clear_log_line(
     aiohttp_client: MakeClient,
     local_warehouse: StartLocalWarehouse,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every attempt of the client re-runs the token fetch's own retries: without waits here.
+    monkeypatch.setattr(auth, "RETRY_DELAYS_S", (0.0, 0.0))
     warehouse = await local_warehouse(**OAUTH_WAREHOUSE)
     warehouse.faults.add("token", Fault.status(500), times=None)
     service = await aiohttp_client(oauth_service(warehouse))

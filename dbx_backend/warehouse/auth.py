@@ -116,7 +116,7 @@ class OAuthM2M:
         clock: Callable[[], float] = time.monotonic,
         timeout: aiohttp.ClientTimeout | None = None,
         sleep: Sleep = asyncio.sleep,
-        retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        retry_delays_s: tuple[float, ...] | None = None,
     ) -> None:
         self.refreshes = 0
         self._session = session
@@ -127,7 +127,7 @@ class OAuthM2M:
         self._clock = clock
         self._timeout = timeout or aiohttp.ClientTimeout(total=30.0, sock_connect=10.0)
         self._sleep = sleep
-        self._retry_delays_s = retry_delays_s
+        self._retry_delays_s = RETRY_DELAYS_S if retry_delays_s is None else retry_delays_s
         self._token: _Token | None = None
         self._token_endpoint: URL | None = None
         self._inflight: asyncio.Future[str] | None = None
