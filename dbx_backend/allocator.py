@@ -15,7 +15,7 @@ So the threshold is fixed at 320 KiB, chosen by measurement: socket reads and sl
 come from the heap and reuse its pages, while chunk-sized and larger buffers (downloads, whole
 answer bodies) keep a mapping of their own, returned when freed. A higher threshold was faster
 still (640 KiB: about half the page faults again) but let a buffered answer's growing buffers
-leave holes in the heap: its peak went from 1.4 to up to 2.2 times its body. The heap returns
+leave holes in the heap: its peak went from 1.4 to up to 2.3 times its body. The heap returns
 free memory at its top at once (trim threshold 128 KiB, glibc's default); what is free inside
 it goes back when no request has run for a second (`release_free_memory`, `malloc_trim`). Two
 arenas bound what the converting threads keep.
