@@ -62,18 +62,6 @@ from dbx_backend.keys import (
 # the socket, and the copy aiohttp makes of each write stays small enough to come from the
 # heap (dbx_backend/allocator.py) instead of a fresh mapping.
 SEND_SLICE_BYTES = 256 * 1024
-
-
-async def write_sliced(response: web.StreamResponse, data: bytes | memoryview) -> None:
-    """Write `data` to a prepared response, in slices of at most `SEND_SLICE_BYTES`."""
-    if len(data) <= SEND_SLICE_BYTES:
-        await response.write(data)
-        return
-    view = memoryview(data)
-    for start in range(0, len(view), SEND_SLICE_BYTES):
-        await response.write(view[start : start + SEND_SLICE_BYTES])
-
-
 CACHE_HEADERS = ("ETag", "Age", "Server-Timing", "Cache-Control")
 
 
@@ -275,6 +263,16 @@ async def cached_stream_response(
     if result_format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="result-{entry.statement_id}.csv"'
     return web.Response(body=body, headers=headers)
+
+
+async def write_sliced(response: web.StreamResponse, data: bytes | memoryview) -> None:
+    """Write `data` to a prepared response, in slices of at most `SEND_SLICE_BYTES`."""
+    if len(data) <= SEND_SLICE_BYTES:
+        await response.write(data)
+        return
+    view = memoryview(data)
+    for start in range(0, len(view), SEND_SLICE_BYTES):
+        await response.write(view[start : start + SEND_SLICE_BYTES])
 
 
 async def send(request: web.Request, response: web.Response) -> web.StreamResponse:
